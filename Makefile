@@ -1,0 +1,56 @@
+# nsguard: `make demo` shows the operator at work on a local control plane; `make test` runs every test.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CLUSTER_TOOLS := tests/cluster
+# `make demo` and `make cluster-up` share this control plane; `make test` and `make bench` start
+# their own, so they never disturb (or stop) the one you are using.
+DEV_CLUSTER   := $(CURDIR)/target/cluster
+TEST_CLUSTER  := $(CURDIR)/target/test-cluster
+CARGO_FLAGS   := --locked
+
+.PHONY: help
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: demo
+demo: build cluster-up ## Bring up the local control plane and watch nsguard harden, drift and heal a namespace.
+	@NSGUARD_CLUSTER_DIR=$(DEV_CLUSTER) tests/cluster/demo.sh
+
+.PHONY: test
+test: ## Every test, unit and integration, against a local control plane started (and stopped) for the run.
+	@NSGUARD_CLUSTER_DIR=$(TEST_CLUSTER) $(CLUSTER_TOOLS)/up.sh
+	@status=0; \
+	NSGUARD_KUBECONFIG=$(TEST_CLUSTER)/kubeconfig cargo test $(CARGO_FLAGS) --all-targets || status=$$?; \
+	NSGUARD_CLUSTER_DIR=$(TEST_CLUSTER) $(CLUSTER_TOOLS)/down.sh; \
+	exit $$status
+
+.PHONY: unit
+unit: ## Unit tests only (no cluster needed).
+	cargo test $(CARGO_FLAGS) --lib --bins
+
+.PHONY: lint
+lint: ## rustfmt and clippy, warnings as errors.
+	cargo fmt --all -- --check
+	cargo clippy $(CARGO_FLAGS) --all-targets -- -D warnings
+
+.PHONY: build
+build: ## Build nsguard (debug).
+	cargo build $(CARGO_FLAGS)
+
+.PHONY: control-plane
+control-plane: ## Build (or find in the cache) etcd, kube-apiserver, kube-controller-manager and kubectl.
+	@$(CLUSTER_TOOLS)/build.sh
+
+.PHONY: cluster-up
+cluster-up: ## Start the local control plane (reuses a running one); kubeconfig in target/cluster/kubeconfig.
+	@NSGUARD_CLUSTER_DIR=$(DEV_CLUSTER) $(CLUSTER_TOOLS)/up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local control plane started by cluster-up.
+	@NSGUARD_CLUSTER_DIR=$(DEV_CLUSTER) $(CLUSTER_TOOLS)/down.sh
+
+.PHONY: cluster-status
+cluster-status: ## Is the local control plane running?
+	@NSGUARD_CLUSTER_DIR=$(DEV_CLUSTER) $(CLUSTER_TOOLS)/status.sh

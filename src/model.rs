@@ -1,0 +1,188 @@
+//! What the reconcile core sees of the cluster: compact, owned views of the objects nsguard reads,
+//! built from the watch caches (or, for `nsguard plan`, from files). Keeping views small keeps
+//! memory flat at 10,000 namespaces and keeps the core free of client types.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::{
+    core::v1::ServiceAccount,
+    networking::v1::{NetworkPolicy, NetworkPolicySpec},
+};
+use kube::api::ObjectMeta;
+
+use crate::crd::HardeningProfileSpec;
+use crate::selection::{CompiledSelector, NamespaceGlobs};
+use crate::validate::{self, FieldError};
+
+/// nsguard's field manager for server-side apply.
+pub const FIELD_MANAGER: &str = "nsguard";
+/// Annotation naming the profile that governs a namespace.
+pub const PROFILE_ANNOTATION: &str = "nsguard.io/profile";
+/// Annotation recording that profile's release policy, so a namespace can be released as its
+/// profile asked even after the profile is deleted.
+pub const RELEASE_POLICY_ANNOTATION: &str = "nsguard.io/release-policy";
+/// Label on every NetworkPolicy nsguard creates; nsguard watches only policies that carry it.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY_VALUE: &str = "nsguard";
+
+/// A Namespace as the core needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceView {
+    pub name: String,
+    pub uid: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// The namespace is being deleted: nsguard leaves it alone.
+    pub terminating: bool,
+}
+
+impl NamespaceView {
+    pub fn from_meta(meta: &ObjectMeta) -> Self {
+        Self {
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid.clone(),
+            labels: meta.labels.clone().unwrap_or_default(),
+            annotations: meta.annotations.clone().unwrap_or_default(),
+            terminating: meta.deletion_timestamp.is_some(),
+        }
+    }
+
+    /// The profile named in the namespace's [`PROFILE_ANNOTATION`], if any.
+    pub fn governing_annotation(&self) -> Option<&str> {
+        self.annotations.get(PROFILE_ANNOTATION).map(String::as_str)
+    }
+}
+
+/// A ServiceAccount as the core needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceAccountView {
+    pub namespace: String,
+    pub name: String,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub automount_token: Option<bool>,
+    /// nsguard's field manager owns `automountServiceAccountToken` (it applied the value).
+    pub automount_owned: bool,
+}
+
+impl ServiceAccountView {
+    pub fn from_object(sa: &ServiceAccount) -> Self {
+        let automount_owned = sa.metadata.managed_fields.iter().flatten().any(|entry| {
+            entry.manager.as_deref() == Some(FIELD_MANAGER)
+                && entry.operation.as_deref() == Some("Apply")
+                && entry
+                    .fields_v1
+                    .as_ref()
+                    .and_then(|f| f.0.get("f:automountServiceAccountToken"))
+                    .is_some()
+        });
+        Self {
+            namespace: sa.metadata.namespace.clone().unwrap_or_default(),
+            name: sa.metadata.name.clone().unwrap_or_default(),
+            uid: sa.metadata.uid.clone(),
+            resource_version: sa.metadata.resource_version.clone(),
+            automount_token: sa.automount_service_account_token,
+            automount_owned,
+        }
+    }
+}
+
+/// A NetworkPolicy as the core needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetworkPolicyView {
+    pub namespace: String,
+    pub name: String,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub spec: NetworkPolicySpec,
+}
+
+impl NetworkPolicyView {
+    pub fn from_object(np: &NetworkPolicy) -> Self {
+        Self {
+            namespace: np.metadata.namespace.clone().unwrap_or_default(),
+            name: np.metadata.name.clone().unwrap_or_default(),
+            uid: np.metadata.uid.clone(),
+            resource_version: np.metadata.resource_version.clone(),
+            labels: np.metadata.labels.clone().unwrap_or_default(),
+            spec: np.spec.clone().unwrap_or_default(),
+        }
+    }
+
+    /// nsguard created this policy.
+    pub fn managed_by_nsguard(&self) -> bool {
+        self.labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
+    }
+}
+
+/// A HardeningProfile, parsed once when it changes. A profile whose spec does not parse or
+/// validate is kept, with its errors, so that it can be reported and so that the namespaces it
+/// governs keep their last good state.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    pub name: String,
+    pub uid: Option<String>,
+    pub generation: Option<i64>,
+    pub spec: Result<ValidProfile, Vec<FieldError>>,
+}
+
+/// A valid profile spec with its selectors compiled.
+#[derive(Clone, Debug)]
+pub struct ValidProfile {
+    pub spec: HardeningProfileSpec,
+    pub selector: CompiledSelector,
+    pub excluded: NamespaceGlobs,
+}
+
+impl Profile {
+    /// Builds a profile from its name, metadata and raw `spec` JSON.
+    pub fn parse(
+        name: &str,
+        uid: Option<String>,
+        generation: Option<i64>,
+        spec: &serde_json::Value,
+    ) -> Self {
+        let spec = validate::parse_spec(spec).and_then(ValidProfile::new);
+        Self {
+            name: name.to_owned(),
+            uid,
+            generation,
+            spec,
+        }
+    }
+
+    /// Builds a profile from an already typed spec (tests and offline tools).
+    pub fn from_spec(name: &str, spec: HardeningProfileSpec) -> Self {
+        let errors = validate::validate_spec(&spec);
+        let spec = if errors.is_empty() {
+            ValidProfile::new(spec)
+        } else {
+            Err(errors)
+        };
+        Self {
+            name: name.to_owned(),
+            uid: None,
+            generation: None,
+            spec,
+        }
+    }
+}
+
+impl ValidProfile {
+    fn new(spec: HardeningProfileSpec) -> Result<Self, Vec<FieldError>> {
+        let selector = CompiledSelector::new(spec.namespace_selector.as_ref());
+        let excluded = NamespaceGlobs::new(&spec.exclude_namespaces).map_err(|e| {
+            vec![FieldError {
+                field: "spec.excludeNamespaces".into(),
+                message: e,
+            }]
+        })?;
+        Ok(Self {
+            spec,
+            selector,
+            excluded,
+        })
+    }
+}
