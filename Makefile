@@ -21,9 +21,10 @@ demo: build cluster-up ## Bring up the local control plane and watch nsguard har
 .PHONY: test
 test: ## Every test, unit and integration, against a local control plane started (and stopped) for the run.
 	@NSGUARD_CLUSTER_DIR=$(TEST_CLUSTER) $(CLUSTER_TOOLS)/up.sh
-	@status=0; \
-	NSGUARD_KUBECONFIG=$(TEST_CLUSTER)/kubeconfig cargo test $(CARGO_FLAGS) --all-targets || status=$$?; \
+	@status=0; mkdir -p target; \
+	NSGUARD_KUBECONFIG=$(TEST_CLUSTER)/kubeconfig cargo test $(CARGO_FLAGS) --all-targets 2>&1 | tee target/test.log || status=$$?; \
 	NSGUARD_CLUSTER_DIR=$(TEST_CLUSTER) $(CLUSTER_TOOLS)/down.sh; \
+	awk '/^test result:/ {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/test.log; \
 	exit $$status
 
 .PHONY: unit
@@ -34,6 +35,11 @@ unit: ## Unit tests only (no cluster needed).
 lint: ## rustfmt and clippy, warnings as errors.
 	cargo fmt --all -- --check
 	cargo clippy $(CARGO_FLAGS) --all-targets -- -D warnings
+
+.PHONY: crds
+crds: ## Regenerate the CRD YAML (crds/ and config/crd/bases/) from the Rust types.
+	cargo run $(CARGO_FLAGS) --quiet -- crd > crds/hardeningprofiles.nsguard.io.yaml
+	cp crds/hardeningprofiles.nsguard.io.yaml config/crd/bases/
 
 .PHONY: build
 build: ## Build nsguard (debug).

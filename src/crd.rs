@@ -21,8 +21,7 @@ pub const GROUP: &str = "nsguard.io";
 /// RFC 1123 label: a namespace name.
 pub const DNS1123_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// RFC 1123 subdomain: a ServiceAccount name.
-pub const DNS1123_SUBDOMAIN: &str =
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+pub const DNS1123_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// A namespace-name glob: the characters of a namespace name plus `*` and `?`.
 pub const NAMESPACE_GLOB: &str = r"^[-a-z0-9*?]+$";
 /// A label value (may be empty).
@@ -47,32 +46,11 @@ pub const PSA_VERSION: &str = r"^(latest|v1\.(0|[1-9][0-9]{0,3}))$";
     status = "HardeningProfileStatus",
     doc = "HardeningProfile declares the security baseline of the namespaces it selects.",
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
-    printcolumn(
-        name = "Priority",
-        type_ = "integer",
-        json_path = ".spec.priority",
-        priority = "1"
-    ),
-    printcolumn(
-        name = "Matched",
-        type_ = "integer",
-        json_path = ".status.matchedNamespaces"
-    ),
-    printcolumn(
-        name = "Compliant",
-        type_ = "integer",
-        json_path = ".status.compliantNamespaces"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Priority", type_ = "integer", json_path = ".spec.priority", priority = "1"),
+    printcolumn(name = "Matched", type_ = "integer", json_path = ".status.matchedNamespaces"),
+    printcolumn(name = "Compliant", type_ = "integer", json_path = ".status.compliantNamespaces"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HardeningProfileSpec {
@@ -150,7 +128,7 @@ pub struct LabelSelector {
     /// Labels that must all be present with exactly these values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64))]
-    #[x_kube(validation = kube::core::Rule::new(format!("self.all(k, size(k) <= 317 && k.matches('{LABEL_KEY}'))"))
+    #[x_kube(validation = kube::core::Rule::new(format!("self.all(k, size(k) <= 317 && k.matches(r'{LABEL_KEY}'))"))
         .message("keys must be valid label keys: an optional DNS subdomain prefix and '/', then at most 63 characters of alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"))]
     pub match_labels: BTreeMap<String, LabelValue>,
 
@@ -162,9 +140,7 @@ pub struct LabelSelector {
 
 /// A label value: at most 63 characters, alphanumerics, `-`, `_` or `.`, starting and ending with
 /// an alphanumeric; may be empty.
-#[derive(
-    Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord,
-)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(transparent)]
 pub struct LabelValue(#[schemars(length(max = 63), regex(pattern = LABEL_VALUE))] pub String);
 
@@ -233,10 +209,7 @@ fn latest() -> String {
 
 impl Default for PodSecurityMode {
     fn default() -> Self {
-        Self {
-            level: PodSecurityLevel::Restricted,
-            version: latest(),
-        }
+        Self { level: PodSecurityLevel::Restricted, version: latest() }
     }
 }
 
@@ -296,10 +269,7 @@ fn yes() -> bool {
 
 impl Default for DefaultDeny {
     fn default() -> Self {
-        Self {
-            ingress: true,
-            egress: true,
-        }
+        Self { ingress: true, egress: true }
     }
 }
 
@@ -337,11 +307,7 @@ fn kube_dns_selector() -> LabelSelector {
 
 impl Default for AllowDns {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            namespace: kube_system(),
-            pod_selector: kube_dns_selector(),
-        }
+        Self { enabled: true, namespace: kube_system(), pod_selector: kube_dns_selector() }
     }
 }
 
@@ -366,11 +332,7 @@ pub struct ServiceAccountSettings {
 
 impl Default for ServiceAccountSettings {
     fn default() -> Self {
-        Self {
-            disable_token_automount: true,
-            scope: ServiceAccountScope::All,
-            exempt: Vec::new(),
-        }
+        Self { disable_token_automount: true, scope: ServiceAccountScope::All, exempt: Vec::new() }
     }
 }
 
@@ -398,10 +360,10 @@ pub struct HardeningProfileStatus {
     pub conditions: Vec<Condition>,
     /// How many namespaces this profile governs.
     #[serde(default)]
-    pub matched_namespaces: u32,
+    pub matched_namespaces: i32,
     /// How many of them match the baseline.
     #[serde(default)]
-    pub compliant_namespaces: u32,
+    pub compliant_namespaces: i32,
     /// Up to 20 governed namespaces that do not match the baseline, with the reason; see
     /// `nsguard status` for all of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -416,4 +378,37 @@ pub struct NonCompliantNamespace {
     pub namespace: String,
     /// What differs, or why it could not be reconciled.
     pub reason: String,
+}
+
+/// The CustomResourceDefinition as YAML, as checked into `crds/` and printed by `nsguard crd`.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    let mut crd =
+        serde_json::to_value(HardeningProfile::crd()).map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
+    unwrap_descriptions(&mut crd);
+    let yaml = serde_yaml::to_string(&crd)?;
+    Ok(format!("# Generated by `nsguard crd`; do not edit. Regenerate with `make crds`.\n{yaml}"))
+}
+
+/// Doc comments are wrapped at 100 columns; `kubectl explain` wraps text itself, so join each
+/// paragraph's lines (keeping blank-line paragraph breaks).
+fn unwrap_descriptions(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    serde_json::Value::String(text) if key == "description" => {
+                        *text = text
+                            .split("\n\n")
+                            .map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+                            .collect::<Vec<_>>()
+                            .join("\n\n");
+                    }
+                    _ => unwrap_descriptions(v),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
+    }
 }

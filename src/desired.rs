@@ -5,18 +5,12 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    LabelSelector as K8sSelector, LabelSelectorRequirement,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector as K8sSelector, LabelSelectorRequirement};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 
-use crate::crd::{
-    HardeningProfileSpec, LabelSelector, Mode, ReleasePolicy, SelectorOperator, ServiceAccountScope,
-};
-use crate::model::{
-    MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_ANNOTATION, RELEASE_POLICY_ANNOTATION,
-};
+use crate::crd::{HardeningProfileSpec, LabelSelector, Mode, ReleasePolicy, SelectorOperator, ServiceAccountScope};
+use crate::model::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_ANNOTATION, RELEASE_POLICY_ANNOTATION};
 
 /// Name of the default-deny NetworkPolicy.
 pub const DEFAULT_DENY_POLICY: &str = "nsguard-default-deny";
@@ -66,23 +60,14 @@ pub fn desired(profile_name: &str, spec: &HardeningProfileSpec, namespace: &str)
         ("audit", &spec.pod_security.audit),
         ("warn", &spec.pod_security.warn),
     ] {
-        labels.insert(
-            format!("{PSA_PREFIX}{mode}"),
-            setting.level.as_str().to_owned(),
-        );
-        labels.insert(
-            format!("{PSA_PREFIX}{mode}-version"),
-            setting.version.clone(),
-        );
+        labels.insert(format!("{PSA_PREFIX}{mode}"), setting.level.as_str().to_owned());
+        labels.insert(format!("{PSA_PREFIX}{mode}-version"), setting.version.clone());
     }
     let annotations = match spec.mode {
         Mode::Audit => BTreeMap::new(),
         Mode::Enforce => BTreeMap::from([
             (PROFILE_ANNOTATION.to_owned(), profile_name.to_owned()),
-            (
-                RELEASE_POLICY_ANNOTATION.to_owned(),
-                release_policy_str(spec.release_policy).to_owned(),
-            ),
+            (RELEASE_POLICY_ANNOTATION.to_owned(), release_policy_str(spec.release_policy).to_owned()),
         ]),
     };
     let mut network_policies = BTreeMap::new();
@@ -101,10 +86,8 @@ pub fn desired(profile_name: &str, spec: &HardeningProfileSpec, namespace: &str)
             ingress: None,
             egress: None,
         };
-        network_policies.insert(
-            DEFAULT_DENY_POLICY.to_owned(),
-            policy(DEFAULT_DENY_POLICY, namespace, profile_name, spec),
-        );
+        network_policies
+            .insert(DEFAULT_DENY_POLICY.to_owned(), policy(DEFAULT_DENY_POLICY, namespace, profile_name, spec));
     }
     let dns = &spec.network_policy.allow_dns;
     if dns.enabled {
@@ -120,10 +103,7 @@ pub fn desired(profile_name: &str, spec: &HardeningProfileSpec, namespace: &str)
             egress: Some(vec![NetworkPolicyEgressRule {
                 to: Some(vec![NetworkPolicyPeer {
                     namespace_selector: Some(K8sSelector {
-                        match_labels: Some(BTreeMap::from([(
-                            NAMESPACE_NAME_LABEL.to_owned(),
-                            dns.namespace.clone(),
-                        )])),
+                        match_labels: Some(BTreeMap::from([(NAMESPACE_NAME_LABEL.to_owned(), dns.namespace.clone())])),
                         match_expressions: None,
                     }),
                     pod_selector: Some(to_k8s_selector(&dns.pod_selector)),
@@ -132,10 +112,7 @@ pub fn desired(profile_name: &str, spec: &HardeningProfileSpec, namespace: &str)
                 ports: Some(vec![port("UDP"), port("TCP")]),
             }]),
         };
-        network_policies.insert(
-            ALLOW_DNS_POLICY.to_owned(),
-            policy(ALLOW_DNS_POLICY, namespace, profile_name, spec),
-        );
+        network_policies.insert(ALLOW_DNS_POLICY.to_owned(), policy(ALLOW_DNS_POLICY, namespace, profile_name, spec));
     }
     let sa = &spec.service_accounts;
     Desired {
@@ -165,14 +142,8 @@ fn policy(name: &str, namespace: &str, profile: &str, spec: NetworkPolicySpec) -
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
             namespace: Some(namespace.to_owned()),
-            labels: Some(BTreeMap::from([(
-                MANAGED_BY_LABEL.to_owned(),
-                MANAGED_BY_VALUE.to_owned(),
-            )])),
-            annotations: Some(BTreeMap::from([(
-                PROFILE_ANNOTATION.to_owned(),
-                profile.to_owned(),
-            )])),
+            labels: Some(BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned())])),
+            annotations: Some(BTreeMap::from([(PROFILE_ANNOTATION.to_owned(), profile.to_owned())])),
             ..Default::default()
         },
         spec: Some(spec),
@@ -181,11 +152,8 @@ fn policy(name: &str, namespace: &str, profile: &str, spec: NetworkPolicySpec) -
 
 /// nsguard's selector as a Kubernetes `metav1.LabelSelector`.
 pub fn to_k8s_selector(selector: &LabelSelector) -> K8sSelector {
-    let labels: BTreeMap<String, String> = selector
-        .match_labels
-        .iter()
-        .map(|(k, v)| (k.clone(), v.0.clone()))
-        .collect();
+    let labels: BTreeMap<String, String> =
+        selector.match_labels.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
     let expressions: Vec<LabelSelectorRequirement> = selector
         .match_expressions
         .iter()
@@ -238,10 +206,7 @@ mod tests {
             serde_json::to_value(np.spec.as_ref()).expect("serializable"),
             json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
         );
-        assert_eq!(
-            np.metadata.labels.as_ref().expect("labels")[MANAGED_BY_LABEL],
-            "nsguard"
-        );
+        assert_eq!(np.metadata.labels.as_ref().expect("labels")[MANAGED_BY_LABEL], "nsguard");
     }
 
     #[test]
@@ -266,10 +231,7 @@ mod tests {
 
     #[test]
     fn audit_mode_sets_no_annotations() {
-        let spec = HardeningProfileSpec {
-            mode: Mode::Audit,
-            ..Default::default()
-        };
+        let spec = HardeningProfileSpec { mode: Mode::Audit, ..Default::default() };
         assert!(desired("p", &spec, "n").annotations.is_empty());
     }
 

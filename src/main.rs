@@ -1,1 +1,256 @@
-fn main() {}
+//! The `nsguard` command: the controller (`run`) and its companions.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use nsguard::controller::{self, Settings};
+use nsguard::http::{self, Admin};
+use nsguard::metrics::Metrics;
+use nsguard::selection::Exclusions;
+use nsguard::telemetry::{self, LogFormat};
+
+/// nsguard keeps every selected namespace hardened to a declared baseline: Pod Security Admission
+/// labels, default-deny NetworkPolicies with DNS allowed, and ServiceAccounts without automounted
+/// tokens. Drift is healed as it happens, or only reported in Audit mode.
+#[derive(Parser, Debug)]
+#[command(name = "nsguard", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the controller.
+    Run(Box<RunArgs>),
+    /// Print the HardeningProfile CustomResourceDefinition as YAML.
+    Crd,
+    /// Print nsguard's version.
+    Version,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Kubeconfig file; without it, the in-cluster configuration or the default kubeconfig is used.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+
+    /// Address of the HTTP server for /livez, /readyz and /metrics.
+    #[arg(long, env = "NSGUARD_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    metrics_address: SocketAddr,
+
+    /// Log format.
+    #[arg(long, env = "NSGUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// Log filter, in RUST_LOG syntax (e.g. `info,nsguard=debug`).
+    #[arg(long, env = "NSGUARD_LOG", default_value = "info")]
+    log_filter: String,
+
+    /// The namespace nsguard runs in: never governed, and home of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "nsguard-system")]
+    namespace: String,
+
+    /// This replica's name: the leader-election identity and the reporting instance of Events.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+
+    /// Elect a leader among replicas through a coordination.k8s.io Lease; only the leader writes.
+    #[arg(long, env = "NSGUARD_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "NSGUARD_LEASE_NAME", default_value = "nsguard")]
+    lease_name: String,
+
+    /// Seconds a leader's lease stays valid without renewal: the longest a takeover can wait.
+    #[arg(long, env = "NSGUARD_LEASE_DURATION", default_value_t = 15)]
+    lease_duration: u64,
+
+    /// Seconds before expiry at which the leader renews its lease.
+    #[arg(long, env = "NSGUARD_LEASE_GRACE", default_value_t = 5)]
+    lease_grace: u64,
+
+    /// Also govern kube-system, kube-public, kube-node-lease and nsguard's own namespace.
+    #[arg(long, env = "NSGUARD_INCLUDE_SYSTEM_NAMESPACES")]
+    include_system_namespaces: bool,
+
+    /// Namespace-name globs nsguard never governs, whatever the profiles say (comma-separated).
+    #[arg(long, env = "NSGUARD_EXCLUDE_NAMESPACES", value_delimiter = ',')]
+    exclude_namespaces: Vec<String>,
+
+    /// Only watch namespaces matching this label selector (e.g. to shard, or to roll out gradually).
+    #[arg(long, env = "NSGUARD_NAMESPACE_SELECTOR")]
+    namespace_selector: Option<String>,
+
+    /// Only watch HardeningProfiles matching this label selector.
+    #[arg(long, env = "NSGUARD_PROFILE_SELECTOR")]
+    profile_selector: Option<String>,
+
+    /// Namespaces reconciled at once.
+    #[arg(long, env = "NSGUARD_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+
+    /// Seconds between full re-checks of every namespace (a backstop; drift is handled from watches).
+    #[arg(long, env = "NSGUARD_RESYNC_SECONDS", default_value_t = 1800)]
+    resync_seconds: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crd => {
+            print!("{}", nsguard::crd::crd_yaml()?);
+            Ok(())
+        }
+        Command::Version => {
+            println!("nsguard {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Run(args) => run(*args).await,
+    }
+}
+
+async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await.context("no kubeconfig and not in a cluster")?,
+    };
+    Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        () = term => {},
+    }
+    info!("shutting down");
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format, &args.log_filter)?;
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let exclusions = Exclusions::new(Some(&args.namespace), args.include_system_namespaces, &args.exclude_namespaces)
+        .map_err(|e| anyhow::anyhow!("--exclude-namespaces: {e}"))?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        format!(
+            "nsguard-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+        )
+    });
+    let settings = Settings {
+        exclusions,
+        namespace_selector: args.namespace_selector.clone(),
+        profile_selector: args.profile_selector.clone(),
+        concurrency: args.concurrency.max(1),
+        resync: Duration::from_secs(args.resync_seconds.max(10)),
+        instance: Some(identity.clone()),
+        ..Settings::default()
+    };
+    let metrics = Arc::new(Metrics::default());
+    let admin = Admin { controller: Arc::default(), metrics: metrics.clone() };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    // Leader election: only the leader writes. Without it, this replica always leads.
+    let (leader, lease_task, _always_leader) = if args.leader_elect {
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+            .with_namespace(&args.namespace)
+            .with_identity(&identity)
+            .with_duration(args.lease_duration)
+            .with_grace(args.lease_grace.min(args.lease_duration.saturating_sub(1)).max(1))
+            .with_field_manager(format!("nsguard-lease-{identity}"))
+            .build()
+            .await
+            .context("setting up leader election")?;
+        let (rx, task) = manager.watch().await;
+        (rx, Some(task), None)
+    } else {
+        let (tx, rx) = watch::channel(true);
+        (rx, None, Some(tx))
+    };
+    let leader_gauge = metrics.clone();
+    let mut leader_changes = leader.clone();
+    let leader_log = tokio::spawn(async move {
+        loop {
+            let is = *leader_changes.borrow_and_update();
+            leader_gauge.leader.set(i64::from(is));
+            info!(leader = is, "leadership");
+            if leader_changes.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let server = tokio::spawn(http::serve(args.metrics_address, admin.clone(), stopped()));
+    let handle_slot = admin.controller.clone();
+    let mut controller =
+        Box::pin(controller::run(client, settings, metrics, leader.clone(), stopped(), move |handle| {
+            let _ = handle_slot.set(handle);
+        }));
+    tokio::select! {
+        result = &mut controller => result?,
+        () = shutdown_signal() => {
+            let _ = stop_tx.send(true);
+            // Let in-flight reconciles finish.
+            if tokio::time::timeout(Duration::from_secs(20), &mut controller).await.is_err() {
+                warn!("reconciles still running after 20s; exiting");
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    // Dropping the last receiver makes the lease manager release the lease, so another replica
+    // takes over at once instead of after the lease expires.
+    leader_log.abort();
+    let _ = leader_log.await;
+    // The controller holds a receiver of the leader channel; drop it before releasing the lease.
+    drop(controller);
+    drop(leader);
+    if let Some(task) = lease_task {
+        match tokio::time::timeout(Duration::from_secs(5), task).await {
+            Ok(Ok(Ok(_))) => info!("released the leader lease"),
+            Ok(Ok(Err(e))) => warn!(error = %e, "releasing the leader lease"),
+            Ok(Err(e)) => warn!(error = %e, "lease task failed"),
+            Err(_) => warn!("timed out releasing the leader lease"),
+        }
+    }
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Err(e))) => Err(anyhow::Error::from(e).context("HTTP server")),
+        _ => Ok(()),
+    }
+}

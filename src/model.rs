@@ -71,11 +71,7 @@ impl ServiceAccountView {
         let automount_owned = sa.metadata.managed_fields.iter().flatten().any(|entry| {
             entry.manager.as_deref() == Some(FIELD_MANAGER)
                 && entry.operation.as_deref() == Some("Apply")
-                && entry
-                    .fields_v1
-                    .as_ref()
-                    .and_then(|f| f.0.get("f:automountServiceAccountToken"))
-                    .is_some()
+                && entry.fields_v1.as_ref().and_then(|f| f.0.get("f:automountServiceAccountToken")).is_some()
         });
         Self {
             namespace: sa.metadata.namespace.clone().unwrap_or_default(),
@@ -138,51 +134,24 @@ pub struct ValidProfile {
 
 impl Profile {
     /// Builds a profile from its name, metadata and raw `spec` JSON.
-    pub fn parse(
-        name: &str,
-        uid: Option<String>,
-        generation: Option<i64>,
-        spec: &serde_json::Value,
-    ) -> Self {
+    pub fn parse(name: &str, uid: Option<String>, generation: Option<i64>, spec: &serde_json::Value) -> Self {
         let spec = validate::parse_spec(spec).and_then(ValidProfile::new);
-        Self {
-            name: name.to_owned(),
-            uid,
-            generation,
-            spec,
-        }
+        Self { name: name.to_owned(), uid, generation, spec }
     }
 
     /// Builds a profile from an already typed spec (tests and offline tools).
     pub fn from_spec(name: &str, spec: HardeningProfileSpec) -> Self {
         let errors = validate::validate_spec(&spec);
-        let spec = if errors.is_empty() {
-            ValidProfile::new(spec)
-        } else {
-            Err(errors)
-        };
-        Self {
-            name: name.to_owned(),
-            uid: None,
-            generation: None,
-            spec,
-        }
+        let spec = if errors.is_empty() { ValidProfile::new(spec) } else { Err(errors) };
+        Self { name: name.to_owned(), uid: None, generation: None, spec }
     }
 }
 
 impl ValidProfile {
     fn new(spec: HardeningProfileSpec) -> Result<Self, Vec<FieldError>> {
         let selector = CompiledSelector::new(spec.namespace_selector.as_ref());
-        let excluded = NamespaceGlobs::new(&spec.exclude_namespaces).map_err(|e| {
-            vec![FieldError {
-                field: "spec.excludeNamespaces".into(),
-                message: e,
-            }]
-        })?;
-        Ok(Self {
-            spec,
-            selector,
-            excluded,
-        })
+        let excluded = NamespaceGlobs::new(&spec.exclude_namespaces)
+            .map_err(|e| vec![FieldError { field: "spec.excludeNamespaces".into(), message: e }])?;
+        Ok(Self { spec, selector, excluded })
     }
 }

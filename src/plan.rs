@@ -13,8 +13,7 @@ use serde::Serialize;
 use crate::crd::{Mode, ReleasePolicy};
 use crate::desired::{Desired, desired};
 use crate::model::{
-    NamespaceView, NetworkPolicyView, PROFILE_ANNOTATION, RELEASE_POLICY_ANNOTATION,
-    ServiceAccountView,
+    NamespaceView, NetworkPolicyView, PROFILE_ANNOTATION, RELEASE_POLICY_ANNOTATION, ServiceAccountView,
 };
 use crate::selection::Governance;
 
@@ -32,18 +31,10 @@ pub struct Observed {
 pub enum Drift {
     /// A namespace label nsguard sets is missing or has another value.
     #[serde(rename_all = "camelCase")]
-    Label {
-        key: String,
-        expected: String,
-        actual: Option<String>,
-    },
+    Label { key: String, expected: String, actual: Option<String> },
     /// nsguard's bookkeeping annotation is missing or has another value.
     #[serde(rename_all = "camelCase")]
-    Annotation {
-        key: String,
-        expected: String,
-        actual: Option<String>,
-    },
+    Annotation { key: String, expected: String, actual: Option<String> },
     /// A NetworkPolicy nsguard maintains does not exist.
     #[serde(rename_all = "camelCase")]
     NetworkPolicyMissing { name: String },
@@ -59,6 +50,18 @@ pub enum Drift {
 }
 
 impl Drift {
+    /// Whether this is a correction of something that was changed, rather than the first hardening
+    /// of an object nsguard never touched (a ServiceAccount created after the namespace was
+    /// hardened has its token setting unset and not owned by nsguard).
+    pub fn is_correction(&self, observed: &Observed) -> bool {
+        match self {
+            Self::ServiceAccountAutomount { name, actual: None } => {
+                observed.service_accounts.iter().any(|sa| &sa.name == name && sa.automount_owned)
+            }
+            _ => true,
+        }
+    }
+
     /// A short, stable name of the kind of drift, for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -75,21 +78,8 @@ impl Drift {
 impl fmt::Display for Drift {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Label {
-                key,
-                expected,
-                actual,
-            }
-            | Self::Annotation {
-                key,
-                expected,
-                actual,
-            } => {
-                let what = if matches!(self, Self::Label { .. }) {
-                    "label"
-                } else {
-                    "annotation"
-                };
+            Self::Label { key, expected, actual } | Self::Annotation { key, expected, actual } => {
+                let what = if matches!(self, Self::Label { .. }) { "label" } else { "annotation" };
                 match actual {
                     Some(actual) => write!(f, "{what} {key} was {actual:?}, want {expected:?}"),
                     None => write!(f, "{what} {key} was missing, want {expected:?}"),
@@ -101,14 +91,8 @@ impl fmt::Display for Drift {
                 write!(f, "NetworkPolicy {name} is no longer wanted")
             }
             Self::ServiceAccountAutomount { name, actual } => match actual {
-                Some(v) => write!(
-                    f,
-                    "ServiceAccount {name} had automountServiceAccountToken: {v}, want false"
-                ),
-                None => write!(
-                    f,
-                    "ServiceAccount {name} had automountServiceAccountToken unset, want false"
-                ),
+                Some(v) => write!(f, "ServiceAccount {name} had automountServiceAccountToken: {v}, want false"),
+                None => write!(f, "ServiceAccount {name} had automountServiceAccountToken unset, want false"),
             },
         }
     }
@@ -120,10 +104,7 @@ impl fmt::Display for Drift {
 pub enum Action {
     /// Apply nsguard's labels and annotations to the namespace (all of them: server-side apply
     /// drops fields nsguard owned and no longer sends).
-    ApplyNamespace {
-        labels: BTreeMap<String, String>,
-        annotations: BTreeMap<String, String>,
-    },
+    ApplyNamespace { labels: BTreeMap<String, String>, annotations: BTreeMap<String, String> },
     /// Apply a NetworkPolicy nsguard maintains.
     ApplyNetworkPolicy(Box<NetworkPolicy>),
     /// Delete a NetworkPolicy nsguard created.
@@ -162,6 +143,8 @@ pub struct Plan {
     /// The namespace carried no annotation for its governing profile: this is its first hardening
     /// (or a hand-over from another profile), not drift.
     pub first_hardening: bool,
+    /// Of `drift`, what was changed after nsguard applied it (as opposed to new objects).
+    pub corrections: Vec<Drift>,
 }
 
 /// Decides drift and writes for one namespace.
@@ -173,6 +156,7 @@ pub fn plan(ns: &NamespaceView, governance: Governance, observed: &Observed) -> 
         actions: vec![],
         outcome,
         first_hardening: false,
+        corrections: vec![],
     };
     if ns.terminating {
         return empty(governance, Outcome::Untouched);
@@ -182,15 +166,8 @@ pub fn plan(ns: &NamespaceView, governance: Governance, observed: &Observed) -> 
         Governance::Held { .. } => empty(governance, Outcome::Held),
         Governance::Ungoverned => {
             let actions = release(ns, observed);
-            let outcome = if actions.is_empty() {
-                Outcome::Untouched
-            } else {
-                Outcome::Releasing
-            };
-            Plan {
-                actions,
-                ..empty(governance, outcome)
-            }
+            let outcome = if actions.is_empty() { Outcome::Untouched } else { Outcome::Releasing };
+            Plan { actions, ..empty(governance, outcome) }
         }
         Governance::Governed { profile, .. } => {
             let Ok(valid) = &profile.spec else {
@@ -198,26 +175,22 @@ pub fn plan(ns: &NamespaceView, governance: Governance, observed: &Observed) -> 
             };
             let want = desired(&profile.name, &valid.spec, &ns.name);
             let drift = drift(ns, &want, observed);
-            let first_hardening = want.mode == Mode::Enforce
-                && ns.governing_annotation() != Some(profile.name.as_str());
+            let first_hardening =
+                want.mode == Mode::Enforce && ns.governing_annotation() != Some(profile.name.as_str());
             let (actions, outcome) = match want.mode {
                 Mode::Audit if drift.is_empty() => (vec![], Outcome::Compliant),
                 Mode::Audit => (vec![], Outcome::Drifted),
                 // Enforce may have writes without drift: giving back fields on ServiceAccounts the
                 // profile no longer targets.
-                Mode::Enforce if drift.is_empty() => {
-                    (enforce(&want, &drift, observed), Outcome::Compliant)
-                }
+                Mode::Enforce if drift.is_empty() => (enforce(&want, &drift, observed), Outcome::Compliant),
                 Mode::Enforce => (enforce(&want, &drift, observed), Outcome::Converging),
             };
-            Plan {
-                governance,
-                desired: Some(want),
-                drift,
-                actions,
-                outcome,
-                first_hardening,
-            }
+            let corrections = if first_hardening {
+                vec![]
+            } else {
+                drift.iter().filter(|d| d.is_correction(observed)).cloned().collect()
+            };
+            Plan { governance, desired: Some(want), drift, actions, outcome, first_hardening, corrections }
         }
     }
 }
@@ -227,33 +200,20 @@ fn drift(ns: &NamespaceView, want: &Desired, observed: &Observed) -> Vec<Drift> 
     for (key, expected) in &want.labels {
         let actual = ns.labels.get(key);
         if actual != Some(expected) {
-            drift.push(Drift::Label {
-                key: key.clone(),
-                expected: expected.clone(),
-                actual: actual.cloned(),
-            });
+            drift.push(Drift::Label { key: key.clone(), expected: expected.clone(), actual: actual.cloned() });
         }
     }
     for (key, expected) in &want.annotations {
         let actual = ns.annotations.get(key);
         if actual != Some(expected) {
-            drift.push(Drift::Annotation {
-                key: key.clone(),
-                expected: expected.clone(),
-                actual: actual.cloned(),
-            });
+            drift.push(Drift::Annotation { key: key.clone(), expected: expected.clone(), actual: actual.cloned() });
         }
     }
     for (name, np) in &want.network_policies {
         match observed.network_policies.iter().find(|o| &o.name == name) {
             None => drift.push(Drift::NetworkPolicyMissing { name: name.clone() }),
             Some(o) => {
-                let labels_ok = np
-                    .metadata
-                    .labels
-                    .iter()
-                    .flatten()
-                    .all(|(k, v)| o.labels.get(k) == Some(v));
+                let labels_ok = np.metadata.labels.iter().flatten().all(|(k, v)| o.labels.get(k) == Some(v));
                 if !labels_ok || !same_policy(np.spec.as_ref(), &o.spec) {
                     drift.push(Drift::NetworkPolicyChanged { name: name.clone() });
                 }
@@ -262,17 +222,12 @@ fn drift(ns: &NamespaceView, want: &Desired, observed: &Observed) -> Vec<Drift> 
     }
     for o in &observed.network_policies {
         if o.managed_by_nsguard() && !want.network_policies.contains_key(&o.name) {
-            drift.push(Drift::NetworkPolicyUnwanted {
-                name: o.name.clone(),
-            });
+            drift.push(Drift::NetworkPolicyUnwanted { name: o.name.clone() });
         }
     }
     for sa in &observed.service_accounts {
         if want.service_accounts.includes(&sa.name) && sa.automount_token != Some(false) {
-            drift.push(Drift::ServiceAccountAutomount {
-                name: sa.name.clone(),
-                actual: sa.automount_token,
-            });
+            drift.push(Drift::ServiceAccountAutomount { name: sa.name.clone(), actual: sa.automount_token });
         }
     }
     drift
@@ -280,7 +235,7 @@ fn drift(ns: &NamespaceView, want: &Desired, observed: &Observed) -> Vec<Drift> 
 
 /// Compares two NetworkPolicy specs, treating absent and empty lists alike (the API server drops
 /// empty lists, so a desired `[]` reads back as absent).
-fn same_policy(want: Option<&NetworkPolicySpec>, got: &NetworkPolicySpec) -> bool {
+pub fn same_policy(want: Option<&NetworkPolicySpec>, got: &NetworkPolicySpec) -> bool {
     fn norm(spec: &NetworkPolicySpec) -> serde_json::Value {
         let mut spec = spec.clone();
         if spec.ingress.as_ref().is_some_and(Vec::is_empty) {
@@ -310,21 +265,11 @@ fn enforce(want: &Desired, drift: &[Drift], observed: &Observed) -> Vec<Action> 
             }
             Drift::NetworkPolicyUnwanted { name } => {
                 let uid = find_np(name).and_then(|o| o.uid.clone());
-                actions.push(Action::DeleteNetworkPolicy {
-                    name: name.clone(),
-                    uid,
-                });
+                actions.push(Action::DeleteNetworkPolicy { name: name.clone(), uid });
             }
             Drift::ServiceAccountAutomount { name, .. } => {
-                let uid = observed
-                    .service_accounts
-                    .iter()
-                    .find(|s| &s.name == name)
-                    .and_then(|s| s.uid.clone());
-                actions.push(Action::DisableAutomount {
-                    name: name.clone(),
-                    uid,
-                });
+                let uid = observed.service_accounts.iter().find(|s| &s.name == name).and_then(|s| s.uid.clone());
+                actions.push(Action::DisableAutomount { name: name.clone(), uid });
             }
         }
     }
@@ -332,19 +277,13 @@ fn enforce(want: &Desired, drift: &[Drift], observed: &Observed) -> Vec<Action> 
     if want.release_policy == ReleasePolicy::Release {
         for sa in &observed.service_accounts {
             if sa.automount_owned && !want.service_accounts.includes(&sa.name) {
-                actions.push(Action::ReleaseAutomount {
-                    name: sa.name.clone(),
-                    uid: sa.uid.clone(),
-                });
+                actions.push(Action::ReleaseAutomount { name: sa.name.clone(), uid: sa.uid.clone() });
             }
         }
     }
     // The namespace is applied last: its annotation marks the namespace as hardened.
     if namespace_drift {
-        actions.push(Action::ApplyNamespace {
-            labels: want.labels.clone(),
-            annotations: want.annotations.clone(),
-        });
+        actions.push(Action::ApplyNamespace { labels: want.labels.clone(), annotations: want.annotations.clone() });
     }
     actions
 }
@@ -354,32 +293,14 @@ fn release(ns: &NamespaceView, observed: &Observed) -> Vec<Action> {
     if ns.governing_annotation().is_none() {
         return vec![];
     }
-    let retain = ns
-        .annotations
-        .get(RELEASE_POLICY_ANNOTATION)
-        .map(String::as_str)
-        == Some("Retain");
+    let retain = ns.annotations.get(RELEASE_POLICY_ANNOTATION).map(String::as_str) == Some("Retain");
     let mut actions = Vec::new();
     if !retain {
-        for np in observed
-            .network_policies
-            .iter()
-            .filter(|np| np.managed_by_nsguard())
-        {
-            actions.push(Action::DeleteNetworkPolicy {
-                name: np.name.clone(),
-                uid: np.uid.clone(),
-            });
+        for np in observed.network_policies.iter().filter(|np| np.managed_by_nsguard()) {
+            actions.push(Action::DeleteNetworkPolicy { name: np.name.clone(), uid: np.uid.clone() });
         }
-        for sa in observed
-            .service_accounts
-            .iter()
-            .filter(|sa| sa.automount_owned)
-        {
-            actions.push(Action::ReleaseAutomount {
-                name: sa.name.clone(),
-                uid: sa.uid.clone(),
-            });
+        for sa in observed.service_accounts.iter().filter(|sa| sa.automount_owned) {
+            actions.push(Action::ReleaseAutomount { name: sa.name.clone(), uid: sa.uid.clone() });
         }
     }
     // Last, the namespace: Release gives up the labels and annotations; Retain keeps the labels and
@@ -394,10 +315,7 @@ fn release(ns: &NamespaceView, observed: &Observed) -> Vec<Action> {
         BTreeMap::new()
     };
     debug_assert!(ns.annotations.contains_key(PROFILE_ANNOTATION));
-    actions.push(Action::ApplyNamespace {
-        labels,
-        annotations: BTreeMap::new(),
-    });
+    actions.push(Action::ApplyNamespace { labels, annotations: BTreeMap::new() });
     actions
 }
 
@@ -411,10 +329,7 @@ mod tests {
     use crate::selection::{Exclusions, govern};
 
     fn governed(spec: HardeningProfileSpec) -> Governance {
-        Governance::Governed {
-            profile: Arc::new(Profile::from_spec("prod", spec)),
-            overridden: vec![],
-        }
+        Governance::Governed { profile: Arc::new(Profile::from_spec("prod", spec)), overridden: vec![] }
     }
 
     fn sa(name: &str, automount: Option<bool>, owned: bool) -> Arc<ServiceAccountView> {
@@ -430,10 +345,7 @@ mod tests {
 
     fn np_view(np: &NetworkPolicy) -> Arc<NetworkPolicyView> {
         let mut np = np.clone();
-        np.metadata.uid = Some(format!(
-            "uid-{}",
-            np.metadata.name.clone().unwrap_or_default()
-        ));
+        np.metadata.uid = Some(format!("uid-{}", np.metadata.name.clone().unwrap_or_default()));
         Arc::new(NetworkPolicyView::from_object(&np))
     }
 
@@ -449,24 +361,15 @@ mod tests {
         };
         let observed = Observed {
             network_policies: want.network_policies.values().map(np_view).collect(),
-            service_accounts: vec![
-                sa("default", Some(false), true),
-                sa("builder", Some(false), true),
-            ],
+            service_accounts: vec![sa("default", Some(false), true), sa("builder", Some(false), true)],
         };
         (ns, observed)
     }
 
     #[test]
     fn new_namespace_is_hardened_with_every_write() {
-        let ns = NamespaceView {
-            name: "team-a".into(),
-            ..Default::default()
-        };
-        let observed = Observed {
-            network_policies: vec![],
-            service_accounts: vec![sa("default", None, false)],
-        };
+        let ns = NamespaceView { name: "team-a".into(), ..Default::default() };
+        let observed = Observed { network_policies: vec![], service_accounts: vec![sa("default", None, false)] };
         let p = plan(&ns, governed(HardeningProfileSpec::default()), &observed);
         assert!(p.first_hardening);
         assert_eq!(p.outcome, Outcome::Converging);
@@ -480,10 +383,7 @@ mod tests {
                 other => format!("{other:?}"),
             })
             .collect();
-        assert_eq!(
-            kinds,
-            [ALLOW_DNS_POLICY, DEFAULT_DENY_POLICY, "sa/default", "ns"]
-        );
+        assert_eq!(kinds, [ALLOW_DNS_POLICY, DEFAULT_DENY_POLICY, "sa/default", "ns"]);
     }
 
     #[test]
@@ -499,10 +399,7 @@ mod tests {
     fn drifted_label_is_reported_and_reapplied() {
         let spec = HardeningProfileSpec::default();
         let (mut ns, observed) = converged(&spec);
-        ns.labels.insert(
-            "pod-security.kubernetes.io/enforce".into(),
-            "privileged".into(),
-        );
+        ns.labels.insert("pod-security.kubernetes.io/enforce".into(), "privileged".into());
         ns.labels.remove("pod-security.kubernetes.io/warn");
         let p = plan(&ns, governed(spec), &observed);
         assert!(!p.first_hardening);
@@ -513,9 +410,7 @@ mod tests {
                 "label pod-security.kubernetes.io/warn was missing, want \"restricted\"",
             ]
         );
-        assert!(
-            matches!(&p.actions[..], [Action::ApplyNamespace { labels, .. }] if labels.len() == 6)
-        );
+        assert!(matches!(&p.actions[..], [Action::ApplyNamespace { labels, .. }] if labels.len() == 6));
     }
 
     #[test]
@@ -529,22 +424,17 @@ mod tests {
         assert_eq!(
             p.drift,
             [
-                Drift::NetworkPolicyMissing {
-                    name: ALLOW_DNS_POLICY.into()
-                },
-                Drift::NetworkPolicyChanged {
-                    name: DEFAULT_DENY_POLICY.into()
-                },
+                Drift::NetworkPolicyMissing { name: ALLOW_DNS_POLICY.into() },
+                Drift::NetworkPolicyChanged { name: DEFAULT_DENY_POLICY.into() },
             ]
         );
         let applied: Vec<_> = p
             .actions
             .iter()
             .filter_map(|a| match a {
-                Action::ApplyNetworkPolicy(np) => Some((
-                    np.metadata.name.clone().unwrap_or_default(),
-                    np.metadata.uid.clone(),
-                )),
+                Action::ApplyNetworkPolicy(np) => {
+                    Some((np.metadata.name.clone().unwrap_or_default(), np.metadata.uid.clone()))
+                }
                 _ => None,
             })
             .collect();
@@ -552,10 +442,7 @@ mod tests {
             applied,
             [
                 (ALLOW_DNS_POLICY.to_owned(), None),
-                (
-                    DEFAULT_DENY_POLICY.to_owned(),
-                    Some(format!("uid-{DEFAULT_DENY_POLICY}"))
-                ),
+                (DEFAULT_DENY_POLICY.to_owned(), Some(format!("uid-{DEFAULT_DENY_POLICY}"))),
             ]
         );
     }
@@ -565,41 +452,38 @@ mod tests {
         let mut spec = HardeningProfileSpec::default();
         spec.service_accounts.exempt = vec!["ci-bot".into()];
         let (ns, mut observed) = converged(&spec);
-        observed
-            .service_accounts
-            .push(sa("ci-bot", Some(true), false));
+        observed.service_accounts.push(sa("ci-bot", Some(true), false));
         observed.service_accounts[0] = sa("default", Some(true), false);
         let p = plan(&ns, governed(spec), &observed);
-        assert_eq!(
-            p.drift,
-            [Drift::ServiceAccountAutomount {
-                name: "default".into(),
-                actual: Some(true)
-            }]
-        );
-        assert_eq!(
-            p.actions,
-            [Action::DisableAutomount {
-                name: "default".into(),
-                uid: Some("uid-default".into())
-            }]
-        );
+        assert_eq!(p.drift, [Drift::ServiceAccountAutomount { name: "default".into(), actual: Some(true) }]);
+        assert_eq!(p.actions, [Action::DisableAutomount { name: "default".into(), uid: Some("uid-default".into()) }]);
+    }
+
+    #[test]
+    fn service_account_created_after_hardening_is_new_not_drift() {
+        let spec = HardeningProfileSpec::default();
+        let (ns, mut observed) = converged(&spec);
+        observed.service_accounts.push(sa("late", None, false));
+        let p = plan(&ns, governed(spec), &observed);
+        assert_eq!(p.drift.len(), 1);
+        assert!(p.corrections.is_empty(), "a new ServiceAccount is hardened, not corrected");
+        assert_eq!(p.actions.len(), 1);
+    }
+
+    #[test]
+    fn token_reset_to_unset_after_nsguard_applied_it_is_a_correction() {
+        let spec = HardeningProfileSpec::default();
+        let (ns, mut observed) = converged(&spec);
+        observed.service_accounts[0] = sa("default", None, true);
+        let p = plan(&ns, governed(spec), &observed);
+        assert_eq!(p.corrections.len(), 1);
     }
 
     #[test]
     fn audit_mode_reports_drift_and_writes_nothing() {
-        let spec = HardeningProfileSpec {
-            mode: Mode::Audit,
-            ..Default::default()
-        };
-        let ns = NamespaceView {
-            name: "team-a".into(),
-            ..Default::default()
-        };
-        let observed = Observed {
-            network_policies: vec![],
-            service_accounts: vec![sa("default", None, false)],
-        };
+        let spec = HardeningProfileSpec { mode: Mode::Audit, ..Default::default() };
+        let ns = NamespaceView { name: "team-a".into(), ..Default::default() };
+        let observed = Observed { network_policies: vec![], service_accounts: vec![sa("default", None, false)] };
         let p = plan(&ns, governed(spec), &observed);
         assert_eq!(p.outcome, Outcome::Drifted);
         assert_eq!(p.drift.len(), 6 + 2 + 1);
@@ -623,28 +507,16 @@ mod tests {
                     name: DEFAULT_DENY_POLICY.into(),
                     uid: Some(format!("uid-{DEFAULT_DENY_POLICY}"))
                 },
-                Action::ReleaseAutomount {
-                    name: "default".into(),
-                    uid: Some("uid-default".into())
-                },
-                Action::ReleaseAutomount {
-                    name: "builder".into(),
-                    uid: Some("uid-builder".into())
-                },
-                Action::ApplyNamespace {
-                    labels: BTreeMap::new(),
-                    annotations: BTreeMap::new()
-                },
+                Action::ReleaseAutomount { name: "default".into(), uid: Some("uid-default".into()) },
+                Action::ReleaseAutomount { name: "builder".into(), uid: Some("uid-builder".into()) },
+                Action::ApplyNamespace { labels: BTreeMap::new(), annotations: BTreeMap::new() },
             ]
         );
     }
 
     #[test]
     fn retained_namespace_keeps_labels_policies_and_tokens() {
-        let spec = HardeningProfileSpec {
-            release_policy: ReleasePolicy::Retain,
-            ..Default::default()
-        };
+        let spec = HardeningProfileSpec { release_policy: ReleasePolicy::Retain, ..Default::default() };
         let (ns, observed) = converged(&spec);
         let p = plan(&ns, Governance::Ungoverned, &observed);
         assert!(
@@ -667,13 +539,7 @@ mod tests {
         let (ns, observed) = converged(&spec);
         spec.service_accounts.exempt = vec!["builder".into()];
         let p = plan(&ns, governed(spec), &observed);
-        assert_eq!(
-            p.actions,
-            [Action::ReleaseAutomount {
-                name: "builder".into(),
-                uid: Some("uid-builder".into())
-            }]
-        );
+        assert_eq!(p.actions, [Action::ReleaseAutomount { name: "builder".into(), uid: Some("uid-builder".into()) }]);
         // There is nothing to correct, so the namespace is otherwise compliant.
         assert!(p.drift.is_empty());
     }
@@ -682,18 +548,9 @@ mod tests {
     fn terminating_and_excluded_namespaces_are_untouched() {
         let (mut ns, observed) = converged(&HardeningProfileSpec::default());
         ns.terminating = true;
-        assert_eq!(
-            plan(&ns, Governance::Ungoverned, &observed).outcome,
-            Outcome::Untouched
-        );
-        let system = NamespaceView {
-            name: "kube-system".into(),
-            ..Default::default()
-        };
-        let profiles = [Arc::new(Profile::from_spec(
-            "all",
-            HardeningProfileSpec::default(),
-        ))];
+        assert_eq!(plan(&ns, Governance::Ungoverned, &observed).outcome, Outcome::Untouched);
+        let system = NamespaceView { name: "kube-system".into(), ..Default::default() };
+        let profiles = [Arc::new(Profile::from_spec("all", HardeningProfileSpec::default()))];
         let g = govern(&system, &profiles, &Exclusions::default());
         let p = plan(&system, g, &Observed::default());
         assert_eq!(p.outcome, Outcome::Untouched);

@@ -20,17 +20,11 @@ pub struct CompiledSelector {
 
 impl CompiledSelector {
     pub fn new(selector: Option<&LabelSelector>) -> Self {
-        Self {
-            selector: selector.cloned().unwrap_or_default(),
-        }
+        Self { selector: selector.cloned().unwrap_or_default() }
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let all_labels = self
-            .selector
-            .match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(&v.0));
+        let all_labels = self.selector.match_labels.iter().all(|(k, v)| labels.get(k) == Some(&v.0));
         all_labels
             && self.selector.match_expressions.iter().all(|req| {
                 let value = labels.get(&req.key);
@@ -84,20 +78,13 @@ pub struct Exclusions {
 impl Exclusions {
     /// The system namespaces and nsguard's own namespace (unless `include_system`), plus extra
     /// name globs from the operator's configuration.
-    pub fn new(
-        own_namespace: Option<&str>,
-        include_system: bool,
-        extra: &[String],
-    ) -> Result<Self, String> {
+    pub fn new(own_namespace: Option<&str>, include_system: bool, extra: &[String]) -> Result<Self, String> {
         let mut names = BTreeSet::new();
         if !include_system {
             names.extend(SYSTEM_NAMESPACES.iter().map(|s| (*s).to_owned()));
             names.extend(own_namespace.map(str::to_owned));
         }
-        Ok(Self {
-            names,
-            globs: NamespaceGlobs::new(extra)?,
-        })
+        Ok(Self { names, globs: NamespaceGlobs::new(extra)? })
     }
 
     pub fn excludes(&self, namespace: &str) -> bool {
@@ -107,10 +94,7 @@ impl Exclusions {
 
 impl Default for Exclusions {
     fn default() -> Self {
-        Self {
-            names: SYSTEM_NAMESPACES.iter().map(|s| (*s).to_owned()).collect(),
-            globs: NamespaceGlobs::default(),
-        }
+        Self { names: SYSTEM_NAMESPACES.iter().map(|s| (*s).to_owned()).collect(), globs: NamespaceGlobs::default() }
     }
 }
 
@@ -122,10 +106,7 @@ pub enum Governance {
     /// No profile selects it.
     Ungoverned,
     /// `profile` governs it; `overridden` are the other profiles that select it, in rank order.
-    Governed {
-        profile: Arc<Profile>,
-        overridden: Vec<String>,
-    },
+    Governed { profile: Arc<Profile>, overridden: Vec<String> },
     /// The profile that governs it has an invalid spec: the namespace keeps its last good state.
     Held { profile: Arc<Profile> },
 }
@@ -150,11 +131,7 @@ fn selects(profile: &ValidProfile, ns: &NamespaceView) -> bool {
 /// alphabetically first name. A namespace whose current profile (its annotation) has become invalid
 /// is held rather than handed to another profile or released, so that a typo in a profile never
 /// strips a namespace of its hardening.
-pub fn govern(
-    ns: &NamespaceView,
-    profiles: &[Arc<Profile>],
-    exclusions: &Exclusions,
-) -> Governance {
+pub fn govern(ns: &NamespaceView, profiles: &[Arc<Profile>], exclusions: &Exclusions) -> Governance {
     if exclusions.excludes(&ns.name) {
         return Governance::Excluded;
     }
@@ -162,9 +139,7 @@ pub fn govern(
         && let Some(profile) = profiles.iter().find(|p| p.name == current)
         && profile.spec.is_err()
     {
-        return Governance::Held {
-            profile: profile.clone(),
-        };
+        return Governance::Held { profile: profile.clone() };
     }
     let mut candidates: Vec<(&Arc<Profile>, i32)> = profiles
         .iter()
@@ -177,18 +152,16 @@ pub fn govern(
     let mut ranked = candidates.into_iter().map(|(p, _)| p);
     match ranked.next() {
         None => Governance::Ungoverned,
-        Some(winner) => Governance::Governed {
-            profile: winner.clone(),
-            overridden: ranked.map(|p| p.name.clone()).collect(),
-        },
+        Some(winner) => {
+            Governance::Governed { profile: winner.clone(), overridden: ranked.map(|p| p.name.clone()).collect() }
+        }
     }
 }
 
 /// Whether a change to `profile` can affect `ns`: the profile selects it now, or governed it, or
 /// competed for it. Used to fan a profile change out to the namespaces it touches.
 pub fn may_affect(profile: &Profile, ns: &NamespaceView) -> bool {
-    ns.governing_annotation() == Some(profile.name.as_str())
-        || matches!(&profile.spec, Ok(valid) if selects(valid, ns))
+    ns.governing_annotation() == Some(profile.name.as_str()) || matches!(&profile.spec, Ok(valid) if selects(valid, ns))
 }
 
 #[cfg(test)]
@@ -201,10 +174,7 @@ mod tests {
     fn ns(name: &str, labels: &[(&str, &str)]) -> NamespaceView {
         NamespaceView {
             name: name.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect(),
+            labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
             ..Default::default()
         }
     }
@@ -213,10 +183,7 @@ mod tests {
         let spec = HardeningProfileSpec {
             priority,
             namespace_selector: Some(LabelSelector {
-                match_labels: labels
-                    .iter()
-                    .map(|(k, v)| ((*k).into(), LabelValue((*v).into())))
-                    .collect(),
+                match_labels: labels.iter().map(|(k, v)| ((*k).into(), LabelValue((*v).into()))).collect(),
                 match_expressions: vec![],
             }),
             ..Default::default()
@@ -226,32 +193,21 @@ mod tests {
 
     fn winner(g: &Governance) -> (Option<&str>, Vec<String>) {
         match g {
-            Governance::Governed {
-                profile,
-                overridden,
-            } => (Some(profile.name.as_str()), overridden.clone()),
+            Governance::Governed { profile, overridden } => (Some(profile.name.as_str()), overridden.clone()),
             other => (other.profile_name(), vec![]),
         }
     }
 
     #[test]
     fn empty_selector_selects_every_namespace() {
-        let g = govern(
-            &ns("team-a", &[]),
-            &[profile("all", 0, &[])],
-            &Exclusions::default(),
-        );
+        let g = govern(&ns("team-a", &[]), &[profile("all", 0, &[])], &Exclusions::default());
         assert_eq!(winner(&g).0, Some("all"));
     }
 
     #[test]
     fn system_namespaces_are_never_governed_by_default() {
         for name in SYSTEM_NAMESPACES {
-            let g = govern(
-                &ns(name, &[]),
-                &[profile("all", 0, &[])],
-                &Exclusions::default(),
-            );
+            let g = govern(&ns(name, &[]), &[profile("all", 0, &[])], &Exclusions::default());
             assert!(matches!(g, Governance::Excluded), "{name}");
         }
         let own = Exclusions::new(Some("nsguard-system"), false, &[]).expect("valid");
@@ -262,16 +218,9 @@ mod tests {
 
     #[test]
     fn highest_priority_wins_and_others_are_overridden() {
-        let profiles = [
-            profile("b-low", 1, &[]),
-            profile("a-high", 10, &[]),
-            profile("c-mid", 5, &[]),
-        ];
+        let profiles = [profile("b-low", 1, &[]), profile("a-high", 10, &[]), profile("c-mid", 5, &[])];
         let g = govern(&ns("x", &[]), &profiles, &Exclusions::default());
-        assert_eq!(
-            winner(&g),
-            (Some("a-high"), vec!["c-mid".to_owned(), "b-low".to_owned()])
-        );
+        assert_eq!(winner(&g), (Some("a-high"), vec!["c-mid".to_owned(), "b-low".to_owned()]));
     }
 
     #[test]
@@ -297,11 +246,7 @@ mod tests {
                     operator: SelectorOperator::DoesNotExist,
                     values: vec![],
                 },
-                LabelSelectorRequirement {
-                    key: "team".into(),
-                    operator: SelectorOperator::Exists,
-                    values: vec![],
-                },
+                LabelSelectorRequirement { key: "team".into(), operator: SelectorOperator::Exists, values: vec![] },
                 LabelSelectorRequirement {
                     key: "stage".into(),
                     operator: SelectorOperator::NotIn,
@@ -311,32 +256,19 @@ mod tests {
         });
         let p = [Arc::new(Profile::from_spec("p", spec))];
         let ex = Exclusions::default();
-        let selected =
-            |labels: &[(&str, &str)]| govern(&ns("n", labels), &p, &ex).profile_name().is_some();
+        let selected = |labels: &[(&str, &str)]| govern(&ns("n", labels), &p, &ex).profile_name().is_some();
         assert!(selected(&[("env", "prod"), ("tier", "api"), ("team", "a")]));
         assert!(!selected(&[("env", "dev"), ("tier", "api"), ("team", "a")]));
         assert!(!selected(&[("env", "prod"), ("tier", "db"), ("team", "a")]));
-        assert!(!selected(&[
-            ("env", "prod"),
-            ("tier", "api"),
-            ("team", "a"),
-            ("legacy", "")
-        ]));
+        assert!(!selected(&[("env", "prod"), ("tier", "api"), ("team", "a"), ("legacy", "")]));
         assert!(!selected(&[("env", "prod"), ("tier", "api")]));
-        assert!(!selected(&[
-            ("env", "prod"),
-            ("tier", "api"),
-            ("team", "a"),
-            ("stage", "canary")
-        ]));
+        assert!(!selected(&[("env", "prod"), ("tier", "api"), ("team", "a"), ("stage", "canary")]));
     }
 
     #[test]
     fn excluded_globs_match_whole_names() {
-        let spec = HardeningProfileSpec {
-            exclude_namespaces: vec!["legacy-*".into(), "tmp-?".into()],
-            ..Default::default()
-        };
+        let spec =
+            HardeningProfileSpec { exclude_namespaces: vec!["legacy-*".into(), "tmp-?".into()], ..Default::default() };
         let p = [Arc::new(Profile::from_spec("p", spec))];
         let ex = Exclusions::default();
         let governed = |name: &str| govern(&ns(name, &[]), &p, &ex).profile_name().is_some();
@@ -350,21 +282,11 @@ mod tests {
     fn namespace_of_an_invalid_profile_is_held() {
         let mut bad = HardeningProfileSpec::default();
         bad.pod_security.enforce.version = "1.30".into();
-        let profiles = [
-            Arc::new(Profile::from_spec("broken", bad)),
-            profile("other", 0, &[]),
-        ];
+        let profiles = [Arc::new(Profile::from_spec("broken", bad)), profile("other", 0, &[])];
         let mut n = ns("x", &[]);
-        n.annotations
-            .insert(PROFILE_ANNOTATION.into(), "broken".into());
-        assert!(matches!(
-            govern(&n, &profiles, &Exclusions::default()),
-            Governance::Held { .. }
-        ));
+        n.annotations.insert(PROFILE_ANNOTATION.into(), "broken".into());
+        assert!(matches!(govern(&n, &profiles, &Exclusions::default()), Governance::Held { .. }));
         // A namespace the invalid profile never governed goes to the valid one.
-        assert_eq!(
-            winner(&govern(&ns("y", &[]), &profiles, &Exclusions::default())).0,
-            Some("other")
-        );
+        assert_eq!(winner(&govern(&ns("y", &[]), &profiles, &Exclusions::default())).0, Some("other"));
     }
 }

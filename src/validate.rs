@@ -11,8 +11,8 @@ use regex::Regex;
 use serde::Serialize;
 
 use crate::crd::{
-    DNS1123_LABEL, DNS1123_SUBDOMAIN, HardeningProfileSpec, LABEL_KEY, LABEL_VALUE, LabelSelector,
-    NAMESPACE_GLOB, PSA_VERSION, SelectorOperator,
+    DNS1123_LABEL, DNS1123_SUBDOMAIN, HardeningProfileSpec, LABEL_KEY, LABEL_VALUE, LabelSelector, NAMESPACE_GLOB,
+    PSA_VERSION, SelectorOperator,
 };
 
 /// One problem with a profile, located by its field path (e.g. `spec.podSecurity.enforce.version`).
@@ -32,20 +32,13 @@ impl fmt::Display for FieldError {
 
 impl FieldError {
     fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 }
 
 /// Joins several errors into one line, for a condition message.
 pub fn summarize(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// Parses a profile's `spec` from JSON, naming the field on failure (unknown fields, wrong types
@@ -53,19 +46,11 @@ pub fn summarize(errors: &[FieldError]) -> String {
 pub fn parse_spec(spec: &serde_json::Value) -> Result<HardeningProfileSpec, Vec<FieldError>> {
     let parsed: HardeningProfileSpec = serde_path_to_error::deserialize(spec).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." {
-            "spec".to_owned()
-        } else {
-            format!("spec.{path}")
-        };
+        let field = if path == "." { "spec".to_owned() } else { format!("spec.{path}") };
         vec![FieldError::new(field, e.into_inner().to_string())]
     })?;
     let errors = validate_spec(&parsed);
-    if errors.is_empty() {
-        Ok(parsed)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(parsed) } else { Err(errors) }
 }
 
 struct Patterns {
@@ -82,8 +67,7 @@ fn patterns() -> &'static Patterns {
     PATTERNS.get_or_init(|| {
         // The patterns are compile-time constants covered by tests; a failure here is a bug in
         // nsguard, not bad input.
-        let re =
-            |p: &str| Regex::new(p).unwrap_or_else(|e| panic!("invalid built-in pattern {p}: {e}"));
+        let re = |p: &str| Regex::new(p).unwrap_or_else(|e| panic!("invalid built-in pattern {p}: {e}"));
         Patterns {
             dns_label: re(DNS1123_LABEL),
             dns_subdomain: re(DNS1123_SUBDOMAIN),
@@ -103,10 +87,7 @@ pub fn validate_spec(spec: &HardeningProfileSpec) -> Vec<FieldError> {
         validate_selector(selector, "spec.namespaceSelector", &mut errors);
     }
     if spec.exclude_namespaces.len() > 256 {
-        errors.push(FieldError::new(
-            "spec.excludeNamespaces",
-            "must have at most 256 items",
-        ));
+        errors.push(FieldError::new("spec.excludeNamespaces", "must have at most 256 items"));
     }
     for (i, glob) in spec.exclude_namespaces.iter().enumerate() {
         if glob.is_empty() || glob.len() > 63 || !p.glob.is_match(glob) {
@@ -117,10 +98,7 @@ pub fn validate_spec(spec: &HardeningProfileSpec) -> Vec<FieldError> {
         }
     }
     if !(-1_000_000..=1_000_000).contains(&spec.priority) {
-        errors.push(FieldError::new(
-            "spec.priority",
-            "must be between -1000000 and 1000000",
-        ));
+        errors.push(FieldError::new("spec.priority", "must be between -1000000 and 1000000"));
     }
     for (mode, setting) in [
         ("enforce", &spec.pod_security.enforce),
@@ -130,43 +108,26 @@ pub fn validate_spec(spec: &HardeningProfileSpec) -> Vec<FieldError> {
         if setting.version.len() > 16 || !p.psa_version.is_match(&setting.version) {
             errors.push(FieldError::new(
                 format!("spec.podSecurity.{mode}.version"),
-                format!(
-                    "{:?} is not a Pod Security Standards version: use \"latest\" or \"v1.N\"",
-                    setting.version
-                ),
+                format!("{:?} is not a Pod Security Standards version: use \"latest\" or \"v1.N\"", setting.version),
             ));
         }
     }
     let dns = &spec.network_policy.allow_dns;
-    if dns.namespace.is_empty() || dns.namespace.len() > 63 || !p.dns_label.is_match(&dns.namespace)
-    {
+    if dns.namespace.is_empty() || dns.namespace.len() > 63 || !p.dns_label.is_match(&dns.namespace) {
         errors.push(FieldError::new(
             "spec.networkPolicy.allowDNS.namespace",
-            format!(
-                "{:?} is not a namespace name (RFC 1123 label)",
-                dns.namespace
-            ),
+            format!("{:?} is not a namespace name (RFC 1123 label)", dns.namespace),
         ));
     }
-    validate_selector(
-        &dns.pod_selector,
-        "spec.networkPolicy.allowDNS.podSelector",
-        &mut errors,
-    );
-    if dns.enabled
-        && dns.pod_selector.match_labels.is_empty()
-        && dns.pod_selector.match_expressions.is_empty()
-    {
+    validate_selector(&dns.pod_selector, "spec.networkPolicy.allowDNS.podSelector", &mut errors);
+    if dns.enabled && dns.pod_selector.match_labels.is_empty() && dns.pod_selector.match_expressions.is_empty() {
         errors.push(FieldError::new(
             "spec.networkPolicy.allowDNS.podSelector",
             "must select the DNS pods: an empty podSelector would allow egress to every pod in the DNS namespace",
         ));
     }
     if spec.service_accounts.exempt.len() > 256 {
-        errors.push(FieldError::new(
-            "spec.serviceAccounts.exempt",
-            "must have at most 256 items",
-        ));
+        errors.push(FieldError::new("spec.serviceAccounts.exempt", "must have at most 256 items"));
     }
     for (i, name) in spec.service_accounts.exempt.iter().enumerate() {
         if name.len() > 253 || !p.dns_subdomain.is_match(name) {
@@ -182,17 +143,11 @@ pub fn validate_spec(spec: &HardeningProfileSpec) -> Vec<FieldError> {
 fn validate_selector(selector: &LabelSelector, path: &str, errors: &mut Vec<FieldError>) {
     let p = patterns();
     if selector.match_labels.len() > 64 {
-        errors.push(FieldError::new(
-            format!("{path}.matchLabels"),
-            "must have at most 64 entries",
-        ));
+        errors.push(FieldError::new(format!("{path}.matchLabels"), "must have at most 64 entries"));
     }
     for (key, value) in &selector.match_labels {
         if key.len() > 317 || !p.label_key.is_match(key) {
-            errors.push(FieldError::new(
-                format!("{path}.matchLabels"),
-                format!("{key:?} is not a valid label key"),
-            ));
+            errors.push(FieldError::new(format!("{path}.matchLabels"), format!("{key:?} is not a valid label key")));
         }
         if value.0.len() > 63 || !p.label_value.is_match(&value.0) {
             errors.push(FieldError::new(
@@ -205,18 +160,12 @@ fn validate_selector(selector: &LabelSelector, path: &str, errors: &mut Vec<Fiel
         }
     }
     if selector.match_expressions.len() > 32 {
-        errors.push(FieldError::new(
-            format!("{path}.matchExpressions"),
-            "must have at most 32 items",
-        ));
+        errors.push(FieldError::new(format!("{path}.matchExpressions"), "must have at most 32 items"));
     }
     for (i, req) in selector.match_expressions.iter().enumerate() {
         let at = format!("{path}.matchExpressions[{i}]");
         if req.key.is_empty() || req.key.len() > 317 || !p.label_key.is_match(&req.key) {
-            errors.push(FieldError::new(
-                format!("{at}.key"),
-                format!("{:?} is not a valid label key", req.key),
-            ));
+            errors.push(FieldError::new(format!("{at}.key"), format!("{:?} is not a valid label key", req.key)));
         }
         let needs_values = matches!(req.operator, SelectorOperator::In | SelectorOperator::NotIn);
         if needs_values == req.values.is_empty() {
@@ -256,20 +205,14 @@ mod tests {
     fn unknown_field_is_named() {
         let errors = errors_of(json!({"podSecurity": {"enforce": {"levle": "baseline"}}}));
         assert_eq!(errors[0].field, "spec.podSecurity.enforce.levle");
-        assert!(
-            errors[0].message.contains("unknown field `levle`"),
-            "{errors:?}"
-        );
+        assert!(errors[0].message.contains("unknown field `levle`"), "{errors:?}");
     }
 
     #[test]
     fn bad_enum_value_is_named() {
         let errors = errors_of(json!({"podSecurity": {"warn": {"level": "strict"}}}));
         assert_eq!(errors[0].field, "spec.podSecurity.warn.level");
-        assert!(
-            errors[0].message.contains("unknown variant `strict`"),
-            "{errors:?}"
-        );
+        assert!(errors[0].message.contains("unknown variant `strict`"), "{errors:?}");
     }
 
     #[test]
@@ -306,10 +249,7 @@ mod tests {
         let errors = errors_of(
             json!({"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "Equals", "values": ["b"]}]}}),
         );
-        assert_eq!(
-            errors[0].field,
-            "spec.namespaceSelector.matchExpressions[0].operator"
-        );
+        assert_eq!(errors[0].field, "spec.namespaceSelector.matchExpressions[0].operator");
     }
 
     #[test]
@@ -328,11 +268,7 @@ mod tests {
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
-            [
-                "spec.excludeNamespaces[1]",
-                "spec.networkPolicy.allowDNS.namespace",
-                "spec.serviceAccounts.exempt[1]",
-            ]
+            ["spec.excludeNamespaces[1]", "spec.networkPolicy.allowDNS.namespace", "spec.serviceAccounts.exempt[1]",]
         );
     }
 
@@ -346,9 +282,6 @@ mod tests {
     fn wrong_type_is_named() {
         let errors = errors_of(json!({"networkPolicy": {"defaultDeny": {"egress": "yes"}}}));
         assert_eq!(errors[0].field, "spec.networkPolicy.defaultDeny.egress");
-        assert!(
-            errors[0].message.contains("expected a boolean"),
-            "{errors:?}"
-        );
+        assert!(errors[0].message.contains("expected a boolean"), "{errors:?}");
     }
 }

@@ -34,7 +34,7 @@ for b in etcd kube-apiserver kube-controller-manager; do ln -sf "$bin/$b" "$STAT
 started_ok=false
 cleanup_on_failure() {
   if [ "$started_ok" != true ]; then
-    for f in "$STATE"/logs/*.log; do
+    for f in "$STATE"/logs/{etcd,kube-apiserver,kube-controller-manager}.log; do
       [ -f "$f" ] || continue
       echo "----- last lines of $(basename "$f") -----" >&2
       tail -n 25 "$f" >&2
@@ -107,7 +107,20 @@ if [ -z "$(ip route show default 2>/dev/null)" ]; then
   # endpoints; give it a documentation-range address that nothing ever dials here.
   advertise=(--advertise-address=192.0.2.10)
 fi
+# Audit every write (metadata only), so tests and the benchmark can count exactly the requests a
+# given identity made.
+cat >"$STATE/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  - level: None
+EOF
 start kube-apiserver "$bin/kube-apiserver" \
+  --audit-policy-file "$STATE/audit-policy.yaml" --audit-log-path "$STATE/logs/audit.log" \
+  --audit-log-format json --audit-log-maxsize 2048 --audit-log-maxbackup 1 \
   --etcd-servers "http://127.0.0.1:$etcd_client" \
   --bind-address 127.0.0.1 --secure-port "$api_port" "${advertise[@]}" \
   --cert-dir "$certs" --tls-cert-file "$certs/apiserver.crt" --tls-private-key-file "$certs/apiserver.key" \

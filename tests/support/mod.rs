@@ -23,9 +23,7 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 pub fn kubeconfig_path() -> PathBuf {
     std::env::var_os("NSGUARD_KUBECONFIG")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/cluster/kubeconfig")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/cluster/kubeconfig"))
 }
 
 async fn admin_config() -> Config {
@@ -60,11 +58,7 @@ pub async fn admin_client() -> Client {
 pub async fn client_as_service_account(admin: &Client, namespace: &str, name: &str) -> Client {
     let request = TokenRequest {
         metadata: ObjectMeta::default(),
-        spec: Some(TokenRequestSpec {
-            audiences: None,
-            expiration_seconds: Some(3600),
-            bound_object_ref: None,
-        }),
+        spec: Some(TokenRequestSpec { audiences: None, expiration_seconds: Some(3600), bound_object_ref: None }),
         status: None,
     };
     let token = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
@@ -76,26 +70,16 @@ pub async fn client_as_service_account(admin: &Client, namespace: &str, name: &s
         .token
         .expect("token");
     let mut config = admin_config().await;
-    config.auth_info = AuthInfo {
-        token: Some(token.into()),
-        ..Default::default()
-    };
+    config.auth_info = AuthInfo { token: Some(token.into()), ..Default::default() };
     Client::try_from(config).expect("client for ServiceAccount")
 }
 
 /// A name no other test (or earlier run) uses: `prefix-<unique suffix>`.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{prefix}-{:x}{:x}{n}",
-        std::process::id() % 4096,
-        nanos % 65536
-    )
+    format!("{prefix}-{:x}{:x}{n}", std::process::id() % 4096, nanos % 65536)
 }
 
 /// Creates a uniquely named namespace with the given labels and returns its name.
@@ -104,20 +88,12 @@ pub async fn create_namespace(client: &Client, prefix: &str, labels: &[(&str, &s
     let ns = Namespace {
         metadata: ObjectMeta {
             name: Some(name.clone()),
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-            ),
+            labels: Some(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
             ..Default::default()
         },
         ..Default::default()
     };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
     name
 }
 
@@ -132,10 +108,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {DEADLINE:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -143,8 +116,67 @@ where
 /// Waits until the controller-manager has created the `default` ServiceAccount in `namespace`.
 pub async fn default_service_account(client: &Client, namespace: &str) -> ServiceAccount {
     let api = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
-    eventually(&format!("ServiceAccount {namespace}/default"), || async {
-        api.get_opt("default").await.ok().flatten()
-    })
-    .await
+    eventually(&format!("ServiceAccount {namespace}/default"), || async { api.get_opt("default").await.ok().flatten() })
+        .await
+}
+
+/// `kubectl` from the control plane's tool directory, with the test kubeconfig.
+pub fn kubectl(args: &[&str]) -> std::process::Output {
+    let path = kubeconfig_path();
+    let bin = path.parent().map(|d| d.join("bin/kubectl")).unwrap_or_else(|| "kubectl".into());
+    std::process::Command::new(&bin)
+        .arg("--kubeconfig")
+        .arg(&path)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()))
+}
+
+/// Installs nsguard (`config/default`: CRD, RBAC, namespace, Deployment) once per test binary.
+pub fn install() {
+    static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let out = kubectl(&["apply", "--server-side", "--force-conflicts", "-k", "config/default"]);
+        assert!(out.status.success(), "kubectl apply -k config/default: {}", String::from_utf8_lossy(&out.stderr));
+        let out =
+            kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd/hardeningprofiles.nsguard.io"]);
+        assert!(out.status.success(), "CRD not established: {}", String::from_utf8_lossy(&out.stderr));
+    });
+}
+pub mod operator;
+
+/// The API server's audit log (every write, metadata level), written by `up.sh`.
+pub fn audit_log_path() -> PathBuf {
+    kubeconfig_path().parent().map(|d| d.join("logs/audit.log")).unwrap_or_default()
+}
+
+/// Write requests (create/update/patch/delete) the audit log records for `user`, from byte
+/// `offset` of the log on.
+pub fn audited_writes(user: &str, offset: u64) -> Vec<serde_json::Value> {
+    use std::io::{BufRead, Seek};
+    let path = audit_log_path();
+    let mut file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("audit log {}: {e}", path.display()));
+    file.seek(std::io::SeekFrom::Start(offset)).expect("seek");
+    std::io::BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+        .filter(|e| e["user"]["username"] == user && e["stage"] == "ResponseComplete")
+        .collect()
+}
+
+/// The audit log's current length: pass it to [`audited_writes`] to see what comes after.
+pub fn audit_log_offset() -> u64 {
+    std::fs::metadata(audit_log_path()).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The sum of the API server's `apiserver_request_total` samples matching `filter`.
+pub async fn apiserver_requests(client: &kube::Client, filter: impl Fn(&str) -> bool) -> f64 {
+    let request = http::Request::get("/metrics").body(Vec::new()).expect("request");
+    let text = client.request_text(request).await.expect("apiserver /metrics");
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{") && filter(l))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

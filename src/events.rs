@@ -1,0 +1,77 @@
+//! Kubernetes Events about namespaces (`kubectl describe ns`, `kubectl events`).
+//!
+//! kube's `Recorder` folds repeats of one reason into a series that keeps the first note; nsguard's
+//! notes say exactly what drifted, and nsguard only sends an event when something changed, so each
+//! event is created as its own object. Events about cluster-scoped objects live in namespace
+//! `default`, as the Events API requires; RBAC grants `create` there and nowhere else.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
+
+/// Normal or Warning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Normal,
+    Warning,
+}
+
+/// Publishes events as controller `nsguard`.
+#[derive(Clone)]
+pub struct Publisher {
+    api: Api<Event>,
+    instance: String,
+}
+
+/// Events allow 1 kB of note.
+const MAX_NOTE: usize = 1000;
+
+impl Publisher {
+    pub fn new(client: Client, instance: Option<String>) -> Self {
+        Self { api: Api::namespaced(client, "default"), instance: instance.unwrap_or_else(|| "nsguard".to_owned()) }
+    }
+
+    /// Creates an event about `regarding`.
+    pub async fn publish(
+        &self,
+        regarding: ObjectReference,
+        severity: Severity,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) -> Result<(), kube::Error> {
+        let now = Timestamp::now();
+        let mut note = note.to_owned();
+        if note.len() > MAX_NOTE {
+            let mut cut = MAX_NOTE - 4;
+            while !note.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            note.truncate(cut);
+            note.push_str(" …");
+        }
+        let name = format!("{}.{:x}", regarding.name.as_deref().unwrap_or("nsguard"), now.as_nanosecond());
+        let event = Event {
+            metadata: ObjectMeta { name: Some(name), namespace: Some("default".into()), ..Default::default() },
+            action: Some(action.to_owned()),
+            reason: Some(reason.to_owned()),
+            note: Some(note),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(regarding),
+            reporting_controller: Some("nsguard".into()),
+            reporting_instance: Some(self.instance.clone()),
+            type_: Some(
+                match severity {
+                    Severity::Normal => "Normal",
+                    Severity::Warning => "Warning",
+                }
+                .into(),
+            ),
+            ..Default::default()
+        };
+        self.api.create(&PostParams::default(), &event).await.map(|_| ())
+    }
+}

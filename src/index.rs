@@ -1,0 +1,229 @@
+//! In-memory caches fed by watch streams, indexed the way the reconciler reads them.
+//!
+//! kube's reflector `Store` holds whole objects and answers only by name; the reconciler of one
+//! namespace needs "every ServiceAccount in namespace X" without scanning 30,000 of them, and only
+//! a few fields of each. These indexes keep compact views, grouped by namespace.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use kube::runtime::watcher::Event;
+
+/// A view of an object, as kept by an index.
+pub trait Keyed {
+    fn namespace(&self) -> &str;
+    fn name(&self) -> &str;
+    fn resource_version(&self) -> Option<&str>;
+}
+
+impl Keyed for crate::model::ServiceAccountView {
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn resource_version(&self) -> Option<&str> {
+        self.resource_version.as_deref()
+    }
+}
+
+impl Keyed for crate::model::NetworkPolicyView {
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn resource_version(&self) -> Option<&str> {
+        self.resource_version.as_deref()
+    }
+}
+
+type Groups<V> = HashMap<String, BTreeMap<String, Arc<V>>>;
+
+/// Views of namespaced objects, grouped by namespace.
+pub struct NamespacedIndex<V> {
+    groups: RwLock<Groups<V>>,
+    /// Objects of a re-list in progress; swapped in whole when it completes, so a relist never
+    /// shows a half-filled cache.
+    relist: RwLock<Option<Groups<V>>>,
+    synced: AtomicBool,
+}
+
+impl<V> Default for NamespacedIndex<V> {
+    fn default() -> Self {
+        Self { groups: RwLock::default(), relist: RwLock::default(), synced: AtomicBool::new(false) }
+    }
+}
+
+fn insert<V: Keyed>(groups: &mut Groups<V>, view: V) {
+    groups.entry(view.namespace().to_owned()).or_default().insert(view.name().to_owned(), Arc::new(view));
+}
+
+impl<V: Keyed> NamespacedIndex<V> {
+    /// Applies one watch event, converting objects to views with `view`.
+    pub fn apply<K>(&self, event: &Event<K>, view: impl Fn(&K) -> V) {
+        match event {
+            Event::Apply(obj) => insert(&mut write(&self.groups), view(obj)),
+            Event::Delete(obj) => {
+                let v = view(obj);
+                let mut groups = write(&self.groups);
+                if let Some(group) = groups.get_mut(v.namespace()) {
+                    group.remove(v.name());
+                    if group.is_empty() {
+                        groups.remove(v.namespace());
+                    }
+                }
+            }
+            Event::Init => *write(&self.relist) = Some(Groups::new()),
+            Event::InitApply(obj) => {
+                if let Some(buffer) = write(&self.relist).as_mut() {
+                    insert(buffer, view(obj));
+                }
+            }
+            Event::InitDone => {
+                if let Some(buffer) = write(&self.relist).take() {
+                    *write(&self.groups) = buffer;
+                }
+                self.synced.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Every object in `namespace`, ordered by name.
+    pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<V>> {
+        read(&self.groups).get(namespace).map(|g| g.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// One object.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<V>> {
+        read(&self.groups).get(namespace).and_then(|g| g.get(name)).cloned()
+    }
+
+    /// The initial list has completed.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// How many objects the index holds.
+    pub fn len(&self) -> usize {
+        read(&self.groups).values().map(BTreeMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Cluster-scoped objects by name (the profiles).
+pub struct NamedIndex<V> {
+    items: RwLock<BTreeMap<String, Arc<V>>>,
+    relist: RwLock<Option<BTreeMap<String, Arc<V>>>>,
+    synced: AtomicBool,
+}
+
+impl<V> Default for NamedIndex<V> {
+    fn default() -> Self {
+        Self { items: RwLock::default(), relist: RwLock::default(), synced: AtomicBool::new(false) }
+    }
+}
+
+impl<V> NamedIndex<V> {
+    /// Applies one watch event; `name` and `view` read the object.
+    pub fn apply<K>(&self, event: &Event<K>, name: impl Fn(&K) -> String, view: impl Fn(&K) -> V) {
+        match event {
+            Event::Apply(obj) => {
+                write(&self.items).insert(name(obj), Arc::new(view(obj)));
+            }
+            Event::Delete(obj) => {
+                write(&self.items).remove(&name(obj));
+            }
+            Event::Init => *write(&self.relist) = Some(BTreeMap::new()),
+            Event::InitApply(obj) => {
+                if let Some(buffer) = write(&self.relist).as_mut() {
+                    buffer.insert(name(obj), Arc::new(view(obj)));
+                }
+            }
+            Event::InitDone => {
+                if let Some(buffer) = write(&self.relist).take() {
+                    *write(&self.items) = buffer;
+                }
+                self.synced.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Every item, ordered by name.
+    pub fn all(&self) -> Vec<Arc<V>> {
+        read(&self.items).values().cloned().collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<V>> {
+        read(&self.items).get(name).cloned()
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+}
+
+// A poisoned lock means a panic while holding it; the data (plain maps) is still consistent enough
+// to keep serving, and the next relist rebuilds it.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ServiceAccountView;
+
+    fn sa(ns: &str, name: &str) -> ServiceAccountView {
+        ServiceAccountView {
+            namespace: ns.into(),
+            name: name.into(),
+            uid: None,
+            resource_version: None,
+            automount_token: None,
+            automount_owned: false,
+        }
+    }
+
+    #[test]
+    fn groups_by_namespace_and_forgets_deleted_objects() {
+        let index = NamespacedIndex::default();
+        let id = |v: &ServiceAccountView| v.clone();
+        index.apply(&Event::Apply(sa("a", "default")), id);
+        index.apply(&Event::Apply(sa("a", "builder")), id);
+        index.apply(&Event::Apply(sa("b", "default")), id);
+        let names = |ns: &str| index.in_namespace(ns).iter().map(|v| v.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names("a"), ["builder", "default"]);
+        index.apply(&Event::Delete(sa("a", "builder")), id);
+        assert_eq!(names("a"), ["default"]);
+        assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn relist_replaces_the_cache_only_when_complete() {
+        let index = NamespacedIndex::default();
+        let id = |v: &ServiceAccountView| v.clone();
+        index.apply(&Event::Init, id);
+        index.apply(&Event::InitApply(sa("a", "default")), id);
+        assert!(!index.is_synced());
+        index.apply(&Event::InitDone, id);
+        assert!(index.is_synced());
+        // A later relist that no longer contains "a/default" (deleted while disconnected).
+        index.apply(&Event::Init, id);
+        index.apply(&Event::InitApply(sa("b", "default")), id);
+        assert_eq!(index.in_namespace("a").len(), 1, "old contents served until the relist is done");
+        index.apply(&Event::InitDone, id);
+        assert!(index.in_namespace("a").is_empty());
+        assert_eq!(index.in_namespace("b").len(), 1);
+    }
+}

@@ -1,0 +1,368 @@
+//! Pure: the results of namespace reconciles → each profile's status.
+//!
+//! Work happens per namespace; a profile's status is only an aggregate of those results. Conditions
+//! keep their `lastTransitionTime` while their status is unchanged, and the aggregate of an
+//! unchanged cluster equals the status already stored, so nothing is written in steady state.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::crd::{HardeningProfileStatus, Mode, NonCompliantNamespace};
+use crate::model::Profile;
+use crate::plan::Outcome;
+use crate::validate::summarize;
+
+/// How many non-compliant namespaces a status lists.
+pub const MAX_LISTED: usize = 20;
+
+pub const READY: &str = "Ready";
+pub const DRIFTED: &str = "Drifted";
+pub const CONFLICTING: &str = "Conflicting";
+
+/// What the last reconcile of a namespace found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceResult {
+    /// The governing (or held) profile.
+    pub profile: Option<String>,
+    /// Profiles that select the namespace but lost to `profile`.
+    pub overridden: Vec<String>,
+    pub outcome: Outcome,
+    /// Why the namespace is not compliant: the drift, or the error.
+    pub detail: String,
+    /// The reconcile failed (the API refused a write); it will be retried.
+    pub failed: bool,
+    /// nsguard is backing off because another writer keeps reverting it.
+    pub fighting: bool,
+}
+
+/// The last drift corrected in a profile's namespaces (kept in memory, shown in `Drifted`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Correction {
+    pub namespace: String,
+    pub summary: String,
+}
+
+#[derive(Default)]
+struct Tally<'a> {
+    governed: i32,
+    compliant: i32,
+    converging: i32,
+    drifted: i32,
+    failed: Vec<(&'a str, &'a str)>,
+    fighting: Vec<&'a str>,
+    non_compliant: Vec<NonCompliantNamespace>,
+    /// Namespaces this profile selects that another profile governs, by winner.
+    lost_to: BTreeMap<&'a str, Vec<&'a str>>,
+}
+
+/// Computes the status of every profile from the namespace results.
+pub fn aggregate<'a>(
+    profiles: &[std::sync::Arc<Profile>],
+    results: impl IntoIterator<Item = (&'a str, &'a NamespaceResult)>,
+    previous: &HashMap<String, HardeningProfileStatus>,
+    corrections: &HashMap<String, Correction>,
+    now: &Time,
+) -> BTreeMap<String, HardeningProfileStatus> {
+    let mut tallies: HashMap<&str, Tally<'a>> = HashMap::new();
+    for (namespace, result) in results {
+        let Some(profile) = result.profile.as_deref() else {
+            continue;
+        };
+        for loser in &result.overridden {
+            tallies.entry(loser.as_str()).or_default().lost_to.entry(profile).or_default().push(namespace);
+        }
+        let t = tallies.entry(profile).or_default();
+        t.governed += 1;
+        match result.outcome {
+            Outcome::Compliant => t.compliant += 1,
+            Outcome::Converging => t.converging += 1,
+            Outcome::Drifted => t.drifted += 1,
+            Outcome::Held | Outcome::Releasing | Outcome::Untouched => {}
+        }
+        if result.failed {
+            t.failed.push((namespace, &result.detail));
+        }
+        if result.fighting {
+            t.fighting.push(namespace);
+        }
+        if result.outcome != Outcome::Compliant {
+            t.non_compliant
+                .push(NonCompliantNamespace { namespace: namespace.to_owned(), reason: result.detail.clone() });
+        }
+    }
+    profiles
+        .iter()
+        .map(|profile| {
+            let tally = tallies.remove(profile.name.as_str()).unwrap_or_default();
+            let prev = previous.get(&profile.name);
+            let status = profile_status(profile, tally, prev, corrections.get(&profile.name), now);
+            (profile.name.clone(), status)
+        })
+        .collect()
+}
+
+fn profile_status(
+    profile: &Profile,
+    mut t: Tally<'_>,
+    previous: Option<&HardeningProfileStatus>,
+    correction: Option<&Correction>,
+    now: &Time,
+) -> HardeningProfileStatus {
+    let generation = profile.generation;
+    let prev_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
+    let condition = |type_: &str, ok: bool, reason: &str, message: String| {
+        let status = if ok { "True" } else { "False" };
+        // Keep the transition time while the condition's status stays the same.
+        let last_transition_time = prev_conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| now.clone());
+        Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            observed_generation: generation,
+            last_transition_time,
+        }
+    };
+    let mode = profile.spec.as_ref().map(|v| v.spec.mode).ok();
+
+    let ready = match &profile.spec {
+        Err(errors) => condition(READY, false, "InvalidSpec", summarize(errors)),
+        Ok(_) if !t.failed.is_empty() => condition(
+            READY,
+            false,
+            "ReconcileFailed",
+            format!(
+                "{} namespace(s) could not be reconciled, retrying: {}",
+                t.failed.len(),
+                examples(t.failed.iter().map(|(ns, e)| format!("{ns}: {e}")))
+            ),
+        ),
+        Ok(_) if t.converging > 0 => condition(
+            READY,
+            false,
+            "Progressing",
+            format!("{} of {} namespace(s) are being brought to the baseline", t.converging, t.governed),
+        ),
+        Ok(_) => condition(
+            READY,
+            true,
+            if mode == Some(Mode::Audit) { "Audited" } else { "Reconciled" },
+            format!("{} namespace(s) governed, {} compliant", t.governed, t.compliant),
+        ),
+    };
+
+    let drifted = if !t.fighting.is_empty() {
+        condition(
+            DRIFTED,
+            true,
+            "DriftFight",
+            format!(
+                "another writer keeps reverting nsguard in {}; corrections are backing off",
+                examples(t.fighting.iter())
+            ),
+        )
+    } else if t.drifted > 0 {
+        condition(
+            DRIFTED,
+            true,
+            "DriftDetected",
+            format!("{} namespace(s) differ from the baseline (Audit mode: not corrected)", t.drifted),
+        )
+    } else if t.converging > 0 {
+        condition(DRIFTED, true, "Converging", format!("{} namespace(s) are being corrected", t.converging))
+    } else if let Some(c) = correction {
+        condition(
+            DRIFTED,
+            false,
+            "DriftCorrected",
+            format!("last correction in namespace {}: {}", c.namespace, c.summary),
+        )
+    } else if let Some(prev) =
+        prev_conditions.iter().find(|c| c.type_ == DRIFTED && c.status == "False" && c.reason == "DriftCorrected")
+    {
+        // Nothing new since the last status (e.g. after a restart): keep reporting the last correction.
+        Condition { observed_generation: generation, ..prev.clone() }
+    } else {
+        condition(DRIFTED, false, "NoDrift", "every governed namespace matches the baseline".to_owned())
+    };
+
+    let conflicting = if t.lost_to.is_empty() {
+        condition(
+            CONFLICTING,
+            false,
+            "NoConflict",
+            "no other profile governs a namespace this profile selects".to_owned(),
+        )
+    } else {
+        let message = t
+            .lost_to
+            .iter()
+            .map(|(winner, namespaces)| {
+                format!(
+                    "{winner} governs {} namespace(s) this profile selects ({})",
+                    namespaces.len(),
+                    examples(namespaces.iter())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        condition(CONFLICTING, true, "Overridden", message)
+    };
+
+    t.non_compliant.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    t.non_compliant.truncate(MAX_LISTED);
+    HardeningProfileStatus {
+        observed_generation: generation,
+        conditions: vec![ready, drifted, conflicting],
+        matched_namespaces: t.governed,
+        compliant_namespaces: t.compliant,
+        non_compliant: t.non_compliant,
+    }
+}
+
+/// At most three examples, then how many more.
+fn examples<T: std::fmt::Display>(items: impl ExactSizeIterator<Item = T>) -> String {
+    let total = items.len();
+    let shown: Vec<String> = items.take(3).map(|i| i.to_string()).collect();
+    if total > shown.len() {
+        format!("{}, and {} more", shown.join(", "), total - shown.len())
+    } else {
+        shown.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::HardeningProfileSpec;
+    use k8s_openapi::jiff::Timestamp;
+    use std::sync::Arc;
+
+    fn result(profile: &str, outcome: Outcome, overridden: &[&str]) -> NamespaceResult {
+        NamespaceResult {
+            profile: Some(profile.into()),
+            overridden: overridden.iter().map(|s| (*s).to_owned()).collect(),
+            outcome,
+            detail: if outcome == Outcome::Compliant { String::new() } else { "label x was missing".into() },
+            failed: false,
+            fighting: false,
+        }
+    }
+
+    fn at(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).expect("valid"))
+    }
+
+    fn cond<'a>(s: &'a HardeningProfileStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).expect("condition")
+    }
+
+    #[test]
+    fn counts_governed_and_compliant_namespaces_and_lists_the_rest() {
+        let profiles = [Arc::new(Profile::from_spec("prod", HardeningProfileSpec::default()))];
+        let results = [
+            ("a".to_owned(), result("prod", Outcome::Compliant, &[])),
+            ("b".to_owned(), result("prod", Outcome::Converging, &[])),
+            ("c".to_owned(), result("prod", Outcome::Compliant, &[])),
+        ];
+        let out = aggregate(
+            &profiles,
+            results.iter().map(|(n, r)| (n.as_str(), r)),
+            &HashMap::new(),
+            &HashMap::new(),
+            &at(1),
+        );
+        let s = &out["prod"];
+        assert_eq!((s.matched_namespaces, s.compliant_namespaces), (3, 2));
+        assert_eq!(
+            s.non_compliant,
+            [NonCompliantNamespace { namespace: "b".into(), reason: "label x was missing".into() }]
+        );
+        assert_eq!(cond(s, READY).reason, "Progressing");
+        assert_eq!(cond(s, DRIFTED).status, "True");
+    }
+
+    #[test]
+    fn overridden_profile_reports_the_conflict() {
+        let profiles = [
+            Arc::new(Profile::from_spec("high", HardeningProfileSpec::default())),
+            Arc::new(Profile::from_spec("low", HardeningProfileSpec::default())),
+        ];
+        let results = [("a".to_owned(), result("high", Outcome::Compliant, &["low"]))];
+        let out = aggregate(
+            &profiles,
+            results.iter().map(|(n, r)| (n.as_str(), r)),
+            &HashMap::new(),
+            &HashMap::new(),
+            &at(1),
+        );
+        assert_eq!(cond(&out["low"], CONFLICTING).status, "True");
+        assert_eq!(cond(&out["low"], CONFLICTING).message, "high governs 1 namespace(s) this profile selects (a)");
+        assert_eq!(out["low"].matched_namespaces, 0);
+        assert_eq!(cond(&out["high"], CONFLICTING).status, "False");
+        assert_eq!(cond(&out["high"], READY).status, "True");
+    }
+
+    #[test]
+    fn invalid_profile_is_not_ready_with_the_field_named() {
+        let mut spec = HardeningProfileSpec::default();
+        spec.pod_security.warn.version = "1.2".into();
+        let profiles = [Arc::new(Profile::from_spec("bad", spec))];
+        let out = aggregate(&profiles, [], &HashMap::new(), &HashMap::new(), &at(1));
+        let ready = cond(&out["bad"], READY);
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
+        assert!(ready.message.starts_with("spec.podSecurity.warn.version:"), "{}", ready.message);
+    }
+
+    #[test]
+    fn unchanged_results_give_an_identical_status() {
+        let profiles = [Arc::new(Profile::from_spec("prod", HardeningProfileSpec::default()))];
+        let results = [("a".to_owned(), result("prod", Outcome::Compliant, &[]))];
+        let first = aggregate(
+            &profiles,
+            results.iter().map(|(n, r)| (n.as_str(), r)),
+            &HashMap::new(),
+            &HashMap::new(),
+            &at(1),
+        );
+        let previous: HashMap<_, _> = first.clone().into_iter().collect();
+        let second =
+            aggregate(&profiles, results.iter().map(|(n, r)| (n.as_str(), r)), &previous, &HashMap::new(), &at(99));
+        assert_eq!(first, second, "transition times are kept, so nothing needs writing");
+    }
+
+    #[test]
+    fn last_correction_survives_a_restart() {
+        let profiles = [Arc::new(Profile::from_spec("prod", HardeningProfileSpec::default()))];
+        let results = [("a".to_owned(), result("prod", Outcome::Compliant, &[]))];
+        let corrections =
+            HashMap::from([("prod".to_owned(), Correction { namespace: "a".into(), summary: "label x".into() })]);
+        let before =
+            aggregate(&profiles, results.iter().map(|(n, r)| (n.as_str(), r)), &HashMap::new(), &corrections, &at(1));
+        assert_eq!(cond(&before["prod"], DRIFTED).reason, "DriftCorrected");
+        let previous: HashMap<_, _> = before.clone().into_iter().collect();
+        let after =
+            aggregate(&profiles, results.iter().map(|(n, r)| (n.as_str(), r)), &previous, &HashMap::new(), &at(50));
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    fn non_compliant_list_is_bounded() {
+        let profiles = [Arc::new(Profile::from_spec("prod", HardeningProfileSpec::default()))];
+        let results: Vec<_> = (0..100).map(|i| (format!("ns-{i:03}"), result("prod", Outcome::Drifted, &[]))).collect();
+        let out = aggregate(
+            &profiles,
+            results.iter().map(|(n, r)| (n.as_str(), r)),
+            &HashMap::new(),
+            &HashMap::new(),
+            &at(1),
+        );
+        assert_eq!(out["prod"].non_compliant.len(), MAX_LISTED);
+        assert_eq!(out["prod"].non_compliant[0].namespace, "ns-000");
+    }
+}
