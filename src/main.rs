@@ -188,7 +188,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     // Leader election: only the leader writes. Without it, this replica always leads.
-    let (leader, lease_task, _always_leader) = if args.leader_elect {
+    let (leader_tx, leader) = watch::channel(!args.leader_elect);
+    let lease_task = if args.leader_elect {
         let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
             .with_namespace(&args.namespace)
             .with_identity(&identity)
@@ -198,11 +199,31 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .build()
             .await
             .context("setting up leader election")?;
-        let (rx, task) = manager.watch().await;
-        (rx, Some(task), None)
+        let stop = stopped();
+        Some(tokio::spawn(async move {
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    changed = manager.changed() => match changed {
+                        Ok(is_leader) => {
+                            let _ = leader_tx.send(is_leader);
+                        }
+                        Err(e) => {
+                            // Unsure whether we still hold the lease: stop writing until we know.
+                            warn!(error = %e, "leader election");
+                            let _ = leader_tx.send(false);
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    },
+                    () = &mut stop => break,
+                }
+            }
+            let _ = leader_tx.send(false);
+            // Give the lease up at once, so another replica takes over without waiting for expiry.
+            manager.release().await
+        }))
     } else {
-        let (tx, rx) = watch::channel(true);
-        (rx, None, Some(tx))
+        None
     };
     let leader_gauge = metrics.clone();
     let mut leader_changes = leader.clone();
@@ -233,17 +254,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // Stopping makes the lease task give the lease up (see above).
     let _ = stop_tx.send(true);
-    // Dropping the last receiver makes the lease manager release the lease, so another replica
-    // takes over at once instead of after the lease expires.
     leader_log.abort();
-    let _ = leader_log.await;
-    // The controller holds a receiver of the leader channel; drop it before releasing the lease.
-    drop(controller);
-    drop(leader);
     if let Some(task) = lease_task {
         match tokio::time::timeout(Duration::from_secs(5), task).await {
-            Ok(Ok(Ok(_))) => info!("released the leader lease"),
+            Ok(Ok(Ok(()))) => info!("released the leader lease"),
             Ok(Ok(Err(e))) => warn!(error = %e, "releasing the leader lease"),
             Ok(Err(e)) => warn!(error = %e, "lease task failed"),
             Err(_) => warn!("timed out releasing the leader lease"),

@@ -110,26 +110,9 @@ async fn create_sa(client: &Client, ns: &str, name: &str) {
     Api::<ServiceAccount>::namespaced(client.clone(), ns).create(&PostParams::default(), &sa).await.expect("create sa");
 }
 
-/// Events nsguard published about namespace `ns` (they live in namespace `default`).
-async fn events(client: &Client, ns: &str) -> Vec<Event> {
-    Api::<Event>::namespaced(client.clone(), "default")
-        .list(&Default::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.reporting_controller.as_deref() == Some("nsguard")
-                && e.regarding
-                    .as_ref()
-                    .is_some_and(|r| r.kind.as_deref() == Some("Namespace") && r.name.as_deref() == Some(ns))
-        })
-        .collect()
-}
-
 async fn wait_event(client: &Client, ns: &str, reason: &str, note_contains: &str) -> Event {
     eventually(&format!("a {reason} event for namespace {ns} mentioning {note_contains:?}"), || async {
-        events(client, ns).await.into_iter().find(|e| {
+        nsguard_events(client, ns).await.into_iter().find(|e| {
             e.reason.as_deref() == Some(reason) && e.note.as_deref().is_some_and(|n| n.contains(note_contains))
         })
     })
@@ -417,7 +400,7 @@ async fn overlapping_profiles_resolve_by_priority_then_name() {
 
 #[tokio::test]
 async fn invalid_profiles_are_rejected_at_apply_time_naming_the_field() {
-    install();
+    let _ = install();
     let c = admin_client().await;
     let api = Api::<DynamicObject>::all_with(c.clone(), &profile_resource());
     let cases = [

@@ -17,7 +17,7 @@ stop_nsguard() { if [ -n "$nsguard_pid" ]; then kill "$nsguard_pid" 2>/dev/null 
 trap stop_nsguard EXIT
 
 step "Install nsguard: CRD, least-privilege RBAC, its namespace (kubectl apply -k config/default)"
-kubectl apply --server-side --force-conflicts -k "$repo/config/default" | sed 's/^/  /'
+kubectl apply -k "$repo/config/default" | sed 's/^/  /'
 kubectl wait --for=condition=Established --timeout=60s crd/hardeningprofiles.nsguard.io >/dev/null
 # The Deployment needs a container runtime, which this API-server-only control plane lacks; run
 # the same binary here with the ServiceAccount's own token instead.
@@ -44,7 +44,7 @@ curl -fsS "http://127.0.0.1:$port/readyz" | sed 's/^/  readyz: /'
 echo "  logs: $STATE/logs/nsguard.log   metrics: http://127.0.0.1:$port/metrics"
 
 step "A platform team commits a profile (config/samples/production-restricted.yaml)"
-kubectl apply --server-side -f "$repo/config/samples/production-restricted.yaml" | sed 's/^/  /'
+kubectl apply -f "$repo/config/samples/production-restricted.yaml" | sed 's/^/  /'
 
 step "A team creates a production namespace"
 kubectl delete namespace "$NS" --ignore-not-found --wait=true >/dev/null

@@ -53,22 +53,26 @@ pub async fn admin_client() -> Client {
     client
 }
 
-/// A client that acts as ServiceAccount `namespace/name`, with a token from the TokenRequest API,
-/// so code runs with exactly the permissions RBAC grants that ServiceAccount.
-pub async fn client_as_service_account(admin: &Client, namespace: &str, name: &str) -> Client {
+/// A token for ServiceAccount `namespace/name`, from the TokenRequest API (valid for an hour).
+pub async fn service_account_token(admin: &Client, namespace: &str, name: &str) -> String {
     let request = TokenRequest {
         metadata: ObjectMeta::default(),
         spec: Some(TokenRequestSpec { audiences: None, expiration_seconds: Some(3600), bound_object_ref: None }),
         status: None,
     };
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
+    Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
         .create_token_request(name, &PostParams::default(), &request)
         .await
         .expect("TokenRequest")
         .status
-        .expect("TokenRequest status")
-        .token
-        .expect("token");
+        .and_then(|s| s.token)
+        .expect("a token in the TokenRequest status")
+}
+
+/// A client that acts as ServiceAccount `namespace/name`, with a token from the TokenRequest API,
+/// so code runs with exactly the permissions RBAC grants that ServiceAccount.
+pub async fn client_as_service_account(admin: &Client, namespace: &str, name: &str) -> Client {
+    let token = service_account_token(admin, namespace, name).await;
     let mut config = admin_config().await;
     config.auth_info = AuthInfo { token: Some(token.into()), ..Default::default() };
     Client::try_from(config).expect("client for ServiceAccount")
@@ -133,18 +137,20 @@ pub fn kubectl(args: &[&str]) -> std::process::Output {
         .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()))
 }
 
-/// Installs nsguard (`config/default`: CRD, RBAC, namespace, Deployment) once per test binary.
-pub fn install() {
-    static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+/// Installs nsguard (`config/default`: CRD, RBAC, namespace, Deployment) once per test binary,
+/// with a plain `kubectl apply -k config/default`, and returns what kubectl printed. Client-side
+/// apply is not safe to run concurrently on a fresh cluster, so every test goes through here.
+pub fn install() -> &'static std::process::Output {
+    static INSTALLED: std::sync::OnceLock<std::process::Output> = std::sync::OnceLock::new();
     INSTALLED.get_or_init(|| {
-        let out = kubectl(&["apply", "--server-side", "--force-conflicts", "-k", "config/default"]);
+        let out = kubectl(&["apply", "-k", "config/default"]);
         assert!(out.status.success(), "kubectl apply -k config/default: {}", String::from_utf8_lossy(&out.stderr));
-        let out =
+        let wait =
             kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd/hardeningprofiles.nsguard.io"]);
-        assert!(out.status.success(), "CRD not established: {}", String::from_utf8_lossy(&out.stderr));
-    });
+        assert!(wait.status.success(), "CRD not established: {}", String::from_utf8_lossy(&wait.stderr));
+        out
+    })
 }
-pub mod operator;
 
 /// The API server's audit log (every write, metadata level), written by `up.sh`.
 pub fn audit_log_path() -> PathBuf {
@@ -179,4 +185,63 @@ pub async fn apiserver_requests(client: &kube::Client, filter: impl Fn(&str) -> 
         .filter(|l| l.starts_with("apiserver_request_total{") && filter(l))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Writes a kubeconfig that authenticates as ServiceAccount `namespace/name` (a TokenRequest
+/// token), for running the `nsguard` binary with exactly that ServiceAccount's permissions.
+pub async fn service_account_kubeconfig(admin: &Client, namespace: &str, name: &str) -> PathBuf {
+    let token = service_account_token(admin, namespace, name).await;
+    let admin_config: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(kubeconfig_path()).expect("kubeconfig")).expect("yaml");
+    let cluster = &admin_config["clusters"][0]["cluster"];
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {
+            "server": cluster["server"].as_str(),
+            "certificate-authority-data": cluster["certificate-authority-data"].as_str(),
+        }}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": name}}],
+        "current-context": "sa",
+    });
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-kubeconfigs");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let path = dir.join(format!("{}.yaml", unique_name(name)));
+    std::fs::write(&path, serde_json::to_string(&kubeconfig).expect("json")).expect("write kubeconfig");
+    path
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status code, body), or None when nothing answers.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}
+
+/// A free port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+pub mod operator;
+
+/// Events nsguard published about namespace `ns` (they live in namespace `default`).
+pub async fn nsguard_events(client: &Client, ns: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), "default")
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reporting_controller.as_deref() == Some("nsguard")
+                && e.regarding
+                    .as_ref()
+                    .is_some_and(|r| r.kind.as_deref() == Some("Namespace") && r.name.as_deref() == Some(ns))
+        })
+        .collect()
 }

@@ -35,7 +35,7 @@ impl Drop for Operator {
 /// The client nsguard runs with in tests: ServiceAccount nsguard-system/nsguard, bound by
 /// `config/rbac`.
 pub async fn nsguard_client(admin: &Client) -> Client {
-    install();
+    let _ = install();
     client_as_service_account(admin, "nsguard-system", "nsguard").await
 }
 

@@ -1,0 +1,172 @@
+//! Two nsguard processes on one cluster, each with the `config/rbac` identity: only the leader
+//! writes; when it dies, the other takes over within the lease duration and heals drift made
+//! after the kill; SIGTERM releases the lease and exits cleanly.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use openmetrics_parser::OpenMetricsValue;
+use serde_json::json;
+use support::operator::SHARD_LABEL;
+use support::*;
+
+/// Lease timing for the test: a takeover waits at most this long after a leader dies.
+const LEASE_SECONDS: u64 = 6;
+
+struct Instance {
+    name: &'static str,
+    child: tokio::process::Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Instance {
+    async fn spawn(name: &'static str, kubeconfig: &PathBuf, shard: &str, lease: &str) -> Self {
+        let port = free_port();
+        let log = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/test-kubeconfigs/{lease}-{name}.log"));
+        let selector = format!("{SHARD_LABEL}={shard}");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
+            .args(["run", "--log-format", "json", "--namespace", "nsguard-system", "--lease-name", lease])
+            .args(["--lease-duration", &LEASE_SECONDS.to_string(), "--lease-grace", "2"])
+            .args(["--identity", name, "--namespace-selector", &selector, "--profile-selector", &selector])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--metrics-address", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn nsguard");
+        let instance = Self { name, child, port, log };
+        eventually(&format!("{name} to be ready (log: {})", instance.log.display()), || async {
+            (http_get(port, "/readyz").await.map(|(code, _)| code) == Some(200)).then_some(())
+        })
+        .await;
+        instance
+    }
+
+    async fn metrics(&self) -> String {
+        http_get(self.port, "/metrics").await.map(|(_, body)| body).unwrap_or_default()
+    }
+
+    async fn sample(&self, prefix: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    async fn is_leader(&self) -> bool {
+        self.sample("nsguard_leader ").await == 1.0
+    }
+
+    async fn writes(&self) -> f64 {
+        self.sample("nsguard_write_requests_total{").await
+    }
+}
+
+fn record(name: &str, value: Duration) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/measurements");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(format!("{name}.txt")), format!("{:.2}\n", value.as_secs_f64()));
+    eprintln!("measured {name}: {:.2}s", value.as_secs_f64());
+}
+
+async fn events_by(client: &kube::Client, ns: &str, reason: &str) -> Vec<String> {
+    nsguard_events(client, ns)
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.reporting_instance)
+        .collect()
+}
+
+#[tokio::test]
+async fn only_the_leader_writes_and_a_follower_takes_over_when_it_dies() {
+    let admin = admin_client().await;
+    let _ = install();
+    let kubeconfig = service_account_kubeconfig(&admin, "nsguard-system", "nsguard").await;
+    let shard = unique_name("lead");
+    let lease = unique_name("nsguard-test");
+
+    let mut a = Instance::spawn("a", &kubeconfig, &shard, &lease).await;
+    eventually("a to lead", || async { a.is_leader().await.then_some(()) }).await;
+    let b = Instance::spawn("b", &kubeconfig, &shard, &lease).await;
+
+    // A profile and a namespace in this shard: hardened, by the leader only.
+    let profile = json!({"apiVersion": "nsguard.io/v1alpha1", "kind": "HardeningProfile",
+        "metadata": {"name": format!("lead-{shard}"), "labels": {SHARD_LABEL: shard}}, "spec": {}});
+    let profiles = Api::<kube::api::DynamicObject>::all_with(admin.clone(), &support::operator::profile_resource());
+    profiles
+        .patch(&format!("lead-{shard}"), &PatchParams::apply("gitops"), &Patch::Apply(&profile))
+        .await
+        .expect("profile");
+    let ns = create_namespace(&admin, "lead", &[(SHARD_LABEL, &shard)]).await;
+    let namespaces = Api::<Namespace>::all(admin.clone());
+    let enforce = |n: &Namespace| n.labels().get("pod-security.kubernetes.io/enforce").cloned();
+    eventually("the namespace to be hardened", || async {
+        (enforce(&namespaces.get(&ns).await.ok()?).as_deref() == Some("restricted")).then_some(())
+    })
+    .await;
+    assert!(a.writes().await > 0.0, "the leader wrote");
+    assert!(!b.is_leader().await, "b follows");
+    assert_eq!(b.writes().await, 0.0, "the follower wrote nothing");
+    assert_eq!(events_by(&admin, &ns, "Hardened").await, ["a"], "only the leader published events");
+
+    // Kill the leader without a chance to release its lease, then weaken the namespace.
+    a.child.start_kill().expect("kill a");
+    let killed = Instant::now();
+    let _ = a.child.wait().await;
+    let drift = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}});
+    namespaces.patch(&ns, &PatchParams::default(), &Patch::Merge(&drift)).await.expect("drift");
+
+    eventually("b to take over", || async { b.is_leader().await.then_some(()) }).await;
+    let takeover = killed.elapsed();
+    eventually("the drift made after the kill to be healed", || async {
+        (enforce(&namespaces.get(&ns).await.ok()?).as_deref() == Some("restricted")).then_some(())
+    })
+    .await;
+    let healed = killed.elapsed();
+    record("leader-takeover-after-sigkill", takeover);
+    record("heal-after-leader-sigkill", healed);
+    assert!(takeover < Duration::from_secs(LEASE_SECONDS + 10), "took over only after {takeover:?}");
+    assert_eq!(events_by(&admin, &ns, "DriftCorrected").await, ["b"], "the new leader healed it");
+
+    // The new leader's /metrics is valid OpenMetrics, and its drift counter moved.
+    let text = b.metrics().await;
+    let exposition = openmetrics_parser::openmetrics::parse_openmetrics(&text)
+        .unwrap_or_else(|e| panic!("/metrics is not valid OpenMetrics: {e:?}\n{text}"));
+    let family = exposition.families.get("nsguard_drift_corrected").expect("drift counter family");
+    let label_corrections: f64 = family
+        .iter_samples()
+        .filter(|s| s.get_labelset().ok().and_then(|l| l.get_label_value("kind").map(|v| v == "label")) == Some(true))
+        .filter_map(|s| match s.value {
+            OpenMetricsValue::Counter(ref c) => Some(c.value.as_f64()),
+            _ => None,
+        })
+        .sum();
+    assert!(label_corrections >= 1.0, "drift counter did not move: {text}");
+
+    // A graceful stop: SIGTERM makes b release the lease and exit 0; c takes over.
+    let c = Instance::spawn("c", &kubeconfig, &shard, &lease).await;
+    let mut b = b;
+    let pid = b.child.id().expect("pid").to_string();
+    let stopped = Instant::now();
+    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(30), b.child.wait()).await.expect("b exits").expect("wait");
+    assert!(exit.success(), "b exited with {exit} (log: {})", b.log.display());
+    let log = std::fs::read_to_string(&b.log).unwrap_or_default();
+    assert!(log.contains("released the leader lease"), "b did not release its lease: {log}");
+    eventually("c to take over", || async { c.is_leader().await.then_some(()) }).await;
+    record("leader-takeover-after-sigterm", stopped.elapsed());
+    let _ = b.name;
+}
