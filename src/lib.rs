@@ -4,6 +4,7 @@
 //! a profile in, drift and writes out. Reading the cluster happens before it and writing after it,
 //! in [`controller`].
 
+pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod desired;
@@ -13,6 +14,7 @@ pub mod http;
 pub mod index;
 pub mod metrics;
 pub mod model;
+pub mod offline;
 pub mod plan;
 pub mod selection;
 pub mod status;

@@ -32,6 +32,12 @@ struct Cli {
 enum Command {
     /// Run the controller.
     Run(Box<RunArgs>),
+    /// Preview, from manifests, what nsguard would do to each namespace (no cluster needed).
+    Plan(nsguard::cli::PlanArgs),
+    /// Check HardeningProfiles in files against the CRD's rules and nsguard's own checks.
+    Validate(nsguard::cli::ValidateArgs),
+    /// Show every governed namespace of a live cluster: profile, compliance, last drift.
+    Status(nsguard::cli::StatusArgs),
     /// Print the HardeningProfile CustomResourceDefinition as YAML.
     Crd,
     /// Print nsguard's version.
@@ -117,7 +123,20 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(*args).await,
+        Command::Plan(args) => exit(nsguard::cli::plan(&args)?),
+        Command::Validate(args) => exit(nsguard::cli::validate(&args)?),
+        Command::Status(args) => {
+            let client = client(args.kubeconfig.as_ref()).await?;
+            exit(nsguard::cli::status(&args, client).await?)
+        }
     }
+}
+
+fn exit(code: i32) -> anyhow::Result<()> {
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
 }
 
 async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {

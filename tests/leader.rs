@@ -119,7 +119,11 @@ async fn only_the_leader_writes_and_a_follower_takes_over_when_it_dies() {
     assert!(a.writes().await > 0.0, "the leader wrote");
     assert!(!b.is_leader().await, "b follows");
     assert_eq!(b.writes().await, 0.0, "the follower wrote nothing");
-    assert_eq!(events_by(&admin, &ns, "Hardened").await, ["a"], "only the leader published events");
+    let hardened = events_by(&admin, &ns, "Hardened").await;
+    assert!(
+        !hardened.is_empty() && hardened.iter().all(|i| i == "a"),
+        "only the leader published events: {hardened:?}"
+    );
 
     // Kill the leader without a chance to release its lease, then weaken the namespace.
     a.child.start_kill().expect("kill a");
@@ -138,7 +142,8 @@ async fn only_the_leader_writes_and_a_follower_takes_over_when_it_dies() {
     record("leader-takeover-after-sigkill", takeover);
     record("heal-after-leader-sigkill", healed);
     assert!(takeover < Duration::from_secs(LEASE_SECONDS + 10), "took over only after {takeover:?}");
-    assert_eq!(events_by(&admin, &ns, "DriftCorrected").await, ["b"], "the new leader healed it");
+    let corrected = events_by(&admin, &ns, "DriftCorrected").await;
+    assert!(!corrected.is_empty() && corrected.iter().all(|i| i == "b"), "the new leader healed it: {corrected:?}");
 
     // The new leader's /metrics is valid OpenMetrics, and its drift counter moved.
     let text = b.metrics().await;

@@ -1,0 +1,188 @@
+//! `nsguard plan` and `nsguard validate` over fixture directories (no cluster needed).
+
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+fn nsguard(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nsguard"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run nsguard")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn plan_json() -> Value {
+    let out = nsguard(&["plan", "-f", "tests/fixtures/gitops", "-o", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("plan -o json prints JSON")
+}
+
+fn entry<'a>(plan: &'a Value, namespace: &str) -> &'a Value {
+    plan["namespaces"].as_array().expect("namespaces").iter().find(|n| n["namespace"] == namespace).expect(namespace)
+}
+
+#[test]
+fn plan_resolves_overlapping_profiles_by_priority_then_name() {
+    let plan = plan_json();
+    let shop = entry(&plan, "shop");
+    assert_eq!(shop["profile"], "prod");
+    assert_eq!(shop["overriddenProfiles"], json!(["baseline-everywhere"]));
+    assert_eq!(shop["mode"], "Enforce");
+    // warehouse is selected by prod and audit-data at priority 10, and by baseline-everywhere at
+    // 0: the tie goes to the first name.
+    let warehouse = entry(&plan, "warehouse");
+    assert_eq!(warehouse["profile"], "audit-data");
+    assert_eq!(warehouse["overriddenProfiles"], json!(["prod", "baseline-everywhere"]));
+}
+
+#[test]
+fn plan_shows_labels_policies_and_service_accounts() {
+    let plan = plan_json();
+    let shop = entry(&plan, "shop");
+    let labels: Value = ["enforce", "audit", "warn"]
+        .iter()
+        .flat_map(|m| {
+            [
+                (format!("pod-security.kubernetes.io/{m}"), json!("restricted")),
+                (format!("pod-security.kubernetes.io/{m}-version"), json!("latest")),
+            ]
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    assert_eq!(shop["labels"], labels);
+    assert_eq!(
+        shop["networkPolicies"],
+        json!([{"name": "nsguard-allow-dns", "change": "create"}, {"name": "nsguard-default-deny", "change": "create"}])
+    );
+    // ci-bot is exempt; the implicit `default` ServiceAccount and builder are changed.
+    assert_eq!(
+        shop["serviceAccounts"],
+        json!([{"name": "builder", "change": "disableTokenAutomount"}, {"name": "default", "change": "disableTokenAutomount"}])
+    );
+    let sandbox = entry(&plan, "sandbox");
+    assert_eq!(sandbox["profile"], "baseline-everywhere");
+    assert_eq!(sandbox["labels"]["pod-security.kubernetes.io/enforce"], "baseline");
+    assert_eq!(sandbox["networkPolicies"], json!([{"name": "nsguard-default-deny", "change": "create"}]));
+    assert_eq!(sandbox["serviceAccounts"], json!([{"name": "default", "change": "disableTokenAutomount"}]));
+}
+
+#[test]
+fn plan_reports_audit_mode_without_changes_to_apply() {
+    let plan = plan_json();
+    let warehouse = entry(&plan, "warehouse");
+    assert_eq!(warehouse["mode"], "Audit");
+    assert_eq!(warehouse["action"], "Audit");
+    assert!(!warehouse["drift"].as_array().expect("drift").is_empty());
+    let yaml = stdout(&nsguard(&["plan", "-f", "tests/fixtures/gitops", "-o", "yaml"]));
+    assert!(!yaml.contains("name: warehouse"), "Audit mode applies nothing:\n{yaml}");
+}
+
+#[test]
+fn plan_applies_exclusions_and_leaves_ungoverned_namespaces_alone() {
+    let plan = plan_json();
+    let system = entry(&plan, "kube-system");
+    assert_eq!((&system["profile"], &system["action"]), (&Value::Null, &json!("Excluded")));
+    let legacy = entry(&plan, "legacy-billing");
+    assert_eq!((&legacy["profile"], &legacy["action"]), (&Value::Null, &json!("None")));
+    assert_eq!(legacy["labels"], json!({}));
+    assert_eq!(legacy["networkPolicies"], json!([]));
+    // Opting in to system namespaces changes that, as it does for the controller.
+    let out = nsguard(&["plan", "-f", "tests/fixtures/gitops", "-o", "json", "--include-system-namespaces"]);
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(entry(&plan, "kube-system")["profile"], "baseline-everywhere");
+}
+
+#[test]
+fn plan_yaml_is_kubernetes_manifests() {
+    let out = nsguard(&["plan", "-f", "tests/fixtures/gitops", "-o", "yaml"]);
+    assert!(out.status.success());
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&stdout(&out))
+        .map(|d| serde::Deserialize::deserialize(d).expect("valid YAML"))
+        .collect();
+    let names: Vec<String> = docs
+        .iter()
+        .map(|d| format!("{}/{}", d["kind"].as_str().unwrap_or("?"), d["metadata"]["name"].as_str().unwrap_or("?")))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Namespace/sandbox",
+            "NetworkPolicy/nsguard-default-deny",
+            "ServiceAccount/default",
+            "Namespace/shop",
+            "NetworkPolicy/nsguard-allow-dns",
+            "NetworkPolicy/nsguard-default-deny",
+            "ServiceAccount/builder",
+            "ServiceAccount/default",
+        ]
+    );
+    for d in &docs {
+        assert!(d["apiVersion"].is_string() && d["kind"].is_string(), "{d}");
+    }
+    serde_json::from_value::<k8s_openapi::api::networking::v1::NetworkPolicy>(docs[1].clone()).expect("NetworkPolicy");
+}
+
+#[test]
+fn plan_table_has_a_line_per_namespace() {
+    let out = stdout(&nsguard(&["plan", "-f", "tests/fixtures/gitops"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("NAMESPACE") && lines[0].contains("PROFILE") && lines[0].contains("OVERRIDDEN"));
+    assert_eq!(lines.len(), 6, "{out}");
+    assert!(lines.iter().any(|l| l.starts_with("warehouse") && l.contains("audit-data") && l.contains("would report")));
+}
+
+#[test]
+fn valid_profiles_validate() {
+    let out = nsguard(&["validate", "-f", "tests/fixtures/gitops"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(stdout(&out), "3 HardeningProfile(s) valid\n");
+}
+
+#[test]
+fn invalid_files_are_reported_with_file_document_and_field() {
+    let cases = [
+        ("broken-yaml", 1, "invalid YAML: mapping values are not allowed in this context at line 7 column 12"),
+        ("unknown-field", 1, "spec.podSecurity.enforce.levle: unknown field `levle`, expected `level` or `version`"),
+        ("bad-enum", 1, "spec.mode: unknown variant `Enforced`, expected `Enforce` or `Audit`"),
+        ("bad-version", 1, "spec.podSecurity.warn.version: \"1.30\" is not a Pod Security Standards version"),
+        (
+            "bad-selector",
+            1,
+            "spec.namespaceSelector.matchExpressions[0].values: values must be non-empty for operators In and NotIn",
+        ),
+        ("bad-label-value", 1, "spec.namespaceSelector.matchLabels.env: \"prod env\" is not a valid label value"),
+        ("bad-glob", 1, "spec.excludeNamespaces[0]: \"Legacy_*\" is not a namespace-name glob"),
+        ("bad-name", 1, "metadata.name: \"Bad_Name\" is not a valid name (RFC 1123 subdomain)"),
+        ("wrong-api-version", 1, "apiVersion: \"nsguard.io/v1\" is not served; use \"nsguard.io/v1alpha1\""),
+        ("second-document", 2, "spec.releasePolicy: unknown variant `Keep`, expected `Release` or `Retain`"),
+    ];
+    for (name, document, message) in cases {
+        let file = format!("tests/fixtures/invalid/{name}.yaml");
+        let out = nsguard(&["validate", "-f", &file]);
+        assert_eq!(out.status.code(), Some(1), "{file}: exit status");
+        let text = stdout(&out);
+        let expected = format!("{file} (document {document}): {message}");
+        assert!(text.starts_with(&expected), "{file}:\n  got      {text}\n  expected {expected}");
+    }
+    // All at once, as JSON: one error per file.
+    let out = nsguard(&["validate", "-f", "tests/fixtures/invalid", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["errors"].as_array().map(Vec::len), Some(cases.len()));
+    assert!(
+        report["errors"].as_array().expect("errors").iter().all(|e| e["file"].is_string() && e["document"].is_number())
+    );
+}
+
+#[test]
+fn plan_fails_on_invalid_profiles_but_still_prints() {
+    let out = nsguard(&["plan", "-f", "tests/fixtures/gitops", "-f", "tests/fixtures/invalid/bad-enum.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("spec.mode: unknown variant `Enforced`"));
+    assert!(stdout(&out).starts_with("NAMESPACE"));
+}
