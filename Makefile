@@ -22,9 +22,20 @@ demo: build cluster-up ## Bring up the local control plane and watch nsguard har
 test: ## Every test, unit and integration, against a local control plane started (and stopped) for the run.
 	@NSGUARD_CLUSTER_DIR=$(TEST_CLUSTER) $(CLUSTER_TOOLS)/up.sh
 	@status=0; mkdir -p target; \
-	NSGUARD_KUBECONFIG=$(TEST_CLUSTER)/kubeconfig cargo test $(CARGO_FLAGS) --all-targets 2>&1 | tee target/test.log || status=$$?; \
+	NSGUARD_KUBECONFIG=$(TEST_CLUSTER)/kubeconfig cargo test $(CARGO_FLAGS) --lib --bins --tests 2>&1 | tee target/test.log || status=$$?; \
 	NSGUARD_CLUSTER_DIR=$(TEST_CLUSTER) $(CLUSTER_TOOLS)/down.sh; \
 	awk '/^test result:/ {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/test.log; \
+	exit $$status
+
+BENCH_CLUSTER := $(CURDIR)/target/bench-cluster
+BENCH_ARGS    ?=
+
+.PHONY: bench
+bench: ## The scale benchmark (not part of `make test`); BENCH_ARGS="--namespaces 1000 --scenarios burst,floor" to choose.
+	@NSGUARD_CLUSTER_DIR=$(BENCH_CLUSTER) $(CLUSTER_TOOLS)/up.sh
+	@status=0; \
+	NSGUARD_KUBECONFIG=$(BENCH_CLUSTER)/kubeconfig cargo bench $(CARGO_FLAGS) --bench scale -- $(BENCH_ARGS) || status=$$?; \
+	NSGUARD_CLUSTER_DIR=$(BENCH_CLUSTER) $(CLUSTER_TOOLS)/down.sh; \
 	exit $$status
 
 .PHONY: unit

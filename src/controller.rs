@@ -764,11 +764,14 @@ async fn report(ctx: &Context, ns: &NamespaceView, plan: &Plan, corrected: bool)
         info!(drift = %summary(&plan.corrections), "drift corrected");
         let note = format!("Profile {profile}: {}; set back", summary(&plan.drift));
         publish(ctx, ns, EventType::Warning, "DriftCorrected", "Correct", note).await;
-    } else if enforcing {
-        // A namespace (or a ServiceAccount created in it) hardened for the first time.
+    } else if enforcing && plan.first_hardening {
         info!(changes = plan.drift.len(), "hardened");
         let note = format!("Hardened to profile {profile}: {}", summary(&plan.drift));
         publish(ctx, ns, EventType::Normal, "Hardened", "Harden", note).await;
+    } else if enforcing {
+        // A ServiceAccount created in an already hardened namespace: routine, so logged and
+        // counted, not announced.
+        info!(changes = %summary(&plan.drift), "hardened new objects");
     } else if mode == Some(Mode::Audit) && !plan.drift.is_empty() && drift_changed {
         for d in &plan.drift {
             ctx.metrics.drift_detected.get_or_create(&DriftLabels { kind: d.kind() }).inc();

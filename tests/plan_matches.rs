@@ -70,10 +70,10 @@ fn shard_fixture(shard: &str) -> Vec<Value> {
             }
         }
     }
-    // Namespaces first, then what lives in them, then the profiles.
+    // Profiles first, then namespaces, then what lives in them.
     docs.sort_by_key(|d| match d["kind"].as_str() {
-        Some("Namespace") => 0,
-        Some("ServiceAccount") => 1,
+        Some("HardeningProfile") => 0,
+        Some("Namespace") => 1,
         _ => 2,
     });
     docs
@@ -110,9 +110,28 @@ async fn plan_equals_what_the_controller_applies() {
     let entries = plan["namespaces"].as_array().expect("namespaces").clone();
     assert_eq!(entries.len(), 4);
 
-    // The same inputs, on the cluster.
-    let out = kubectl(&["apply", "-f", file]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The same inputs, on the cluster: the profiles first, and only once nsguard has seen them all
+    // (each has a status) the namespaces, so that no namespace is briefly governed by a profile
+    // that loses once the rest arrive.
+    let (profiles, rest): (Vec<&Value>, Vec<&Value>) = docs.iter().partition(|d| d["kind"] == "HardeningProfile");
+    for (part, objects) in [("profiles", &profiles), ("namespaces", &rest)] {
+        let path = dir.join(format!("{part}.yaml"));
+        let text: String =
+            objects.iter().map(|d| serde_yaml::to_string(d).expect("yaml")).collect::<Vec<_>>().join("---\n");
+        std::fs::write(&path, text).expect("write");
+        let out = kubectl(&["apply", "-f", path.to_str().expect("path")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        if part == "profiles" {
+            let api = Api::<DynamicObject>::all_with(c.clone(), &profile_resource());
+            for p in &profiles {
+                let name = p["metadata"]["name"].as_str().expect("name").to_owned();
+                eventually(&format!("nsguard to report on {name}"), || async {
+                    api.get(&name).await.ok()?.data.get("status").map(|_| ())
+                })
+                .await;
+            }
+        }
+    }
 
     let namespaces = Api::<Namespace>::all(c.clone());
     for entry in &entries {

@@ -107,13 +107,15 @@ if [ -z "$(ip route show default 2>/dev/null)" ]; then
   # endpoints; give it a documentation-range address that nothing ever dials here.
   advertise=(--advertise-address=192.0.2.10)
 fi
-# Audit every write (metadata only), so tests and the benchmark can count exactly the requests a
-# given identity made.
+# Audit every write, and every request of nsguard's ServiceAccount (metadata only), so tests and
+# the benchmark can count exactly the requests a given identity made.
 cat >"$STATE/audit-policy.yaml" <<'EOF'
 apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
 rules:
+  - level: Metadata
+    users: ["system:serviceaccount:nsguard-system:nsguard"]
   - level: Metadata
     verbs: ["create", "update", "patch", "delete", "deletecollection"]
   - level: None

@@ -157,9 +157,9 @@ pub fn audit_log_path() -> PathBuf {
     kubeconfig_path().parent().map(|d| d.join("logs/audit.log")).unwrap_or_default()
 }
 
-/// Write requests (create/update/patch/delete) the audit log records for `user`, from byte
-/// `offset` of the log on.
-pub fn audited_writes(user: &str, offset: u64) -> Vec<serde_json::Value> {
+/// Requests the audit log records for `user`, from byte `offset` of the log on: every request of
+/// nsguard's ServiceAccount, and every write of any user.
+pub fn audited_requests(user: &str, offset: u64) -> Vec<serde_json::Value> {
     use std::io::{BufRead, Seek};
     let path = audit_log_path();
     let mut file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("audit log {}: {e}", path.display()));
@@ -170,6 +170,16 @@ pub fn audited_writes(user: &str, offset: u64) -> Vec<serde_json::Value> {
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
         .filter(|e| e["user"]["username"] == user && e["stage"] == "ResponseComplete")
         .collect()
+}
+
+/// Whether an audit event is a write.
+pub fn is_write(event: &serde_json::Value) -> bool {
+    matches!(event["verb"].as_str(), Some("create" | "update" | "patch" | "delete" | "deletecollection"))
+}
+
+/// Write requests (create/update/patch/delete) the audit log records for `user` from `offset` on.
+pub fn audited_writes(user: &str, offset: u64) -> Vec<serde_json::Value> {
+    audited_requests(user, offset).into_iter().filter(is_write).collect()
 }
 
 /// The audit log's current length: pass it to [`audited_writes`] to see what comes after.

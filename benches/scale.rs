@@ -1,0 +1,915 @@
+//! `make bench`: nsguard at 1,000 to 10,000 namespaces on the local control plane.
+//!
+//! nsguard runs as its own process (the release binary) with the ServiceAccount token `config/rbac`
+//! grants, so API Priority and Fairness treats it as in production. An admin-side watcher observes
+//! when each namespace becomes compliant (PSA labels, both NetworkPolicies, the `default`
+//! ServiceAccount's token off). The API server's audit log attributes every request to nsguard's
+//! identity. Writes `target/bench/report.json` and `target/bench/report.md`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::watcher::{self, Event, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use support::*;
+use tokio::sync::{Notify, Semaphore};
+
+const NSGUARD_USER: &str = "system:serviceaccount:nsguard-system:nsguard";
+const RESTRICTED: [(&str, &str); 6] = [
+    ("pod-security.kubernetes.io/enforce", "restricted"),
+    ("pod-security.kubernetes.io/enforce-version", "latest"),
+    ("pod-security.kubernetes.io/audit", "restricted"),
+    ("pod-security.kubernetes.io/audit-version", "latest"),
+    ("pod-security.kubernetes.io/warn", "restricted"),
+    ("pod-security.kubernetes.io/warn-version", "latest"),
+];
+
+/// nsguard's scale benchmark.
+#[derive(Parser, Debug, Clone)]
+struct Args {
+    /// Namespaces in the burst (and in the floor).
+    #[arg(long, default_value_t = 1000)]
+    namespaces: usize,
+    /// Scenarios to run (comma-separated): burst, floor, steady, drift, restart, memory.
+    #[arg(long, value_delimiter = ',', default_value = "burst,floor,steady,drift,restart,memory")]
+    scenarios: Vec<String>,
+    /// Drift events in the drift scenario.
+    #[arg(long, default_value_t = 200)]
+    drift_events: usize,
+    /// Length of the steady-state window.
+    #[arg(long, default_value_t = 60)]
+    steady_seconds: u64,
+    /// Total namespaces for the second memory reading (each with 3 ServiceAccounts).
+    #[arg(long, default_value_t = 10_000)]
+    memory_namespaces: usize,
+    /// nsguard's --concurrency, and the floor client's.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Namespaces created at once (by the "users" of the burst and the floor alike).
+    #[arg(long, default_value_t = 32)]
+    create_concurrency: usize,
+    /// Where to write report.json and report.md.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Ignored (cargo bench passes it).
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+impl Args {
+    fn runs(&self, scenario: &str) -> bool {
+        self.scenarios.iter().any(|s| s == scenario)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compliance, as an outside observer sees it.
+
+#[derive(Default)]
+struct NsState {
+    created: Option<Instant>,
+    labels_ok: bool,
+    policies: std::collections::BTreeSet<String>,
+    default_sa_exists: bool,
+    default_sa_ok: bool,
+    /// (when, compliant) each time compliance changed.
+    transitions: Vec<(Instant, bool)>,
+}
+
+impl NsState {
+    fn compliant(&self) -> bool {
+        self.labels_ok
+            && self.policies.contains("nsguard-default-deny")
+            && self.policies.contains("nsguard-allow-dns")
+            && self.default_sa_ok
+    }
+    fn compliant_since(&self) -> Option<Instant> {
+        match self.transitions.last() {
+            Some((t, true)) => Some(*t),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Observer {
+    states: Mutex<HashMap<String, NsState>>,
+    changed: Notify,
+}
+
+impl Observer {
+    fn update(&self, ns: &str, f: impl FnOnce(&mut NsState)) {
+        let mut states = self.states.lock().expect("lock");
+        let state = states.entry(ns.to_owned()).or_default();
+        let before = state.compliant();
+        f(state);
+        let after = state.compliant();
+        if before != after || state.transitions.is_empty() {
+            state.transitions.push((Instant::now(), after));
+        }
+        drop(states);
+        self.changed.notify_waiters();
+    }
+
+    fn with<T>(&self, ns: &str, f: impl FnOnce(Option<&NsState>) -> T) -> T {
+        f(self.states.lock().expect("lock").get(ns))
+    }
+
+    /// Waits until `pred` holds for every name, or the deadline passes.
+    async fn wait_all(&self, names: &[String], what: &str, deadline: Duration, pred: impl Fn(&NsState) -> bool) {
+        let end = Instant::now() + deadline;
+        loop {
+            let notified = self.changed.notified();
+            let missing = {
+                let states = self.states.lock().expect("lock");
+                names.iter().filter(|n| !states.get(*n).is_some_and(&pred)).count()
+            };
+            if missing == 0 {
+                return;
+            }
+            assert!(Instant::now() < end, "timed out waiting for {what}: {missing} of {} not there", names.len());
+            let _ = tokio::time::timeout(Duration::from_millis(500), notified).await;
+        }
+    }
+}
+
+fn start_observer(client: Client, run: &str) -> Arc<Observer> {
+    let observer = Arc::new(Observer::default());
+    let o = observer.clone();
+    let ns_api = Api::<Namespace>::all(client.clone());
+    let selector = format!("bench-run={run}");
+    tokio::spawn(async move {
+        let stream = watcher(ns_api, watcher::Config::default().labels(&selector));
+        futures::pin_mut!(stream);
+        while let Some(Ok(event)) = stream.next().await {
+            if let Event::Apply(ns) | Event::InitApply(ns) = event {
+                let ok = RESTRICTED.iter().all(|(k, v)| ns.labels().get(*k).map(String::as_str) == Some(*v));
+                o.update(&ns.name_any(), |s| s.labels_ok = ok);
+            }
+        }
+    });
+    let o = observer.clone();
+    let np_api = Api::<NetworkPolicy>::all(client.clone());
+    tokio::spawn(async move {
+        let stream = watcher(np_api, watcher::Config::default().labels("app.kubernetes.io/managed-by=nsguard"));
+        futures::pin_mut!(stream);
+        while let Some(Ok(event)) = stream.next().await {
+            match event {
+                Event::Apply(np) | Event::InitApply(np) => {
+                    o.update(&np.namespace().unwrap_or_default(), |s| {
+                        s.policies.insert(np.name_any());
+                    });
+                }
+                Event::Delete(np) => {
+                    o.update(&np.namespace().unwrap_or_default(), |s| {
+                        s.policies.remove(&np.name_any());
+                    });
+                }
+                _ => {}
+            }
+        }
+    });
+    let o = observer.clone();
+    let sa_api = Api::<ServiceAccount>::all(client);
+    tokio::spawn(async move {
+        let stream = watcher(sa_api, watcher::Config::default().fields("metadata.name=default"));
+        futures::pin_mut!(stream);
+        while let Some(Ok(event)) = stream.next().await {
+            if let Event::Apply(sa) | Event::InitApply(sa) = event {
+                let off = sa.automount_service_account_token == Some(false);
+                o.update(&sa.namespace().unwrap_or_default(), |s| {
+                    s.default_sa_exists = true;
+                    s.default_sa_ok = off;
+                });
+            }
+        }
+    });
+    observer
+}
+
+// ---------------------------------------------------------------------------------------------
+// The nsguard process.
+
+struct Nsguard {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+impl Nsguard {
+    async fn start(kubeconfig: &PathBuf, concurrency: usize, log: &PathBuf) -> (Self, Duration) {
+        let port = free_port();
+        let started = Instant::now();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
+            .args(["run", "--log-format", "json", "--namespace", "nsguard-system", "--identity", "bench"])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--metrics-address", &format!("127.0.0.1:{port}"), "--concurrency", &concurrency.to_string()])
+            .env("NSGUARD_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nsguard");
+        let me = Self { child, port };
+        let end = Instant::now() + Duration::from_secs(120);
+        while http_get(port, "/readyz").await.map(|(c, _)| c) != Some(200) {
+            assert!(Instant::now() < end, "nsguard not ready after 120 s; see {}", log.display());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (me, started.elapsed())
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// CPU seconds (user + system) so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        ticks / clock_ticks()
+    }
+
+    /// (current RSS, peak RSS) in MiB.
+    fn memory_mib(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+    }
+
+    /// The sum of the samples of metric `prefix` (e.g. `nsguard_reconciles_total{`) whose labels
+    /// include `label` (e.g. `resource="serviceaccounts"`, or "" for all).
+    async fn metric_with(&self, prefix: &str, label: &str) -> f64 {
+        let body = http_get(self.port, "/metrics").await.map(|(_, b)| b).unwrap_or_default();
+        body.lines()
+            .filter(|l| l.starts_with(prefix) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    async fn metric(&self, prefix: &str) -> f64 {
+        self.metric_with(prefix, "").await
+    }
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn summary(mut seconds: Vec<f64>) -> Value {
+    seconds.sort_by(|a, b| a.total_cmp(b));
+    json!({
+        "count": seconds.len(),
+        "p50_ms": (percentile(&seconds, 50.0) * 1000.0).round() as u64,
+        "p95_ms": (percentile(&seconds, 95.0) * 1000.0).round() as u64,
+        "p99_ms": (percentile(&seconds, 99.0) * 1000.0).round() as u64,
+        "max_ms": (seconds.last().copied().unwrap_or(0.0) * 1000.0).round() as u64,
+    })
+}
+
+/// nsguard's requests in the audit log from `offset`: (all but leases, writes but leases, leases).
+fn nsguard_requests(offset: u64) -> (usize, usize, usize) {
+    let events = audited_requests(NSGUARD_USER, offset);
+    let lease = |e: &Value| e["objectRef"]["resource"] == "leases";
+    let all = events.iter().filter(|e| !lease(e)).count();
+    let writes = events.iter().filter(|e| !lease(e) && is_write(e)).count();
+    let leases = events.iter().filter(|e| lease(e)).count();
+    (all, writes, leases)
+}
+
+async fn create_namespaces(
+    client: &Client,
+    names: &[String],
+    labels: &[(&str, &str)],
+    concurrency: usize,
+    observer: &Observer,
+) {
+    let api = Api::<Namespace>::all(client.clone());
+    let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    futures::stream::iter(names.iter().cloned())
+        .map(|name| {
+            let api = api.clone();
+            let labels = labels.clone();
+            async move {
+                let ns = Namespace {
+                    metadata: ObjectMeta { name: Some(name.clone()), labels: Some(labels), ..Default::default() },
+                    ..Default::default()
+                };
+                api.create(&PostParams::default(), &ns).await.map(|_| name)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_for_each(|name| async move {
+            observer.update(&name, |s| s.created = Some(Instant::now()));
+            Ok(())
+        })
+        .await
+        .expect("create namespaces");
+}
+
+async fn create_service_accounts(client: &Client, namespaces: &[String], per_namespace: usize, concurrency: usize) {
+    let jobs: Vec<(String, String)> =
+        namespaces.iter().flat_map(|ns| (1..=per_namespace).map(move |i| (ns.clone(), format!("app-{i}")))).collect();
+    futures::stream::iter(jobs)
+        .map(|(ns, name)| {
+            let api = Api::<ServiceAccount>::namespaced(client.clone(), &ns);
+            async move {
+                let sa = ServiceAccount {
+                    metadata: ObjectMeta { name: Some(name), ..Default::default() },
+                    ..Default::default()
+                };
+                api.create(&PostParams::default(), &sa).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect("create service accounts");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios.
+
+struct Bench {
+    args: Args,
+    admin: Client,
+    nsguard_client: Client,
+    kubeconfig: PathBuf,
+    observer: Arc<Observer>,
+    run: String,
+    log: PathBuf,
+    report: serde_json::Map<String, Value>,
+    burst_names: Vec<String>,
+}
+
+impl Bench {
+    fn burst_labels(&self) -> [(&str, &str); 2] {
+        [("bench", "nsguard"), ("bench-run", self.run.as_str())]
+    }
+
+    async fn burst(&mut self, nsguard: &Nsguard) {
+        let n = self.args.namespaces;
+        self.burst_names = (0..n).map(|i| format!("b-{}-{i:05}", self.run)).collect();
+        let offset = audit_log_offset();
+        let t0 = Instant::now();
+        create_namespaces(
+            &self.admin,
+            &self.burst_names,
+            &self.burst_labels(),
+            self.args.create_concurrency,
+            &self.observer,
+        )
+        .await;
+        self.observer
+            .wait_all(&self.burst_names, "burst compliance", Duration::from_secs(3600), NsState::compliant)
+            .await;
+        let (latencies, last) = self.latencies(&self.burst_names);
+        let total = last.duration_since(t0).as_secs_f64();
+        // Let nsguard's last writes (status, events) land before counting.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (requests, writes, _) = nsguard_requests(offset);
+        println!("burst: {n} namespaces compliant in {total:.2}s; {writes} writes, {requests} requests by nsguard");
+        self.report.insert(
+            "burst".into(),
+            json!({
+                "namespaces": n,
+                "seconds": total,
+                "namespaces_per_second": n as f64 / total,
+                "latency": summary(latencies),
+                "nsguard_requests": requests,
+                "nsguard_writes": writes,
+                "requests_per_namespace": requests as f64 / n as f64,
+                "writes_per_namespace": writes as f64 / n as f64,
+                "nsguard_cpu_seconds": nsguard.cpu_seconds(),
+            }),
+        );
+    }
+
+    /// Creation-to-compliant latencies and the time the last one became compliant.
+    fn latencies(&self, names: &[String]) -> (Vec<f64>, Instant) {
+        let mut latencies = Vec::new();
+        let mut last = Instant::now();
+        let mut latest: Option<Instant> = None;
+        for name in names {
+            self.observer.with(name, |s| {
+                let s = s.expect("observed");
+                let since = s.compliant_since().expect("compliant");
+                let created = s.created.expect("created");
+                latencies.push(since.saturating_duration_since(created).as_secs_f64());
+                latest = Some(latest.map_or(since, |l| l.max(since)));
+            });
+        }
+        if let Some(l) = latest {
+            last = l;
+        }
+        (latencies, last)
+    }
+
+    /// The same writes as nsguard, issued directly: labels and annotations, both policies, the
+    /// `default` ServiceAccount (once the controller-manager has created it).
+    async fn floor(&mut self) {
+        let n = self.args.namespaces;
+        let names: Vec<String> = (0..n).map(|i| format!("f-{}-{i:05}", self.run)).collect();
+        let labels = [("bench", "floor"), ("bench-run", self.run.as_str())];
+        let writer = self.nsguard_client.clone();
+        let observer = self.observer.clone();
+        let permits = Arc::new(Semaphore::new(self.args.concurrency));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let apply = PatchParams::apply("bench-floor").force();
+        let policies = policies_for_floor();
+        let hardener = tokio::spawn(async move {
+            let mut tasks = Vec::new();
+            while let Some(ns) = rx.recv().await {
+                let permit = permits.clone().acquire_owned().await.expect("semaphore");
+                let (writer, observer, apply, policies) =
+                    (writer.clone(), observer.clone(), apply.clone(), policies.clone());
+                tasks.push(tokio::spawn(async move {
+                    let labels: BTreeMap<&str, &str> = RESTRICTED.iter().copied().collect();
+                    let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels,
+                        "annotations": {"bench.nsguard.io/profile": "floor", "bench.nsguard.io/release-policy": "Release"}}});
+                    let nps = Api::<NetworkPolicy>::namespaced(writer.clone(), &ns);
+                    let namespaces = Api::<Namespace>::all(writer.clone());
+                    let (ns_patch, deny, dns) =
+                        (Patch::Apply(&patch), Patch::Apply(&policies[0]), Patch::Apply(&policies[1]));
+                    futures::try_join!(
+                        nps.patch("nsguard-default-deny", &apply, &deny),
+                        nps.patch("nsguard-allow-dns", &apply, &dns),
+                    )
+                    .expect("floor policy writes");
+                    namespaces.patch(&ns, &apply, &ns_patch).await.expect("floor namespace write");
+                    // The `default` ServiceAccount comes from the controller-manager.
+                    loop {
+                        let notified = observer.changed.notified();
+                        if observer.with(&ns, |s| s.is_some_and(|s| s.default_sa_exists)) {
+                            break;
+                        }
+                        let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+                    }
+                    let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns},
+                        "automountServiceAccountToken": false});
+                    Api::<ServiceAccount>::namespaced(writer, &ns)
+                        .patch("default", &apply, &Patch::Apply(&sa))
+                        .await
+                        .expect("floor SA write");
+                    drop(permit);
+                }));
+            }
+            for t in tasks {
+                t.await.expect("floor task");
+            }
+        });
+        let t0 = Instant::now();
+        // Hand each namespace to the hardener as soon as it exists, as a watch-driven controller would.
+        {
+            let api = Api::<Namespace>::all(self.admin.clone());
+            let labels: BTreeMap<String, String> =
+                labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            let observer = self.observer.clone();
+            futures::stream::iter(names.iter().cloned())
+                .map(|name| {
+                    let (api, labels) = (api.clone(), labels.clone());
+                    async move {
+                        let ns = Namespace {
+                            metadata: ObjectMeta {
+                                name: Some(name.clone()),
+                                labels: Some(labels),
+                                ..Default::default()
+                            },
+                            ..Default::default()
+                        };
+                        api.create(&PostParams::default(), &ns).await.map(|_| name)
+                    }
+                })
+                .buffer_unordered(self.args.create_concurrency)
+                .try_for_each(|name| {
+                    observer.update(&name, |s| s.created = Some(Instant::now()));
+                    let _ = tx.send(name);
+                    async { Ok(()) }
+                })
+                .await
+                .expect("create floor namespaces");
+        }
+        drop(tx);
+        hardener.await.expect("hardener");
+        self.observer.wait_all(&names, "floor compliance", Duration::from_secs(3600), NsState::compliant).await;
+        let (latencies, last) = self.latencies(&names);
+        let total = last.duration_since(t0).as_secs_f64();
+        println!("floor: {n} namespaces compliant in {total:.2}s");
+        let burst = self.report.get("burst").and_then(|b| b["seconds"].as_f64());
+        self.report.insert(
+            "floor".into(),
+            json!({"namespaces": n, "seconds": total, "latency": summary(latencies), "concurrency": self.args.concurrency}),
+        );
+        if let Some(burst) = burst {
+            self.report.insert("floor_ratio".into(), json!(burst / total));
+            println!("floor_ratio: {:.2}", burst / total);
+        }
+    }
+
+    async fn steady(&mut self, nsguard: &Nsguard) {
+        let offset = audit_log_offset();
+        let writes_before = nsguard.metric("nsguard_write_requests_total{").await;
+        let reconciles_before = nsguard.metric("nsguard_reconciles_total{").await;
+        let cpu = nsguard.cpu_seconds();
+        tokio::time::sleep(Duration::from_secs(self.args.steady_seconds)).await;
+        let cpu = nsguard.cpu_seconds() - cpu;
+        let (requests, writes, leases) = nsguard_requests(offset);
+        let own = nsguard.metric("nsguard_write_requests_total{").await - writes_before;
+        let reconciles = nsguard.metric("nsguard_reconciles_total{").await - reconciles_before;
+        println!("steady: {writes} writes, {requests} requests, {cpu:.3} CPU s over {}s", self.args.steady_seconds);
+        self.report.insert("steady_state_writes".into(), json!(writes));
+        self.report.insert(
+            "steady_state".into(),
+            json!({
+                "seconds": self.args.steady_seconds,
+                "writes": writes,
+                "writes_counted_by_nsguard": own,
+                "requests": requests,
+                "lease_requests": leases,
+                "reconciles": reconciles,
+                "cpu_seconds": cpu,
+            }),
+        );
+    }
+
+    async fn drift(&mut self) {
+        let events = self.args.drift_events.min(self.burst_names.len());
+        let step = (self.burst_names.len() / events.max(1)).max(1);
+        let targets: Vec<String> = (0..events).map(|i| self.burst_names[i * step].clone()).collect();
+        let mut latencies: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut all = Vec::new();
+        for (i, ns) in targets.iter().enumerate() {
+            let kind = ["label", "network_policy", "service_account"][i % 3];
+            let sent = Instant::now();
+            match kind {
+                "label" => {
+                    let patch = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}});
+                    Api::<Namespace>::all(self.admin.clone())
+                        .patch(ns, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map(|_| ())
+                }
+                "network_policy" => Api::<NetworkPolicy>::namespaced(self.admin.clone(), ns)
+                    .delete("nsguard-default-deny", &DeleteParams::default())
+                    .await
+                    .map(|_| ()),
+                _ => {
+                    let patch = json!({"automountServiceAccountToken": true});
+                    Api::<ServiceAccount>::namespaced(self.admin.clone(), ns)
+                        .patch("default", &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map(|_| ())
+                }
+            }
+            .expect("drift write");
+            let done = Instant::now();
+            // Healed: compliant again after a non-compliant moment observed since the write was sent.
+            let end = Instant::now() + Duration::from_secs(120);
+            let healed = loop {
+                let notified = self.observer.changed.notified();
+                let healed = self.observer.with(ns, |s| {
+                    let t = &s.expect("observed").transitions;
+                    let broke = t.iter().position(|(when, ok)| *when >= sent && !ok)?;
+                    t[broke..].iter().find(|(_, ok)| *ok).map(|(when, _)| *when)
+                });
+                if let Some(h) = healed {
+                    break h;
+                }
+                assert!(Instant::now() < end, "drift in {ns} ({kind}) not healed in 120 s");
+                let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+            };
+            let latency = healed.saturating_duration_since(done).as_secs_f64();
+            latencies.entry(kind).or_default().push(latency);
+            all.push(latency);
+            // Spread the events out, as drift arrives in a real cluster.
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let s = summary(all);
+        println!("drift: {events} events healed, p50 {} ms, p99 {} ms", s["p50_ms"], s["p99_ms"]);
+        let by_kind: serde_json::Map<String, Value> =
+            latencies.into_iter().map(|(k, v)| (k.to_owned(), summary(v))).collect();
+        self.report.insert("drift".into(), json!({"events": events, "heal": s, "by_kind": by_kind}));
+    }
+
+    async fn restart(&mut self, nsguard: Nsguard) -> Nsguard {
+        nsguard.stop().await;
+        let total_namespaces = self.observer.states.lock().expect("lock").len();
+        let offset = audit_log_offset();
+        let started = Instant::now();
+        let (nsguard, ready) = Nsguard::start(&self.kubeconfig, self.args.concurrency, &self.log).await;
+        // Every namespace reconciled once since the restart, then a moment for status to settle.
+        let end = Instant::now() + Duration::from_secs(600);
+        while (nsguard.metric("nsguard_reconciles_total{").await as usize) < total_namespaces {
+            assert!(Instant::now() < end, "nsguard did not reconcile every namespace after the restart");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let all_reconciled = started.elapsed();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (requests, writes, leases) = nsguard_requests(offset);
+        println!("restart: ready in {:.2}s, {writes} writes", ready.as_secs_f64());
+        self.report.insert(
+            "restart".into(),
+            json!({
+                "namespaces": total_namespaces,
+                "seconds_to_ready": ready.as_secs_f64(),
+                "writes": writes,
+                "requests": requests,
+                "lease_requests": leases,
+                "ready_plus_full_reconcile_seconds": all_reconciled.as_secs_f64(),
+            }),
+        );
+        nsguard
+    }
+
+    async fn memory(&mut self, nsguard: &Nsguard) {
+        let mut readings = Vec::new();
+        // Every burst namespace gets 2 more ServiceAccounts (3 with `default`).
+        let before = nsguard.metric_with("nsguard_write_requests_total{", "resource=\"serviceaccounts\"").await;
+        create_service_accounts(&self.admin, &self.burst_names, 2, self.args.create_concurrency).await;
+        self.wait_sa_writes(nsguard, before + 2.0 * self.burst_names.len() as f64).await;
+        let (rss, peak) = nsguard.memory_mib();
+        println!("memory: {} namespaces, RSS {rss:.1} MiB, peak {peak:.1} MiB", self.burst_names.len());
+        readings.push(json!({"namespaces": self.burst_names.len(), "service_accounts": 3 * self.burst_names.len(), "rss_mib": rss, "peak_rss_mib": peak}));
+
+        let more = self.args.memory_namespaces.saturating_sub(self.burst_names.len());
+        if more > 0 {
+            let names: Vec<String> = (0..more).map(|i| format!("m-{}-{i:05}", self.run)).collect();
+            let before = nsguard.metric_with("nsguard_write_requests_total{", "resource=\"serviceaccounts\"").await;
+            let t0 = Instant::now();
+            create_namespaces(&self.admin, &names, &self.burst_labels(), self.args.create_concurrency, &self.observer)
+                .await;
+            create_service_accounts(&self.admin, &names, 2, self.args.create_concurrency).await;
+            self.observer.wait_all(&names, "compliance at scale", Duration::from_secs(3600), NsState::compliant).await;
+            self.wait_sa_writes(nsguard, before + 3.0 * names.len() as f64).await;
+            let total = self.burst_names.len() + names.len();
+            let (rss, peak) = nsguard.memory_mib();
+            println!(
+                "memory: {total} namespaces, RSS {rss:.1} MiB, peak {peak:.1} MiB ({:.0}s to grow)",
+                t0.elapsed().as_secs_f64()
+            );
+            readings
+                .push(json!({"namespaces": total, "service_accounts": 3 * total, "rss_mib": rss, "peak_rss_mib": peak,
+                "seconds_to_grow_and_converge": t0.elapsed().as_secs_f64()}));
+        }
+        self.report.insert("memory".into(), json!(readings));
+    }
+
+    async fn wait_sa_writes(&self, nsguard: &Nsguard, target: f64) {
+        let end = Instant::now() + Duration::from_secs(3600);
+        while nsguard.metric_with("nsguard_write_requests_total{", "resource=\"serviceaccounts\"").await < target {
+            assert!(Instant::now() < end, "ServiceAccounts not all hardened");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+fn policies_for_floor() -> Arc<Vec<Value>> {
+    let deny = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "nsguard-default-deny", "labels": {"app.kubernetes.io/managed-by": "nsguard"}},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}});
+    let dns = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "nsguard-allow-dns", "labels": {"app.kubernetes.io/managed-by": "nsguard"}},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{
+            "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]}});
+    Arc::new(vec![deny, dns])
+}
+
+fn machine(admin_version: &str) -> Value {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: f64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let rustc = std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let etcd = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster/etcd/go.mod"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.contains("go.etcd.io/etcd/server/v3 v"))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with('v')).map(str::to_owned));
+    json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": cpu_model,
+        "memory_gib": (mem_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        "kubernetes": admin_version,
+        "etcd": etcd,
+        "nsguard": env!("CARGO_PKG_VERSION"),
+        "rustc": rustc,
+    })
+}
+
+fn markdown(report: &serde_json::Map<String, Value>) -> String {
+    let m = &report["machine"];
+    let mut out = format!(
+        "Machine: {} cores ({}), {} GiB; Kubernetes {}, etcd {}, nsguard {}; nsguard --concurrency {}.\n\n",
+        m["cores"],
+        m["cpu"].as_str().unwrap_or(""),
+        m["memory_gib"],
+        m["kubernetes"].as_str().unwrap_or(""),
+        m["etcd"].as_str().unwrap_or(""),
+        m["nsguard"].as_str().unwrap_or(""),
+        report["concurrency"]
+    );
+    out += "| measure | value |\n| --- | --- |\n";
+    let mut row = |k: &str, v: String| out += &format!("| {k} | {v} |\n");
+    if let Some(b) = report.get("burst") {
+        row(
+            &format!("burst: {} namespaces compliant", b["namespaces"]),
+            format!(
+                "{:.2} s ({:.0} namespaces/s)",
+                b["seconds"].as_f64().unwrap_or(0.0),
+                b["namespaces_per_second"].as_f64().unwrap_or(0.0)
+            ),
+        );
+        row(
+            "burst: creation → compliant, p50 / p95 / p99",
+            format!("{} / {} / {} ms", b["latency"]["p50_ms"], b["latency"]["p95_ms"], b["latency"]["p99_ms"]),
+        );
+        row(
+            "burst: nsguard requests per namespace (writes)",
+            format!(
+                "{:.2} ({:.2})",
+                b["requests_per_namespace"].as_f64().unwrap_or(0.0),
+                b["writes_per_namespace"].as_f64().unwrap_or(0.0)
+            ),
+        );
+    }
+    if let Some(f) = report.get("floor") {
+        row(
+            "floor: same writes, minimal client, same concurrency",
+            format!(
+                "{:.2} s (p50 {} ms, p99 {} ms)",
+                f["seconds"].as_f64().unwrap_or(0.0),
+                f["latency"]["p50_ms"],
+                f["latency"]["p99_ms"]
+            ),
+        );
+    }
+    if let Some(r) = report.get("floor_ratio") {
+        row("**floor_ratio** (burst ÷ floor)", format!("**{:.2}**", r.as_f64().unwrap_or(0.0)));
+    }
+    if let Some(s) = report.get("steady_state") {
+        row(&format!("**steady_state_writes** over {} s", s["seconds"]), format!("**{}**", s["writes"]));
+        row(
+            "steady state: nsguard CPU",
+            format!(
+                "{:.3} CPU s ({} reconciles, {} lease requests)",
+                s["cpu_seconds"].as_f64().unwrap_or(0.0),
+                s["reconciles"],
+                s["lease_requests"]
+            ),
+        );
+    }
+    if let Some(d) = report.get("drift") {
+        row(
+            &format!("drift: {} events, time to heal p50 / p99", d["events"]),
+            format!("{} / {} ms", d["heal"]["p50_ms"], d["heal"]["p99_ms"]),
+        );
+        for (kind, s) in d["by_kind"].as_object().into_iter().flatten() {
+            row(&format!("drift: {kind}, p50 / p99"), format!("{} / {} ms", s["p50_ms"], s["p99_ms"]));
+        }
+    }
+    if let Some(r) = report.get("restart") {
+        row(
+            &format!("restart with {} compliant namespaces: time to ready", r["namespaces"]),
+            format!("{:.2} s", r["seconds_to_ready"].as_f64().unwrap_or(0.0)),
+        );
+        row("restart: **writes**", format!("**{}**", r["writes"]));
+    }
+    for reading in report.get("memory").and_then(Value::as_array).into_iter().flatten() {
+        row(
+            &format!(
+                "memory: peak RSS at {} namespaces ({} ServiceAccounts)",
+                reading["namespaces"], reading["service_accounts"]
+            ),
+            format!("{:.1} MiB", reading["peak_rss_mib"].as_f64().unwrap_or(0.0)),
+        );
+    }
+    out
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let admin = admin_client().await;
+    let _ = install();
+    let version = admin.apiserver_version().await.map(|v| v.git_version).unwrap_or_default();
+    let kubeconfig = service_account_kubeconfig(&admin, "nsguard-system", "nsguard").await;
+    let nsguard_client = client_as_service_account(&admin, "nsguard-system", "nsguard").await;
+    // A deployment in a real cluster has no replica running here; the bench runs its own.
+    let _ = kubectl(&["-n", "nsguard-system", "scale", "deployment", "nsguard", "--replicas=0"]);
+    std::fs::create_dir_all(&args.out).expect("output directory");
+    let log = args.out.join("nsguard.log");
+    let run = unique_name("r");
+    let observer = start_observer(admin.clone(), &run);
+
+    let mut report = serde_json::Map::new();
+    report.insert("machine".into(), machine(&version));
+    report.insert("concurrency".into(), json!(args.concurrency));
+    report.insert("started".into(), json!(k8s_openapi::jiff::Timestamp::now().to_string()));
+    let mut bench = Bench {
+        args: args.clone(),
+        admin: admin.clone(),
+        nsguard_client,
+        kubeconfig,
+        observer,
+        run,
+        log,
+        report,
+        burst_names: vec![],
+    };
+
+    let (mut nsguard, ready) = Nsguard::start(&bench.kubeconfig, args.concurrency, &bench.log).await;
+    println!("nsguard ready in {:.2}s", ready.as_secs_f64());
+    let profile = json!({"apiVersion": "nsguard.io/v1alpha1", "kind": "HardeningProfile",
+        "metadata": {"name": "bench-restricted"}, "spec": {"namespaceSelector": {"matchLabels": {"bench": "nsguard"}}}});
+    Api::<DynamicObject>::all_with(admin.clone(), &support::operator::profile_resource())
+        .patch("bench-restricted", &PatchParams::apply("bench").force(), &Patch::Apply(&profile))
+        .await
+        .expect("profile");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    if args.runs("burst") {
+        bench.burst(&nsguard).await;
+    }
+    if args.runs("floor") {
+        bench.floor().await;
+    }
+    if args.runs("steady") {
+        bench.steady(&nsguard).await;
+    }
+    if args.runs("drift") && !bench.burst_names.is_empty() {
+        bench.drift().await;
+    }
+    if args.runs("restart") {
+        nsguard = bench.restart(nsguard).await;
+    }
+    if args.runs("memory") && !bench.burst_names.is_empty() {
+        bench.memory(&nsguard).await;
+    }
+    nsguard.stop().await;
+
+    let json_path = args.out.join("report.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&bench.report).expect("json")).expect("write report.json");
+    let md = markdown(&bench.report);
+    std::fs::write(args.out.join("report.md"), &md).expect("write report.md");
+    println!("\n{md}\nwrote {} and report.md", json_path.display());
+}
