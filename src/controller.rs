@@ -24,7 +24,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, instrument, warn};
 
 use crate::crd::{HardeningProfile, HardeningProfileStatus, Mode};
-use crate::events::{Publisher, Severity as EventType};
+use crate::events::{EventQueue, Pending, Publisher, Severity as EventType};
 use crate::guard::{Correction as Limit, CorrectionLimiter, ObjectKey, PendingWrites};
 use crate::index::{Keyed, NamedIndex, NamespacedIndex};
 use crate::metrics::{DriftLabels, Metrics, ProfileLabels, ResultLabels};
@@ -104,7 +104,7 @@ pub struct Context {
     namespaces_synced: AtomicBool,
     service_accounts: NamespacedIndex<ServiceAccountView>,
     network_policies: NamespacedIndex<NetworkPolicyView>,
-    events: Publisher,
+    events: EventQueue,
     pub metrics: Arc<Metrics>,
     state: Mutex<State>,
     status_dirty: Notify,
@@ -186,7 +186,7 @@ pub async fn run(
 ) -> Result<()> {
     let (namespaces, namespace_writer) = reflector::store::<NamespaceMeta>();
     let ctx = Arc::new(Context {
-        events: Publisher::new(client.clone(), settings.instance.clone()),
+        events: EventQueue::start(Publisher::new(client.clone(), settings.instance.clone()), metrics.clone()),
         client: client.clone(),
         profiles: NamedIndex::default(),
         profile_status: NamedIndex::default(),
@@ -811,18 +811,22 @@ async fn report(ctx: &Context, ns: &NamespaceView, plan: &Plan, corrected: bool)
     }
 }
 
-async fn publish(ctx: &Context, ns: &NamespaceView, type_: EventType, reason: &str, action: &str, note: String) {
-    let reference = ObjectReference {
+async fn publish(
+    ctx: &Context,
+    ns: &NamespaceView,
+    type_: EventType,
+    reason: &'static str,
+    action: &'static str,
+    note: String,
+) {
+    let regarding = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Namespace".into()),
         name: Some(ns.name.clone()),
         uid: ns.uid.clone(),
         ..Default::default()
     };
-    match ctx.events.publish(reference, type_, reason, action, &note).await {
-        Ok(()) => ctx.metrics.write("create", "events"),
-        Err(e) => warn!(error = %e, reason, "could not publish event"),
-    }
+    ctx.events.send(Pending { regarding, severity: type_, reason, action, note }).await;
 }
 
 fn error_policy(meta: Arc<NamespaceMeta>, error: &Error, ctx: Arc<Context>) -> Requeue {

@@ -5,11 +5,15 @@
 //! event is created as its own object. Events about cluster-scoped objects live in namespace
 //! `default`, as the Events API requires; RBAC grants `create` there and nowhere else.
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
 use kube::api::{Api, ObjectMeta, PostParams};
 
 /// Normal or Warning.
@@ -73,5 +77,57 @@ impl Publisher {
             ..Default::default()
         };
         self.api.create(&PostParams::default(), &event).await.map(|_| ())
+    }
+}
+
+/// One event waiting to be published.
+pub struct Pending {
+    pub regarding: ObjectReference,
+    pub severity: Severity,
+    pub reason: &'static str,
+    pub action: &'static str,
+    pub note: String,
+}
+
+/// Events are published by a background task, so a reconcile frees its slot as soon as its
+/// writes to the namespace are done. The queue is bounded: when the API server is slow to take
+/// events, reconciles wait for room (backpressure) rather than events being dropped.
+#[derive(Clone)]
+pub struct EventQueue {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl EventQueue {
+    /// Events published at once.
+    const CONCURRENCY: usize = 8;
+    const CAPACITY: usize = 1024;
+
+    /// Starts the publishing task; it ends when every queue handle is dropped.
+    pub fn start(publisher: Publisher, metrics: std::sync::Arc<Metrics>) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Pending>(Self::CAPACITY);
+        let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        tokio::spawn(
+            stream
+                .map(move |e| {
+                    let publisher = publisher.clone();
+                    let metrics = metrics.clone();
+                    async move {
+                        match publisher.publish(e.regarding, e.severity, e.reason, e.action, &e.note).await {
+                            Ok(()) => metrics.write("create", "events"),
+                            Err(err) => tracing::warn!(error = %err, reason = e.reason, "could not publish event"),
+                        }
+                    }
+                })
+                .buffer_unordered(Self::CONCURRENCY)
+                .for_each(|()| async {}),
+        );
+        Self { tx }
+    }
+
+    /// Queues an event.
+    pub async fn send(&self, event: Pending) {
+        if self.tx.send(event).await.is_err() {
+            tracing::warn!("event publisher stopped; event dropped");
+        }
     }
 }

