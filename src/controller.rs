@@ -639,17 +639,7 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
                     // nsguard leaves empty), so applying cannot take it back: delete the policy;
                     // its watch event brings a reconcile that re-creates it whole.
                     ctx.metrics.write("apply", "networkpolicies");
-                    let params = DeleteParams {
-                        preconditions: after.uid().map(|uid| Preconditions { uid: Some(uid), resource_version: None }),
-                        ..Default::default()
-                    };
-                    match api.delete(&name, &params).await {
-                        Ok(_) => (Written::Deleted, "networkpolicies", "delete"),
-                        Err(e) if gone(&e) => (Written::Nothing, "networkpolicies", "delete"),
-                        Err(source) => {
-                            return Err(Error::DeleteNetworkPolicy { namespace: namespace.to_owned(), name, source });
-                        }
-                    }
+                    (delete_policy(&api, namespace, &name, after.uid()).await?, "networkpolicies", "delete")
                 }
                 Ok(after) => (Written::Object(after.resource_version()), "networkpolicies", "apply"),
                 Err(e) if gone(&e) => (Written::Nothing, "networkpolicies", "apply"),
@@ -660,21 +650,7 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
         }
         Action::DeleteNetworkPolicy { name, uid } => {
             let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace);
-            let params = DeleteParams {
-                preconditions: uid.clone().map(|uid| Preconditions { uid: Some(uid), resource_version: None }),
-                ..Default::default()
-            };
-            match api.delete(name, &params).await {
-                Ok(_) => (Written::Deleted, "networkpolicies", "delete"),
-                Err(e) if gone(&e) => (Written::Nothing, "networkpolicies", "delete"),
-                Err(source) => {
-                    return Err(Error::DeleteNetworkPolicy {
-                        namespace: namespace.to_owned(),
-                        name: name.clone(),
-                        source,
-                    });
-                }
-            }
+            (delete_policy(&api, namespace, name, uid.clone()).await?, "networkpolicies", "delete")
         }
         Action::DisableAutomount { name, uid } | Action::ReleaseAutomount { name, uid } => {
             let mut patch = json!({
@@ -717,6 +693,21 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
         state.pending.record(key, Instant::now());
     }
     Ok(())
+}
+
+/// Deletes nsguard's NetworkPolicy `name`, only while it is still the object with `uid`.
+async fn delete_policy(api: &Api<NetworkPolicy>, namespace: &str, name: &str, uid: Option<String>) -> Result<Written> {
+    let params = DeleteParams {
+        preconditions: uid.map(|uid| Preconditions { uid: Some(uid), resource_version: None }),
+        ..Default::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(Written::Deleted),
+        Err(e) if gone(&e) => Ok(Written::Nothing),
+        Err(source) => {
+            Err(Error::DeleteNetworkPolicy { namespace: namespace.to_owned(), name: name.to_owned(), source })
+        }
+    }
 }
 
 /// What a write left behind.
