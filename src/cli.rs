@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
+use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
-use kube::{Client, ResourceExt};
 use serde::Serialize;
 
 use crate::crd::HardeningProfile;
@@ -172,10 +172,8 @@ pub async fn status(args: &StatusArgs, client: Client) -> anyhow::Result<i32> {
 
     let mut inputs = Inputs::default();
     for p in &profiles {
-        let spec = p.data.get("spec").cloned().unwrap_or_default();
         let origin = Origin { file: PathBuf::from("cluster"), document: 0 };
-        let profile = Profile::parse(&p.name_any(), p.uid(), p.metadata.generation, &spec);
-        inputs.profiles.push((origin, std::sync::Arc::new(profile)));
+        inputs.profiles.push((origin, std::sync::Arc::new(Profile::from_object(p))));
     }
     inputs.namespaces = namespaces.iter().map(|n| NamespaceView::from_meta(&n.metadata)).collect();
     inputs.service_accounts = service_accounts.iter().map(ServiceAccountView::from_object).collect();

@@ -149,11 +149,6 @@ fn profile_resource() -> ApiResource {
     ApiResource::erase::<HardeningProfile>(&())
 }
 
-fn parse_profile(obj: &DynamicObject) -> Profile {
-    let spec = obj.data.get("spec").cloned().unwrap_or_else(|| json!({}));
-    Profile::parse(&obj.name_any(), obj.metadata.uid.clone(), obj.metadata.generation, &spec)
-}
-
 fn parse_status(obj: &DynamicObject) -> Option<HardeningProfileStatus> {
     obj.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok())
 }
@@ -302,31 +297,35 @@ async fn drive_profiles(ctx: Arc<Context>, trigger: mpsc::UnboundedSender<Object
             }
         };
         let previous = touched(&event).and_then(|obj| ctx.profiles.get(&obj.name_any()));
-        ctx.profiles.apply(&event, ResourceExt::name_any, parse_profile);
+        ctx.profiles.apply(&event, ResourceExt::name_any, Profile::from_object);
         ctx.profile_status.apply(&event, ResourceExt::name_any, parse_status);
         ctx.status_dirty.notify_one();
         // Fan a change out to the namespaces it can affect: those the old or new profile selects or
-        // governs, and those where it competed.
-        let changed = match &event {
-            WatchEvent::Apply(obj) | WatchEvent::Delete(obj) => {
-                if let Some(profile) = ctx.profiles.get(&obj.name_any()).or(previous.clone())
-                    && let Some(invalid) = profile.spec.as_ref().err()
-                {
-                    warn!(profile = %profile.name, errors = %crate::validate::summarize(invalid), "invalid HardeningProfile");
-                }
-                Some((parse_profile(obj), previous))
-            }
+        // governs, and those where it competed. An applied profile was just parsed into the index;
+        // a deleted one is parsed from the event.
+        let now = match &event {
+            WatchEvent::Apply(obj) => ctx.profiles.get(&obj.name_any()),
+            WatchEvent::Delete(obj) => Some(Arc::new(Profile::from_object(obj))),
             _ => None,
         };
-        if let Some((now, before)) = changed {
-            for ns in ctx.namespaces.state() {
-                let view = NamespaceView::from_meta(&ns.metadata);
-                let competed = ctx.state().results.get(&view.name).is_some_and(|r| {
-                    r.profile.as_deref() == Some(now.name.as_str()) || r.overridden.contains(&now.name)
-                });
-                if competed || may_affect(&now, &view) || before.as_deref().is_some_and(|b| may_affect(b, &view)) {
-                    let _ = trigger.send(ObjectRef::new(&view.name));
-                }
+        let Some(now) = now else { continue };
+        if let Err(invalid) = &now.spec {
+            warn!(profile = %now.name, errors = %crate::validate::summarize(invalid), "invalid HardeningProfile");
+        }
+        let competed: HashSet<String> = ctx
+            .state()
+            .results
+            .iter()
+            .filter(|(_, r)| r.profile.as_deref() == Some(now.name.as_str()) || r.overridden.contains(&now.name))
+            .map(|(ns, _)| ns.clone())
+            .collect();
+        for ns in ctx.namespaces.state() {
+            let view = NamespaceView::from_meta(&ns.metadata);
+            if competed.contains(&view.name)
+                || may_affect(&now, &view)
+                || previous.as_deref().is_some_and(|b| may_affect(b, &view))
+            {
+                let _ = trigger.send(ObjectRef::new(&view.name));
             }
         }
     }
@@ -490,10 +489,7 @@ async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Requeu
     let outcome = plan.outcome;
     let mut result = NamespaceResult {
         profile: plan.governance.profile_name().map(str::to_owned),
-        overridden: match &plan.governance {
-            Governance::Governed { overridden, .. } => overridden.clone(),
-            _ => vec![],
-        },
+        overridden: plan.governance.overridden().to_vec(),
         outcome,
         detail: describe(&plan),
         failed: false,
@@ -560,16 +556,9 @@ async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Requeu
 }
 
 fn summary(drift: &[Drift]) -> String {
-    const MAX: usize = 900; // Events allow 1 kB of note.
+    // Short enough for an Event's note with the words around it, and for the profile status.
     let mut text = drift.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-    if text.len() > MAX {
-        let mut cut = MAX;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str(" …");
-    }
+    crate::events::truncate(&mut text, 900);
     text
 }
 
@@ -729,10 +718,7 @@ async fn report(ctx: &Context, ns: &NamespaceView, plan: &Plan, corrected: bool)
         let mut state = ctx.state();
         let first_seen = !state.reported.contains_key(&ns.name);
         let reported = state.reported.entry(ns.name.clone()).or_default();
-        let overridden = match &plan.governance {
-            Governance::Governed { overridden, .. } => overridden.clone(),
-            _ => vec![],
-        };
+        let overridden = plan.governance.overridden().to_vec();
         let drift_changed = reported.drift != plan.drift;
         let overridden_changed = reported.overridden != overridden;
         reported.drift = plan.drift.clone();

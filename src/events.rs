@@ -31,7 +31,20 @@ pub struct Publisher {
 }
 
 /// Events allow 1 kB of note.
-const MAX_NOTE: usize = 1000;
+pub const MAX_NOTE: usize = 1000;
+
+/// Shortens `text` to at most `max` bytes, on a character boundary, marking the cut with " …".
+pub fn truncate(text: &mut String, max: usize) {
+    const MARK: &str = " …";
+    if text.len() > max {
+        let mut cut = max.saturating_sub(MARK.len());
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(MARK);
+    }
+}
 
 impl Publisher {
     pub fn new(client: Client, instance: Option<String>) -> Self {
@@ -49,14 +62,7 @@ impl Publisher {
     ) -> Result<(), kube::Error> {
         let now = Timestamp::now();
         let mut note = note.to_owned();
-        if note.len() > MAX_NOTE {
-            let mut cut = MAX_NOTE - 4;
-            while !note.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            note.truncate(cut);
-            note.push_str(" …");
-        }
+        truncate(&mut note, MAX_NOTE);
         let name = format!("{}.{:x}", regarding.name.as_deref().unwrap_or("nsguard"), now.as_nanosecond());
         let event = Event {
             metadata: ObjectMeta { name: Some(name), namespace: Some("default".into()), ..Default::default() },

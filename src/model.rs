@@ -139,6 +139,13 @@ impl Profile {
         Self { name: name.to_owned(), uid, generation, spec }
     }
 
+    /// Builds a profile from a HardeningProfile as the API returns it (a missing spec is `{}`).
+    pub fn from_object(obj: &kube::api::DynamicObject) -> Self {
+        let spec = obj.data.get("spec").cloned().unwrap_or_else(|| serde_json::json!({}));
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        Self::parse(&name, obj.metadata.uid.clone(), obj.metadata.generation, &spec)
+    }
+
     /// Builds a profile from an already typed spec (tests and offline tools).
     pub fn from_spec(name: &str, spec: HardeningProfileSpec) -> Self {
         let errors = validate::validate_spec(&spec);

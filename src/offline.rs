@@ -286,11 +286,8 @@ pub fn plan_all(inputs: &Inputs, exclusions: &Exclusions) -> Vec<NamespacePlan> 
 }
 
 fn namespace_plan(ns: &NamespaceView, plan: Plan) -> NamespacePlan {
-    let (profile, overridden) = match &plan.governance {
-        Governance::Governed { profile, overridden } => (Some(profile.name.clone()), overridden.clone()),
-        Governance::Held { profile } => (Some(profile.name.clone()), vec![]),
-        Governance::Excluded | Governance::Ungoverned => (None, vec![]),
-    };
+    let profile = plan.governance.profile_name().map(str::to_owned);
+    let overridden = plan.governance.overridden().to_vec();
     let mode = plan.desired.as_ref().map(|d| d.mode);
     let action = match (&plan.governance, plan.outcome) {
         (Governance::Excluded, _) => "Excluded",

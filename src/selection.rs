@@ -112,6 +112,14 @@ pub enum Governance {
 }
 
 impl Governance {
+    /// The profiles that select the namespace but lost to the governing one, in rank order.
+    pub fn overridden(&self) -> &[String] {
+        match self {
+            Self::Governed { overridden, .. } => overridden,
+            Self::Held { .. } | Self::Excluded | Self::Ungoverned => &[],
+        }
+    }
+
     /// The name of the governing (or held) profile.
     pub fn profile_name(&self) -> Option<&str> {
         match self {
