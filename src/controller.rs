@@ -16,27 +16,34 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::ResetTimerBackoff;
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::runtime::{WatchStreamExt, watcher::watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc};
+
+use crate::leader::Leadership;
 use tracing::{Instrument, debug, info, info_span, instrument, warn};
 
 use crate::crd::{HardeningProfile, HardeningProfileStatus, Mode};
 use crate::events::{EventQueue, Pending, Publisher, Severity as EventType};
 use crate::guard::{Correction as Limit, CorrectionLimiter, ObjectKey, PendingWrites};
 use crate::index::{Keyed, NamedIndex, NamespacedIndex};
-use crate::metrics::{DriftLabels, Metrics, ProfileLabels, ResultLabels};
+use crate::metrics::{DriftLabels, KindLabels, Metrics, ProfileLabels, ResultLabels};
 use crate::model::{
-    FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, NamespaceView, NetworkPolicyView, Profile, ServiceAccountView,
+    FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, NamespaceView, NetworkPolicyView, PROFILE_FINALIZER, Profile,
+    ServiceAccountView,
 };
 use crate::plan::{Action, Drift, Observed, Outcome, Plan, plan};
-use crate::selection::{Exclusions, Governance, govern, may_affect};
+use crate::selection::{Exclusions, FinalizerChange, Governance, awaits_release, finalizer_change, govern, may_affect};
 use crate::status::{Correction, NamespaceResult, aggregate};
 use crate::{Error, Result};
 
 type NamespaceMeta = PartialObjectMeta<Namespace>;
+
+/// The longest nsguard waits for one API write.
+pub const API_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the controller is configured.
 #[derive(Clone, Debug)]
@@ -76,6 +83,7 @@ impl Default for Settings {
 struct Reported {
     drift: Vec<Drift>,
     overridden: Vec<String>,
+    orphaned: bool,
 }
 
 #[derive(Default)]
@@ -108,7 +116,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     state: Mutex<State>,
     status_dirty: Notify,
-    leader: watch::Receiver<bool>,
+    leader: Leadership,
 }
 
 impl Context {
@@ -121,7 +129,17 @@ impl Context {
     }
 
     fn is_leader(&self) -> bool {
-        *self.leader.borrow()
+        self.leader.is_leader()
+    }
+
+    /// Runs one write only while this replica leads, and never past its renew deadline (nor
+    /// [`API_TIMEOUT`]): a replica that may have lost its lease writes nothing.
+    async fn guarded<T>(&self, write: impl Future<Output = Result<T, kube::Error>>) -> Result<Result<T, kube::Error>> {
+        let remaining = self.leader.remaining();
+        if remaining.is_zero() {
+            return Err(Error::NotLeader);
+        }
+        tokio::time::timeout(remaining.min(API_TIMEOUT), write).await.map_err(|_| Error::Timeout)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -153,6 +171,33 @@ fn parse_status(obj: &DynamicObject) -> Option<HardeningProfileStatus> {
     obj.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok())
 }
 
+/// Retry a failed watch after 0.5 s, doubling up to 5 s: after an API-server outage nsguard is back
+/// within seconds (kube's default waits up to 30 s and resets only after 2 minutes).
+fn watch_backoff() -> ResetTimerBackoff<WatchBackoff> {
+    ResetTimerBackoff::new(WatchBackoff::default(), Duration::from_secs(30))
+}
+
+/// 0.5 s, 1 s, 2 s, 4 s, then 5 s; back to 0.5 s once the watch delivers again.
+#[derive(Default)]
+struct WatchBackoff {
+    failures: u32,
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let delay = Duration::from_millis(500u64 << self.failures.min(4)).min(Duration::from_secs(5));
+        self.failures = self.failures.saturating_add(1);
+        Some(delay)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
 fn watch_config(selector: Option<&str>) -> watcher::Config {
     let config = watcher::Config::default();
     match selector {
@@ -175,7 +220,7 @@ pub async fn run(
     client: Client,
     settings: Settings,
     metrics: Arc<Metrics>,
-    leader: watch::Receiver<bool>,
+    leader: Leadership,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     on_start: impl FnOnce(Handle),
 ) -> Result<()> {
@@ -214,7 +259,11 @@ pub async fn run(
     let ns_api = Api::<NamespaceMeta>::all(client.clone());
     let ns_ctx = ctx.clone();
     let namespace_stream = watcher(ns_api, watch_config(ctx.settings.namespace_selector.as_deref()))
-        .default_backoff()
+        .backoff(watch_backoff())
+        .inspect_err({
+            let ctx = ctx.clone();
+            move |e| ctx.watch_failed("Namespace", e)
+        })
         .modify(|ns| ns.managed_fields_mut().clear())
         .reflect(namespace_writer)
         .inspect_ok(move |event| {
@@ -240,7 +289,7 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             info!("caches synced; starting the namespace reconciler");
-            let became_leader = tokio_stream_watch(leader).filter(|is| future::ready(*is)).map(|_| ());
+            let became_leader = became_leader(leader);
             Controller::for_stream(namespace_stream, ctx.namespaces.clone())
                 .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
                 .reconcile_on(tokio_stream_unbounded(trigger_rx))
@@ -273,31 +322,42 @@ fn tokio_stream_unbounded<T: Send + 'static>(mut rx: mpsc::UnboundedReceiver<T>)
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// Emits the current value of `rx` and then every change.
-fn tokio_stream_watch(rx: watch::Receiver<bool>) -> impl Stream<Item = bool> + Send {
-    futures::stream::unfold((rx, true), |(mut rx, first)| async move {
-        if !first && rx.changed().await.is_err() {
-            return None;
+/// Emits once each time this replica becomes the leader (and at once if it leads already).
+fn became_leader(leader: Leadership) -> impl Stream<Item = ()> + Send {
+    futures::stream::unfold((leader, false), |(mut leader, mut was)| async move {
+        loop {
+            let is = leader.is_leader();
+            if is && !was {
+                return Some(((), (leader, true)));
+            }
+            was = is;
+            if !leader.changed().await {
+                return None;
+            }
         }
-        let value = *rx.borrow_and_update();
-        Some((value, (rx, false)))
     })
 }
 
 async fn drive_profiles(ctx: Arc<Context>, trigger: mpsc::UnboundedSender<ObjectRef<NamespaceMeta>>) {
     let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &profile_resource());
-    let stream = watcher(api, watch_config(ctx.settings.profile_selector.as_deref())).default_backoff();
+    let stream = watcher(api, watch_config(ctx.settings.profile_selector.as_deref())).backoff(watch_backoff());
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {
         let event = match event {
             Ok(event) => event,
             Err(e) => {
-                warn!(error = %e, "watching HardeningProfiles");
+                ctx.watch_failed("HardeningProfile", &e);
                 continue;
             }
         };
         let previous = touched(&event).and_then(|obj| ctx.profiles.get(&obj.name_any()));
-        ctx.profiles.apply(&event, ResourceExt::name_any, Profile::from_object);
+        if ctx.profiles.apply(&event, ResourceExt::name_any, Profile::from_object) {
+            // Profiles relisted after an outage: what changed meanwhile is unknown, so look again
+            // at every namespace.
+            for ns in ctx.namespaces.state() {
+                let _ = trigger.send(ObjectRef::new(&ns.name_any()));
+            }
+        }
         ctx.profile_status.apply(&event, ResourceExt::name_any, parse_status);
         ctx.status_dirty.notify_one();
         // Fan a change out to the namespaces it can affect: those the old or new profile selects or
@@ -347,17 +407,20 @@ async fn drive_namespaced<K>(
     Context: IndexFor<K>,
 {
     let api = Api::<K>::all(ctx.client.clone());
-    let stream = watcher(api, watch_config(labels.as_deref())).default_backoff();
+    let stream = watcher(api, watch_config(labels.as_deref())).backoff(watch_backoff());
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {
         let event = match event {
             Ok(event) => event,
             Err(e) => {
-                warn!(error = %e, kind = K::kind(&()).as_ref(), "watch");
+                ctx.watch_failed(<Context as IndexFor<K>>::KIND, &e);
                 continue;
             }
         };
-        ctx.index_event(&event);
+        for namespace in ctx.index_event(&event) {
+            // Changed while the watch was down: reconcile now, not at the next resync.
+            let _ = trigger.send(ObjectRef::new(&namespace));
+        }
         if let Some(obj) = touched(&event) {
             let namespace = obj.namespace().unwrap_or_default();
             let key = ObjectKey::new(<Context as IndexFor<K>>::KIND, &namespace, &obj.name_any());
@@ -373,20 +436,21 @@ async fn drive_namespaced<K>(
 /// Routes a watch event to the index of its kind.
 pub trait IndexFor<K> {
     const KIND: &'static str;
-    fn index_event(&self, event: &WatchEvent<K>);
+    /// Applies the event to the index; returns the namespaces a completed relist changed.
+    fn index_event(&self, event: &WatchEvent<K>) -> Vec<String>;
 }
 
 impl IndexFor<ServiceAccount> for Context {
     const KIND: &'static str = "ServiceAccount";
-    fn index_event(&self, event: &WatchEvent<ServiceAccount>) {
-        self.service_accounts.apply(event, ServiceAccountView::from_object);
+    fn index_event(&self, event: &WatchEvent<ServiceAccount>) -> Vec<String> {
+        self.service_accounts.apply(event, ServiceAccountView::from_object)
     }
 }
 
 impl IndexFor<NetworkPolicy> for Context {
     const KIND: &'static str = "NetworkPolicy";
-    fn index_event(&self, event: &WatchEvent<NetworkPolicy>) {
-        self.network_policies.apply(event, NetworkPolicyView::from_object);
+    fn index_event(&self, event: &WatchEvent<NetworkPolicy>) -> Vec<String> {
+        self.network_policies.apply(event, NetworkPolicyView::from_object)
     }
 }
 
@@ -404,6 +468,12 @@ impl Context {
             }
             _ => None,
         }
+    }
+
+    /// A watch failed: visible at warn and in `nsguard_watch_errors_total`; the watch retries.
+    fn watch_failed(&self, kind: &'static str, error: &watcher::Error) {
+        warn!(kind, error = %error, "watch failed; retrying");
+        self.metrics.watch_errors.get_or_create(&KindLabels { kind }).inc();
     }
 
     fn forget_namespace(&self, name: &str) {
@@ -446,6 +516,7 @@ fn result_label(outcome: Outcome) -> &'static str {
         Outcome::Drifted => "drifted",
         Outcome::Releasing => "releasing",
         Outcome::Held => "held",
+        Outcome::Orphaned => "orphaned",
     }
 }
 
@@ -610,7 +681,10 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
             }
             let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata});
             let before = ctx.namespaces.get(&ObjectRef::new(namespace)).and_then(|n| n.resource_version());
-            match Api::<Namespace>::all(ctx.client.clone()).patch(namespace, &apply, &Patch::Apply(&patch)).await {
+            match ctx
+                .guarded(Api::<Namespace>::all(ctx.client.clone()).patch(namespace, &apply, &Patch::Apply(&patch)))
+                .await?
+            {
                 Ok(after) if after.resource_version() == before => (Written::Nothing, "namespaces", "apply"),
                 Ok(after) => (Written::Object(after.resource_version()), "namespaces", "apply"),
                 Err(e) if gone(&e) => (Written::Nothing, "namespaces", "apply"),
@@ -622,13 +696,13 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
         Action::ApplyNetworkPolicy(np) => {
             let name = np.name_any();
             let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace);
-            match api.patch(&name, &apply, &Patch::Apply(np.as_ref())).await {
+            match ctx.guarded(api.patch(&name, &apply, &Patch::Apply(np.as_ref()))).await? {
                 Ok(after) if !crate::plan::same_policy(np.spec.as_ref(), &after.spec.clone().unwrap_or_default()) => {
                     // Another manager owns the field that was edited (say, rules added to a list
                     // nsguard leaves empty), so applying cannot take it back: delete the policy;
                     // its watch event brings a reconcile that re-creates it whole.
                     ctx.metrics.write("apply", "networkpolicies");
-                    (delete_policy(&api, namespace, &name, after.uid()).await?, "networkpolicies", "delete")
+                    (delete_policy(ctx, &api, namespace, &name, after.uid()).await?, "networkpolicies", "delete")
                 }
                 Ok(after) => (Written::Object(after.resource_version()), "networkpolicies", "apply"),
                 Err(e) if gone(&e) => (Written::Nothing, "networkpolicies", "apply"),
@@ -639,7 +713,7 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
         }
         Action::DeleteNetworkPolicy { name, uid } => {
             let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace);
-            (delete_policy(&api, namespace, name, uid.clone()).await?, "networkpolicies", "delete")
+            (delete_policy(ctx, &api, namespace, name, uid.clone()).await?, "networkpolicies", "delete")
         }
         Action::DisableAutomount { name, uid } | Action::ReleaseAutomount { name, uid } => {
             let mut patch = json!({
@@ -653,7 +727,7 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
                 patch["automountServiceAccountToken"] = json!(false);
             }
             let api = Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace);
-            match api.patch(name, &apply, &Patch::Apply(&patch)).await {
+            match ctx.guarded(api.patch(name, &apply, &Patch::Apply(&patch))).await? {
                 Ok(after) => (Written::Object(after.resource_version()), "serviceaccounts", "apply"),
                 Err(e) if gone(&e) => (Written::Nothing, "serviceaccounts", "apply"),
                 Err(source) => {
@@ -685,12 +759,18 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
 }
 
 /// Deletes nsguard's NetworkPolicy `name`, only while it is still the object with `uid`.
-async fn delete_policy(api: &Api<NetworkPolicy>, namespace: &str, name: &str, uid: Option<String>) -> Result<Written> {
+async fn delete_policy(
+    ctx: &Context,
+    api: &Api<NetworkPolicy>,
+    namespace: &str,
+    name: &str,
+    uid: Option<String>,
+) -> Result<Written> {
     let params = DeleteParams {
         preconditions: uid.map(|uid| Preconditions { uid: Some(uid), resource_version: None }),
         ..Default::default()
     };
-    match api.delete(name, &params).await {
+    match ctx.guarded(api.delete(name, &params)).await? {
         Ok(_) => Ok(Written::Deleted),
         Err(e) if gone(&e) => Ok(Written::Nothing),
         Err(source) => {
@@ -714,15 +794,18 @@ enum Written {
 async fn report(ctx: &Context, ns: &NamespaceView, plan: &Plan, corrected: bool) {
     let profile = plan.governance.profile_name().unwrap_or_default().to_owned();
     let mode = plan.desired.as_ref().map(|d| d.mode);
-    let (drift_changed, overridden_changed, first_seen) = {
+    let (drift_changed, overridden_changed, orphan_changed, first_seen) = {
         let mut state = ctx.state();
         let first_seen = !state.reported.contains_key(&ns.name);
         let reported = state.reported.entry(ns.name.clone()).or_default();
         let overridden = plan.governance.overridden().to_vec();
         let drift_changed = reported.drift != plan.drift;
         let overridden_changed = reported.overridden != overridden;
+        let orphaned = plan.outcome == Outcome::Orphaned;
+        let orphan_changed = orphaned && !reported.orphaned;
         reported.drift = plan.drift.clone();
         reported.overridden = overridden;
+        reported.orphaned = orphaned;
         if corrected {
             state.limiter.record(&ns.name, Instant::now());
             state.corrections.insert(
@@ -730,7 +813,7 @@ async fn report(ctx: &Context, ns: &NamespaceView, plan: &Plan, corrected: bool)
                 Correction { namespace: ns.name.clone(), summary: summary(&plan.corrections) },
             );
         }
-        (drift_changed, overridden_changed, first_seen)
+        (drift_changed, overridden_changed, orphan_changed, first_seen)
     };
 
     let enforcing = mode == Some(Mode::Enforce) && !plan.drift.is_empty() && !plan.actions.is_empty();
@@ -763,6 +846,14 @@ async fn report(ctx: &Context, ns: &NamespaceView, plan: &Plan, corrected: bool)
             format!("Profile {profile} (Audit mode, not corrected): {}", summary(&plan.drift)),
         )
         .await;
+    }
+    if let Governance::Orphaned { profile } = &plan.governance
+        && orphan_changed
+    {
+        warn!(profile = %profile, "orphaned: the namespace's profile is out of view; leaving it as it is");
+        publish(ctx, ns, EventType::Warning, "Orphaned", "Hold", format!(
+            "Profile {profile} is not visible to nsguard (filtered out by --profile-selector, unreadable, or deleted without nsguard's finalizer); the namespace keeps its hardening and is not released"
+        )).await;
     }
     if plan.outcome == Outcome::Releasing && !plan.actions.is_empty() {
         info!("released");
@@ -808,6 +899,11 @@ async fn publish(
 
 fn error_policy(meta: Arc<NamespaceMeta>, error: &Error, ctx: Arc<Context>) -> Requeue {
     let name = meta.name_any();
+    if error.not_leading() {
+        // Becoming the leader again reconciles every namespace.
+        debug!(namespace = %name, "write skipped: not the leader");
+        return Requeue::await_change();
+    }
     let failures = {
         let mut state = ctx.state();
         let n = state.failures.entry(name.clone()).or_default();
@@ -849,6 +945,11 @@ async fn status_loop(ctx: Arc<Context>) {
                 &now,
             )
         };
+        if ctx.is_leader() {
+            manage_finalizers(&ctx, &profiles).await;
+        }
+        let orphaned = ctx.state().results.values().filter(|r| r.outcome == Outcome::Orphaned).count();
+        ctx.metrics.orphaned.set(i64::try_from(orphaned).unwrap_or(i64::MAX));
         for (name, status) in statuses {
             let labels = ProfileLabels { profile: name.clone() };
             ctx.metrics.matched.get_or_create(&labels).set(i64::from(status.matched_namespaces));
@@ -863,10 +964,13 @@ async fn status_loop(ctx: Arc<Context>) {
             }
             let patch = json!({"apiVersion": "nsguard.io/v1alpha1", "kind": "HardeningProfile", "status": status});
             let span = info_span!("status", profile = %name);
-            let written = api
-                .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-                .instrument(span)
-                .await;
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            let Ok(written) =
+                ctx.guarded(api.patch_status(&name, &params, &Patch::Apply(&patch))).instrument(span).await
+            else {
+                ctx.status_dirty.notify_one();
+                continue;
+            };
             match written {
                 Ok(_) => {
                     ctx.metrics.write("apply", "hardeningprofiles/status");
@@ -878,6 +982,54 @@ async fn status_loop(ctx: Arc<Context>) {
                     ctx.status_dirty.notify_one();
                 }
             }
+        }
+    }
+}
+
+/// Puts nsguard's finalizer on every live profile and takes it off a deleted one once none of its
+/// namespaces is left to release (see [`finalizer_change`]).
+async fn manage_finalizers(ctx: &Context, profiles: &[Arc<Profile>]) {
+    let api = Api::<HardeningProfile>::all(ctx.client.clone());
+    let namespaces = ctx.namespaces.state();
+    for profile in profiles {
+        let still_annotated = || {
+            namespaces
+                .iter()
+                .filter(|ns| {
+                    awaits_release(&NamespaceView::from_meta(&ns.metadata), &profile.name, &ctx.settings.exclusions)
+                })
+                .count()
+        };
+        let change = finalizer_change(profile, if profile.deleting { still_annotated() } else { 0 });
+        let written = match change {
+            FinalizerChange::None => continue,
+            FinalizerChange::Add => {
+                let patch = json!({"apiVersion": "nsguard.io/v1alpha1", "kind": "HardeningProfile",
+                    "metadata": {"name": profile.name, "uid": profile.uid, "finalizers": [PROFILE_FINALIZER]}});
+                ctx.guarded(api.patch(&profile.name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&patch))).await
+            }
+            FinalizerChange::Remove => {
+                let Some(at) = profile.finalizers.iter().position(|f| f == PROFILE_FINALIZER) else { continue };
+                // Test-and-remove: never drops another controller's finalizer that moved into the slot.
+                let patch: json_patch::Patch = match serde_json::from_value(json!([
+                    {"op": "test", "path": format!("/metadata/finalizers/{at}"), "value": PROFILE_FINALIZER},
+                    {"op": "remove", "path": format!("/metadata/finalizers/{at}")},
+                ])) {
+                    Ok(patch) => patch,
+                    Err(_) => continue,
+                };
+                info!(profile = %profile.name, "every namespace released; letting the deleted profile go");
+                ctx.guarded(api.patch(&profile.name, &PatchParams::default(), &Patch::<()>::Json(patch))).await
+            }
+        };
+        match written {
+            Ok(Ok(_)) => ctx.metrics.write("patch", "hardeningprofiles"),
+            Ok(Err(e)) if gone(&e) || matches!(&e, kube::Error::Api(s) if s.code == 422) => {}
+            Ok(Err(e)) => {
+                warn!(profile = %profile.name, error = %e, "finalizer not updated; retrying");
+                ctx.status_dirty.notify_one();
+            }
+            Err(_) => ctx.status_dirty.notify_one(),
         }
     }
 }

@@ -63,8 +63,10 @@ fn insert<V: Keyed>(groups: &mut Groups<V>, view: V) {
 }
 
 impl<V: Keyed> NamespacedIndex<V> {
-    /// Applies one watch event, converting objects to views with `view`.
-    pub fn apply<K>(&self, event: &Event<K>, view: impl Fn(&K) -> V) {
+    /// Applies one watch event, converting objects to views with `view`. When a relist after the
+    /// first completes, returns the namespaces whose objects differ from before it (changed,
+    /// created or deleted while the watch was down), so they can be reconciled at once.
+    pub fn apply<K>(&self, event: &Event<K>, view: impl Fn(&K) -> V) -> Vec<String> {
         match event {
             Event::Apply(obj) => insert(&mut write(&self.groups), view(obj)),
             Event::Delete(obj) => {
@@ -84,12 +86,19 @@ impl<V: Keyed> NamespacedIndex<V> {
                 }
             }
             Event::InitDone => {
+                let mut changed = Vec::new();
                 if let Some(buffer) = write(&self.relist).take() {
-                    *write(&self.groups) = buffer;
+                    let mut groups = write(&self.groups);
+                    if self.synced.load(Ordering::Acquire) {
+                        changed = changed_groups(&groups, &buffer);
+                    }
+                    *groups = buffer;
                 }
                 self.synced.store(true, Ordering::Release);
+                return changed;
             }
         }
+        Vec::new()
     }
 
     /// Every object in `namespace`, ordered by name.
@@ -117,6 +126,17 @@ impl<V: Keyed> NamespacedIndex<V> {
     }
 }
 
+/// Namespaces whose objects (by name and resourceVersion) differ between `old` and `new`.
+fn changed_groups<V: Keyed>(old: &Groups<V>, new: &Groups<V>) -> Vec<String> {
+    let versions = |g: Option<&BTreeMap<String, Arc<V>>>| -> Vec<(String, Option<String>)> {
+        g.into_iter().flatten().map(|(name, v)| (name.clone(), v.resource_version().map(str::to_owned))).collect()
+    };
+    let mut names: Vec<&String> = old.keys().chain(new.keys()).collect();
+    names.sort();
+    names.dedup();
+    names.into_iter().filter(|ns| versions(old.get(*ns)) != versions(new.get(*ns))).cloned().collect()
+}
+
 /// Cluster-scoped objects by name (the profiles).
 pub struct NamedIndex<V> {
     items: RwLock<BTreeMap<String, Arc<V>>>,
@@ -131,8 +151,9 @@ impl<V> Default for NamedIndex<V> {
 }
 
 impl<V> NamedIndex<V> {
-    /// Applies one watch event; `name` and `view` read the object.
-    pub fn apply<K>(&self, event: &Event<K>, name: impl Fn(&K) -> String, view: impl Fn(&K) -> V) {
+    /// Applies one watch event; `name` and `view` read the object. Returns true when a relist after
+    /// the first completed (what changed while the watch was down is then unknown).
+    pub fn apply<K>(&self, event: &Event<K>, name: impl Fn(&K) -> String, view: impl Fn(&K) -> V) -> bool {
         match event {
             Event::Apply(obj) => {
                 write(&self.items).insert(name(obj), Arc::new(view(obj)));
@@ -150,9 +171,10 @@ impl<V> NamedIndex<V> {
                 if let Some(buffer) = write(&self.relist).take() {
                     *write(&self.items) = buffer;
                 }
-                self.synced.store(true, Ordering::Release);
+                return self.synced.swap(true, Ordering::AcqRel);
             }
         }
+        false
     }
 
     /// Every item, ordered by name.
@@ -222,8 +244,23 @@ mod tests {
         index.apply(&Event::Init, id);
         index.apply(&Event::InitApply(sa("b", "default")), id);
         assert_eq!(index.in_namespace("a").len(), 1, "old contents served until the relist is done");
-        index.apply(&Event::InitDone, id);
+        assert_eq!(index.apply(&Event::InitDone, id), ["a", "b"], "both namespaces changed during the relist");
         assert!(index.in_namespace("a").is_empty());
         assert_eq!(index.in_namespace("b").len(), 1);
+    }
+
+    #[test]
+    fn a_relist_names_only_the_namespaces_that_changed() {
+        let index = NamespacedIndex::default();
+        let id = |v: &ServiceAccountView| v.clone();
+        let versioned =
+            |ns: &str, rv: &str| ServiceAccountView { resource_version: Some(rv.into()), ..sa(ns, "default") };
+        assert!(index.apply(&Event::InitDone, id).is_empty(), "the first list triggers nothing");
+        index.apply(&Event::Apply(versioned("same", "1")), id);
+        index.apply(&Event::Apply(versioned("edited", "1")), id);
+        index.apply(&Event::Init, id);
+        index.apply(&Event::InitApply(versioned("same", "1")), id);
+        index.apply(&Event::InitApply(versioned("edited", "2")), id);
+        assert_eq!(index.apply(&Event::InitDone, id), ["edited"]);
     }
 }

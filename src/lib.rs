@@ -12,6 +12,7 @@ pub mod events;
 pub mod guard;
 pub mod http;
 pub mod index;
+pub mod leader;
 pub mod metrics;
 pub mod model;
 pub mod offline;
@@ -51,12 +52,23 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("not written: this replica does not hold the leader lease")]
+    NotLeader,
+    #[error("an API write did not answer within its deadline")]
+    Timeout,
     #[error("writing the status of HardeningProfile {name}: {source}")]
     PatchStatus {
         name: String,
         #[source]
         source: kube::Error,
     },
+}
+
+impl Error {
+    /// Errors that end a reconcile quietly: this replica may not write (it does not lead).
+    pub fn not_leading(&self) -> bool {
+        matches!(self, Self::NotLeader)
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use nsguard::controller::{self, Settings};
 use nsguard::http::{self, Admin};
+use nsguard::leader::{Elector, Leadership, Timing};
 use nsguard::metrics::Metrics;
 use nsguard::selection::Exclusions;
 use nsguard::telemetry::{self, LogFormat};
@@ -82,9 +83,14 @@ struct RunArgs {
     #[arg(long, env = "NSGUARD_LEASE_DURATION", default_value_t = 15)]
     lease_duration: u64,
 
-    /// Seconds before expiry at which the leader renews its lease.
-    #[arg(long, env = "NSGUARD_LEASE_GRACE", default_value_t = 5)]
-    lease_grace: u64,
+    /// Seconds after its last successful renewal during which the leader may still write; shorter
+    /// than --lease-duration, so a stalled leader stops writing before another replica may take over.
+    #[arg(long, env = "NSGUARD_LEASE_RENEW_DEADLINE", default_value_t = 10)]
+    lease_renew_deadline: u64,
+
+    /// Seconds between lease renewals (and a follower's checks of the lease).
+    #[arg(long, env = "NSGUARD_LEASE_RETRY_PERIOD", default_value_t = 2)]
+    lease_retry_period: u64,
 
     /// Also govern kube-system, kube-public, kube-node-lease and nsguard's own namespace.
     #[arg(long, env = "NSGUARD_INCLUDE_SYSTEM_NAMESPACES")]
@@ -206,52 +212,36 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
 
-    // Leader election: only the leader writes. Without it, this replica always leads.
-    let (leader_tx, leader) = watch::channel(!args.leader_elect);
-    let lease_task = if args.leader_elect {
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-            .with_namespace(&args.namespace)
-            .with_identity(&identity)
-            .with_duration(args.lease_duration)
-            .with_grace(args.lease_grace.min(args.lease_duration.saturating_sub(1)).max(1))
-            .with_field_manager(format!("nsguard-lease-{identity}"))
-            .build()
-            .await
-            .context("setting up leader election")?;
-        let stop = stopped();
-        Some(tokio::spawn(async move {
-            tokio::pin!(stop);
-            loop {
-                tokio::select! {
-                    changed = manager.changed() => match changed {
-                        Ok(is_leader) => {
-                            let _ = leader_tx.send(is_leader);
-                        }
-                        Err(e) => {
-                            // Unsure whether we still hold the lease: stop writing until we know.
-                            warn!(error = %e, "leader election");
-                            let _ = leader_tx.send(false);
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    },
-                    () = &mut stop => break,
-                }
-            }
-            let _ = leader_tx.send(false);
-            // Give the lease up at once, so another replica takes over without waiting for expiry.
-            manager.release().await
-        }))
+    // Leader election: only the leader writes, and only until its renew deadline.
+    let (leader, elector) = if args.leader_elect {
+        let timing = Timing {
+            duration: Duration::from_secs(args.lease_duration),
+            renew_deadline: Duration::from_secs(args.lease_renew_deadline),
+            retry_period: Duration::from_secs(args.lease_retry_period),
+        };
+        timing.validate().map_err(anyhow::Error::msg)?;
+        let (tx, leader) = Leadership::channel();
+        let elector = Elector::new(client.clone(), &args.namespace, &args.lease_name, &identity, timing);
+        let (stop_lease, lease_stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(elector.run(tx, async move {
+            let _ = lease_stopped.await;
+        }));
+        (leader, Some((stop_lease, task)))
     } else {
-        None
+        (Leadership::unconditional(), None)
     };
     let leader_gauge = metrics.clone();
     let mut leader_changes = leader.clone();
     let leader_log = tokio::spawn(async move {
+        let mut was = None;
         loop {
-            let is = *leader_changes.borrow_and_update();
-            leader_gauge.leader.set(i64::from(is));
-            info!(leader = is, "leadership");
-            if leader_changes.changed().await.is_err() {
+            let is = leader_changes.is_leader();
+            if was != Some(is) {
+                leader_gauge.leader.set(i64::from(is));
+                info!(leader = is, "leadership");
+                was = Some(is);
+            }
+            if !leader_changes.changed().await {
                 break;
             }
         }
@@ -273,15 +263,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    // Stopping makes the lease task give the lease up (see above).
+    // In-flight reconciles have drained: only now give the lease up, so a successor never writes
+    // while this replica still does.
     let _ = stop_tx.send(true);
     leader_log.abort();
-    if let Some(task) = lease_task {
-        match tokio::time::timeout(Duration::from_secs(5), task).await {
-            Ok(Ok(Ok(()))) => info!("released the leader lease"),
-            Ok(Ok(Err(e))) => warn!(error = %e, "releasing the leader lease"),
-            Ok(Err(e)) => warn!(error = %e, "lease task failed"),
-            Err(_) => warn!("timed out releasing the leader lease"),
+    if let Some((stop_lease, task)) = elector {
+        let _ = stop_lease.send(());
+        if tokio::time::timeout(Duration::from_secs(15), task).await.is_err() {
+            warn!("timed out releasing the leader lease");
         }
     }
     match tokio::time::timeout(Duration::from_secs(5), server).await {

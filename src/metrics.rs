@@ -28,6 +28,12 @@ pub struct WriteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// Namespace, ServiceAccount, NetworkPolicy, HardeningProfile
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProfileLabels {
     pub profile: String,
 }
@@ -44,6 +50,9 @@ pub struct Metrics {
     pub compliant: Family<ProfileLabels, Gauge>,
     pub leader: Gauge,
     pub ready: Gauge,
+    /// Namespaces whose profile nsguard cannot see (left as they are).
+    pub orphaned: Gauge,
+    pub watch_errors: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -81,7 +90,17 @@ impl Default for Metrics {
         registry.register("leader", "1 while this replica leads (and writes)", leader.clone());
         let ready = Gauge::default();
         registry.register("ready", "1 once the caches have synced", ready.clone());
+        let orphaned = Gauge::default();
+        registry.register(
+            "orphaned_namespaces",
+            "Namespaces whose annotation names a profile nsguard cannot see; left as they are",
+            orphaned.clone(),
+        );
+        let watch_errors = Family::<KindLabels, Counter>::default();
+        registry.register("watch_errors", "Failed watch requests, by kind (each is retried)", watch_errors.clone());
         Self {
+            watch_errors,
+            orphaned,
             registry,
             reconciles,
             reconcile_duration,

@@ -21,6 +21,10 @@ pub const PROFILE_ANNOTATION: &str = "nsguard.io/profile";
 /// Annotation recording that profile's release policy, so a namespace can be released as its
 /// profile asked even after the profile is deleted.
 pub const RELEASE_POLICY_ANNOTATION: &str = "nsguard.io/release-policy";
+/// Finalizer nsguard puts on every HardeningProfile it sees, so that deleting a profile releases
+/// its namespaces (per `releasePolicy`) before the object goes. Releasing happens only on such an
+/// explicit act, never because a profile merely vanished from nsguard's view.
+pub const PROFILE_FINALIZER: &str = "nsguard.io/release";
 /// Label on every NetworkPolicy nsguard creates; nsguard watches only policies that carry it.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// The value of [`MANAGED_BY_LABEL`].
@@ -121,6 +125,11 @@ pub struct Profile {
     pub name: String,
     pub uid: Option<String>,
     pub generation: Option<i64>,
+    /// The profile is being deleted (it has a deletionTimestamp): it governs nothing, and the
+    /// namespaces it governed are released before nsguard lets it go.
+    pub deleting: bool,
+    /// The profile's finalizers (nsguard's is [`PROFILE_FINALIZER`]).
+    pub finalizers: Vec<String>,
     pub spec: Result<ValidProfile, Vec<FieldError>>,
 }
 
@@ -136,21 +145,29 @@ impl Profile {
     /// Builds a profile from its name, metadata and raw `spec` JSON.
     pub fn parse(name: &str, uid: Option<String>, generation: Option<i64>, spec: &serde_json::Value) -> Self {
         let spec = validate::parse_spec(spec).and_then(ValidProfile::new);
-        Self { name: name.to_owned(), uid, generation, spec }
+        Self { name: name.to_owned(), uid, generation, deleting: false, finalizers: vec![], spec }
     }
 
     /// Builds a profile from a HardeningProfile as the API returns it (a missing spec is `{}`).
     pub fn from_object(obj: &kube::api::DynamicObject) -> Self {
         let spec = obj.data.get("spec").cloned().unwrap_or_else(|| serde_json::json!({}));
         let name = obj.metadata.name.clone().unwrap_or_default();
-        Self::parse(&name, obj.metadata.uid.clone(), obj.metadata.generation, &spec)
+        let mut profile = Self::parse(&name, obj.metadata.uid.clone(), obj.metadata.generation, &spec);
+        profile.deleting = obj.metadata.deletion_timestamp.is_some();
+        profile.finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
+        profile
+    }
+
+    /// Whether the profile carries nsguard's [`PROFILE_FINALIZER`].
+    pub fn finalized(&self) -> bool {
+        self.finalizers.iter().any(|f| f == PROFILE_FINALIZER)
     }
 
     /// Builds a profile from an already typed spec (tests and offline tools).
     pub fn from_spec(name: &str, spec: HardeningProfileSpec) -> Self {
         let errors = validate::validate_spec(&spec);
         let spec = if errors.is_empty() { ValidProfile::new(spec) } else { Err(errors) };
-        Self { name: name.to_owned(), uid: None, generation: None, spec }
+        Self { name: name.to_owned(), uid: None, generation: None, deleting: false, finalizers: vec![], spec }
     }
 }
 

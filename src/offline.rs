@@ -280,7 +280,15 @@ pub fn plan_all(inputs: &Inputs, exclusions: &Exclusions) -> Vec<NamespacePlan> 
                 inputs.network_policies.iter().filter(|np| np.namespace == ns.name).cloned().map(Arc::new).collect();
             network_policies.sort_by(|a, b| a.name.cmp(&b.name));
             let observed = Observed { network_policies, service_accounts };
-            namespace_plan(ns, plan(ns, govern(ns, &profiles, exclusions), &observed))
+            {
+                // Offline, the files are the whole truth: a profile missing from them is one the
+                // GitOps tool will delete, which releases its namespaces.
+                let governance = match govern(ns, &profiles, exclusions) {
+                    Governance::Orphaned { .. } => Governance::Ungoverned,
+                    other => other,
+                };
+                namespace_plan(ns, plan(ns, governance, &observed))
+            }
         })
         .collect()
 }
@@ -291,7 +299,7 @@ fn namespace_plan(ns: &NamespaceView, plan: Plan) -> NamespacePlan {
     let mode = plan.desired.as_ref().map(|d| d.mode);
     let action = match (&plan.governance, plan.outcome) {
         (Governance::Excluded, _) => "Excluded",
-        (Governance::Held { .. }, _) => "Hold",
+        (Governance::Held { .. } | Governance::Orphaned { .. }, _) => "Hold",
         (_, Outcome::Releasing) => "Release",
         (Governance::Ungoverned, _) => "None",
         (Governance::Governed { .. }, _) if mode == Some(Mode::Audit) => "Audit",

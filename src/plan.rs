@@ -130,6 +130,8 @@ pub enum Outcome {
     Releasing,
     /// Its profile is invalid; nothing is written.
     Held,
+    /// Its profile is out of nsguard's view; nothing is written, nothing is released.
+    Orphaned,
 }
 
 /// Everything one reconcile of a namespace decides.
@@ -164,6 +166,7 @@ pub fn plan(ns: &NamespaceView, governance: Governance, observed: &Observed) -> 
     match &governance {
         Governance::Excluded => empty(governance, Outcome::Untouched),
         Governance::Held { .. } => empty(governance, Outcome::Held),
+        Governance::Orphaned { .. } => empty(governance, Outcome::Orphaned),
         Governance::Ungoverned => {
             let actions = release(ns, observed);
             let outcome = if actions.is_empty() { Outcome::Untouched } else { Outcome::Releasing };

@@ -109,6 +109,10 @@ pub enum Governance {
     Governed { profile: Arc<Profile>, overridden: Vec<String> },
     /// The profile that governs it has an invalid spec: the namespace keeps its last good state.
     Held { profile: Arc<Profile> },
+    /// Its annotation names a profile nsguard cannot see (filtered out by `--profile-selector`,
+    /// not yet listed, or gone without nsguard's finalizer) and no visible profile selects it. It
+    /// keeps everything: only an explicit act releases hardening.
+    Orphaned { profile: String },
 }
 
 impl Governance {
@@ -116,7 +120,7 @@ impl Governance {
     pub fn overridden(&self) -> &[String] {
         match self {
             Self::Governed { overridden, .. } => overridden,
-            Self::Held { .. } | Self::Excluded | Self::Ungoverned => &[],
+            Self::Held { .. } | Self::Excluded | Self::Ungoverned | Self::Orphaned { .. } => &[],
         }
     }
 
@@ -124,6 +128,7 @@ impl Governance {
     pub fn profile_name(&self) -> Option<&str> {
         match self {
             Self::Governed { profile, .. } | Self::Held { profile } => Some(&profile.name),
+            Self::Orphaned { profile } => Some(profile),
             Self::Excluded | Self::Ungoverned => None,
         }
     }
@@ -139,27 +144,35 @@ fn selects(profile: &ValidProfile, ns: &NamespaceView) -> bool {
 /// alphabetically first name. A namespace whose current profile (its annotation) has become invalid
 /// is held rather than handed to another profile or released, so that a typo in a profile never
 /// strips a namespace of its hardening.
+///
+/// Fail closed: a namespace is released (`Ungoverned` while it carries nsguard's annotation) only
+/// when its profile is visible and either no longer selects it (its spec or the namespace's labels
+/// changed) or is being deleted. A profile nsguard cannot see leaves the namespace `Orphaned`.
 pub fn govern(ns: &NamespaceView, profiles: &[Arc<Profile>], exclusions: &Exclusions) -> Governance {
     if exclusions.excludes(&ns.name) {
         return Governance::Excluded;
     }
-    if let Some(current) = ns.governing_annotation()
-        && let Some(profile) = profiles.iter().find(|p| p.name == current)
+    let current = ns.governing_annotation().map(|name| (name, profiles.iter().find(|p| p.name == name)));
+    if let Some((_, Some(profile))) = current
         && profile.spec.is_err()
+        && !profile.deleting
     {
         return Governance::Held { profile: profile.clone() };
     }
     let mut candidates: Vec<(&Arc<Profile>, i32)> = profiles
         .iter()
         .filter_map(|p| match &p.spec {
-            Ok(valid) if selects(valid, ns) => Some((p, valid.spec.priority)),
+            Ok(valid) if !p.deleting && selects(valid, ns) => Some((p, valid.spec.priority)),
             _ => None,
         })
         .collect();
     candidates.sort_by(|(a, pa), (b, pb)| pb.cmp(pa).then_with(|| a.name.cmp(&b.name)));
     let mut ranked = candidates.into_iter().map(|(p, _)| p);
     match ranked.next() {
-        None => Governance::Ungoverned,
+        None => match current {
+            Some((name, None)) => Governance::Orphaned { profile: name.to_owned() },
+            _ => Governance::Ungoverned,
+        },
         Some(winner) => {
             Governance::Governed { profile: winner.clone(), overridden: ranked.map(|p| p.name.clone()).collect() }
         }
@@ -169,7 +182,33 @@ pub fn govern(ns: &NamespaceView, profiles: &[Arc<Profile>], exclusions: &Exclus
 /// Whether a change to `profile` can affect `ns`: the profile selects it now, or governed it, or
 /// competed for it. Used to fan a profile change out to the namespaces it touches.
 pub fn may_affect(profile: &Profile, ns: &NamespaceView) -> bool {
-    ns.governing_annotation() == Some(profile.name.as_str()) || matches!(&profile.spec, Ok(valid) if selects(valid, ns))
+    ns.governing_annotation() == Some(profile.name.as_str())
+        || matches!(&profile.spec, Ok(valid) if !profile.deleting && selects(valid, ns))
+}
+
+/// What to do with nsguard's finalizer on a profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinalizerChange {
+    /// Put it on: a live profile must not go before its namespaces are released.
+    Add,
+    /// Take it off: the profile is being deleted and no namespace it governed is left to release.
+    Remove,
+    None,
+}
+
+/// Decides the finalizer of `profile`, given how many namespaces still carry its annotation
+/// (excluded and terminating namespaces aside: nsguard releases neither).
+pub fn finalizer_change(profile: &Profile, still_annotated: usize) -> FinalizerChange {
+    match (profile.deleting, profile.finalized()) {
+        (false, false) => FinalizerChange::Add,
+        (true, true) if still_annotated == 0 => FinalizerChange::Remove,
+        _ => FinalizerChange::None,
+    }
+}
+
+/// Whether `ns` still waits to be released from `profile` before the profile may go.
+pub fn awaits_release(ns: &NamespaceView, profile: &str, exclusions: &Exclusions) -> bool {
+    ns.governing_annotation() == Some(profile) && !ns.terminating && !exclusions.excludes(&ns.name)
 }
 
 #[cfg(test)]
@@ -284,6 +323,65 @@ mod tests {
         assert!(!governed("tmp-1"));
         assert!(governed("tmp-12"));
         assert!(governed("not-legacy-x"));
+    }
+
+    fn annotated(name: &str, profile: &str) -> NamespaceView {
+        let mut n = ns(name, &[]);
+        n.annotations.insert(PROFILE_ANNOTATION.into(), profile.into());
+        n
+    }
+
+    #[test]
+    fn namespace_of_a_profile_out_of_view_is_orphaned_not_released() {
+        let g = govern(&annotated("x", "gone"), &[profile("other", 0, &[("team", "b")])], &Exclusions::default());
+        assert!(matches!(&g, Governance::Orphaned { profile } if profile == "gone"), "{g:?}");
+        assert_eq!(g.profile_name(), Some("gone"));
+    }
+
+    #[test]
+    fn a_visible_profile_that_selects_an_orphan_takes_it_over() {
+        let g = govern(&annotated("x", "gone"), &[profile("all", 0, &[])], &Exclusions::default());
+        assert_eq!(winner(&g).0, Some("all"));
+    }
+
+    #[test]
+    fn namespace_a_visible_profile_stopped_selecting_is_released() {
+        let g = govern(&annotated("x", "prod"), &[profile("prod", 0, &[("env", "prod")])], &Exclusions::default());
+        assert!(matches!(g, Governance::Ungoverned), "{g:?}");
+    }
+
+    #[test]
+    fn a_profile_being_deleted_governs_nothing_and_its_namespaces_are_released() {
+        let mut deleting = (*profile("prod", 0, &[])).clone();
+        deleting.deleting = true;
+        let profiles = [Arc::new(deleting)];
+        assert!(matches!(govern(&annotated("x", "prod"), &profiles, &Exclusions::default()), Governance::Ungoverned));
+        assert!(!may_affect(&profiles[0], &ns("fresh", &[])), "a deleting profile selects no new namespace");
+        assert!(may_affect(&profiles[0], &annotated("x", "prod")));
+    }
+
+    #[test]
+    fn the_finalizer_goes_on_live_profiles_and_comes_off_once_every_namespace_is_released() {
+        let mut p = (*profile("prod", 0, &[])).clone();
+        assert_eq!(finalizer_change(&p, 3), FinalizerChange::Add);
+        p.finalizers = vec![crate::model::PROFILE_FINALIZER.into()];
+        assert_eq!(finalizer_change(&p, 3), FinalizerChange::None);
+        p.deleting = true;
+        assert_eq!(finalizer_change(&p, 1), FinalizerChange::None, "a namespace is still to be released");
+        assert_eq!(finalizer_change(&p, 0), FinalizerChange::Remove);
+        p.finalizers.clear();
+        assert_eq!(finalizer_change(&p, 0), FinalizerChange::None, "never re-added while deleting");
+    }
+
+    #[test]
+    fn only_live_governed_namespaces_hold_a_profile_back() {
+        let ex = Exclusions::default();
+        assert!(awaits_release(&annotated("x", "prod"), "prod", &ex));
+        assert!(!awaits_release(&annotated("x", "other"), "prod", &ex));
+        let mut terminating = annotated("x", "prod");
+        terminating.terminating = true;
+        assert!(!awaits_release(&terminating, "prod", &ex));
+        assert!(!awaits_release(&annotated("kube-system", "prod"), "prod", &ex));
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub fn aggregate<'a>(
             Outcome::Compliant => t.compliant += 1,
             Outcome::Converging => t.converging += 1,
             Outcome::Drifted => t.drifted += 1,
-            Outcome::Held | Outcome::Releasing | Outcome::Untouched => {}
+            Outcome::Held | Outcome::Orphaned | Outcome::Releasing | Outcome::Untouched => {}
         }
         if result.failed {
             t.failed.push((namespace, &result.detail));

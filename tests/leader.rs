@@ -6,7 +6,6 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -15,64 +14,11 @@ use kube::api::{Api, Patch, PatchParams};
 use openmetrics_parser::OpenMetricsValue;
 use serde_json::json;
 use support::operator::SHARD_LABEL;
+use support::process::Instance;
 use support::*;
 
 /// Lease timing for the test: a takeover waits at most this long after a leader dies.
 const LEASE_SECONDS: u64 = 6;
-
-struct Instance {
-    name: &'static str,
-    child: tokio::process::Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Instance {
-    async fn spawn(name: &'static str, kubeconfig: &PathBuf, shard: &str, lease: &str) -> Self {
-        let port = free_port();
-        let log = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/test-kubeconfigs/{lease}-{name}.log"));
-        let selector = format!("{SHARD_LABEL}={shard}");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
-            .args(["run", "--log-format", "json", "--namespace", "nsguard-system", "--lease-name", lease])
-            .args(["--lease-duration", &LEASE_SECONDS.to_string(), "--lease-grace", "2"])
-            .args(["--identity", name, "--namespace-selector", &selector, "--profile-selector", &selector])
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["--metrics-address", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn nsguard");
-        let instance = Self { name, child, port, log };
-        eventually(&format!("{name} to be ready (log: {})", instance.log.display()), || async {
-            (http_get(port, "/readyz").await.map(|(code, _)| code) == Some(200)).then_some(())
-        })
-        .await;
-        instance
-    }
-
-    async fn metrics(&self) -> String {
-        http_get(self.port, "/metrics").await.map(|(_, body)| body).unwrap_or_default()
-    }
-
-    async fn sample(&self, prefix: &str) -> f64 {
-        self.metrics()
-            .await
-            .lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    async fn is_leader(&self) -> bool {
-        self.sample("nsguard_leader ").await == 1.0
-    }
-
-    async fn writes(&self) -> f64 {
-        self.sample("nsguard_write_requests_total{").await
-    }
-}
 
 fn record(name: &str, value: Duration) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/measurements");
@@ -98,9 +44,9 @@ async fn only_the_leader_writes_and_a_follower_takes_over_when_it_dies() {
     let shard = unique_name("lead");
     let lease = unique_name("nsguard-test");
 
-    let mut a = Instance::spawn("a", &kubeconfig, &shard, &lease).await;
+    let mut a = Instance::spawn("a", &kubeconfig, &shard, &lease, LEASE_SECONDS).await;
     eventually("a to lead", || async { a.is_leader().await.then_some(()) }).await;
-    let b = Instance::spawn("b", &kubeconfig, &shard, &lease).await;
+    let b = Instance::spawn("b", &kubeconfig, &shard, &lease, LEASE_SECONDS).await;
 
     // A profile and a namespace in this shard: hardened, by the leader only.
     let profile = json!({"apiVersion": "nsguard.io/v1alpha1", "kind": "HardeningProfile",
@@ -161,7 +107,7 @@ async fn only_the_leader_writes_and_a_follower_takes_over_when_it_dies() {
     assert!(label_corrections >= 1.0, "drift counter did not move: {text}");
 
     // A graceful stop: SIGTERM makes b release the lease and exit 0; c takes over.
-    let c = Instance::spawn("c", &kubeconfig, &shard, &lease).await;
+    let c = Instance::spawn("c", &kubeconfig, &shard, &lease, LEASE_SECONDS).await;
     let mut b = b;
     let pid = b.child.id().expect("pid").to_string();
     let stopped = Instant::now();

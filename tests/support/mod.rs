@@ -238,6 +238,7 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 pub mod operator;
+pub mod process;
 
 /// Events nsguard published about namespace `ns` (they live in namespace `default`).
 pub async fn nsguard_events(client: &Client, ns: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
@@ -254,4 +255,59 @@ pub async fn nsguard_events(client: &Client, ns: &str) -> Vec<k8s_openapi::api::
                     .is_some_and(|r| r.kind.as_deref() == Some("Namespace") && r.name.as_deref() == Some(ns))
         })
         .collect()
+}
+
+/// The local control plane's state directory (holds `pids`, `logs/`, `kubeconfig`).
+pub fn cluster_dir() -> PathBuf {
+    kubeconfig_path().parent().map(PathBuf::from).unwrap_or_default()
+}
+
+/// Kills control-plane component `name` (as `up.sh` recorded it: `etcd`, `kube-apiserver`, ...)
+/// with SIGKILL, keeps it down for `down_for`, and starts it again with exactly the same command
+/// line, recording the new pid so `down.sh` still stops it. Returns once the new process runs.
+pub async fn restart_component(name: &str, down_for: Duration) {
+    let pids_path = cluster_dir().join("pids");
+    let pids = std::fs::read_to_string(&pids_path).unwrap_or_else(|e| panic!("{}: {e}", pids_path.display()));
+    let line = pids
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("{name} is not in {}", pids_path.display()));
+    let pid: u32 = line.split_whitespace().nth(1).and_then(|p| p.parse().ok()).expect("pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("the component's command line");
+    let argv: Vec<String> =
+        cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let status = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
+    assert!(status.success(), "kill -KILL {pid}");
+    // Wait for the process to be gone (its port to be free) before the down time starts.
+    eventually(&format!("{name} (pid {pid}) to exit"), || async {
+        (!std::path::Path::new(&format!("/proc/{pid}/exe")).exists()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(down_for).await;
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(cluster_dir().join(format!("logs/{name}.log")))
+        .expect("log");
+    let child = std::process::Command::new("setsid")
+        .args(&argv)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("restarting {name}: {e}"));
+    let new_pid = child.id();
+    // Detach: the component outlives this test process, and down.sh stops it.
+    std::mem::forget(child);
+    let updated: String = pids
+        .lines()
+        .map(|l| {
+            let mut fields = l.split_whitespace();
+            match (fields.next(), fields.next(), fields.next()) {
+                (Some(n), Some(_), Some(binary)) if n == name => format!("{n} {new_pid} {binary}\n"),
+                _ => format!("{l}\n"),
+            }
+        })
+        .collect();
+    std::fs::write(&pids_path, updated).expect("update pids");
 }

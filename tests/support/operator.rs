@@ -9,7 +9,6 @@ use kube::Client;
 use nsguard::controller::{self, Handle, Settings};
 use nsguard::metrics::Metrics;
 use nsguard::selection::Exclusions;
-use tokio::sync::watch;
 
 use super::*;
 
@@ -23,7 +22,6 @@ pub struct Operator {
     pub handle: Handle,
     pub metrics: Arc<Metrics>,
     task: tokio::task::JoinHandle<()>,
-    _leader: watch::Sender<bool>,
 }
 
 impl Drop for Operator {
@@ -63,11 +61,11 @@ impl Operator {
         };
         tweak(&mut settings);
         let metrics = Arc::new(Metrics::default());
-        let (leader_tx, leader_rx) = watch::channel(true);
+        let leader = nsguard::leader::Leadership::unconditional();
         let (handle_tx, mut handle_rx) = tokio::sync::mpsc::unbounded_channel();
         let task_metrics = metrics.clone();
         let task = tokio::spawn(async move {
-            let result = controller::run(client, settings, task_metrics, leader_rx, std::future::pending(), move |h| {
+            let result = controller::run(client, settings, task_metrics, leader, std::future::pending(), move |h| {
                 let _ = handle_tx.send(h);
             })
             .await;
@@ -82,7 +80,7 @@ impl Operator {
             async move { ready.is_ready().then_some(()) }
         })
         .await;
-        Self { shard, admin, handle, metrics, task, _leader: leader_tx }
+        Self { shard, admin, handle, metrics, task }
     }
 
     /// Labels that put a namespace or profile in this controller's shard, plus `extra`.

@@ -1,0 +1,91 @@
+//! Fail closed: nsguard never weakens a namespace because its own view of the profiles went wrong.
+//! A profile that merely vanishes from view (a `--profile-selector` that matches nothing, its labels
+//! edited out of the selector) leaves its namespaces as they are, reported as orphaned; only the
+//! explicit act of deleting it releases them, through nsguard's finalizer.
+
+mod support;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use nsguard::model::PROFILE_FINALIZER;
+use serde_json::json;
+use support::operator::{Operator, SHARD_LABEL, profile_resource};
+use support::*;
+
+const ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+
+/// What nsguard applied to `ns`: its enforce label and the names of its NetworkPolicies.
+async fn hardening(client: &Client, ns: &str) -> (Option<String>, Vec<String>) {
+    let namespace = Api::<Namespace>::all(client.clone()).get(ns).await.expect("namespace");
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), ns).list(&Default::default()).await.expect("list");
+    let mut names: Vec<String> = policies.items.iter().map(ResourceExt::name_any).collect();
+    names.sort();
+    (namespace.labels().get(ENFORCE).cloned(), names)
+}
+
+fn hardened() -> (Option<String>, Vec<String>) {
+    (Some("restricted".into()), vec!["nsguard-allow-dns".into(), "nsguard-default-deny".into()])
+}
+
+#[tokio::test]
+async fn a_profile_out_of_view_releases_nothing_and_deleting_it_releases_its_namespaces() {
+    let first = Operator::start().await;
+    let admin = first.admin.clone();
+    let shard = first.shard.clone();
+    let profile = first.profile("fc", json!({})).await;
+    let ns = first.namespace("fc", &[]).await;
+    let profiles = Api::<DynamicObject>::all_with(admin.clone(), &profile_resource());
+    eventually("the namespace to be hardened", || async { (hardening(&admin, &ns).await == hardened()).then_some(()) })
+        .await;
+    eventually("nsguard's finalizer on the profile", || async {
+        profiles.get(&profile).await.ok()?.finalizers().iter().any(|f| f == PROFILE_FINALIZER).then_some(())
+    })
+    .await;
+    drop(first);
+
+    // 1. Restarted with a profile selector that matches no profile: nothing is released.
+    let blind = Operator::start_with(|s| {
+        s.namespace_selector = Some(format!("{SHARD_LABEL}={shard}"));
+        s.profile_selector = Some(format!("{SHARD_LABEL}={shard},tier=canary"));
+    })
+    .await;
+    eventually("the namespace to be reported orphaned", || async { (blind.metrics.orphaned.get() == 1).then_some(()) })
+        .await;
+    assert_eq!(hardening(&admin, &ns).await, hardened(), "a profile out of view released its namespace");
+    eventually("an Orphaned event", || async {
+        nsguard_events(&admin, &ns).await.iter().any(|e| e.reason.as_deref() == Some("Orphaned")).then_some(())
+    })
+    .await;
+    drop(blind);
+
+    // 2. The profile's labels edited out of the selector while nsguard runs: nothing is released.
+    let watching = Operator::start_with(|s| {
+        s.namespace_selector = Some(format!("{SHARD_LABEL}={shard}"));
+        s.profile_selector = Some(format!("{SHARD_LABEL}={shard}"));
+    })
+    .await;
+    let relabel = |value: &str| json!({"metadata": {"labels": {SHARD_LABEL: value}}});
+    profiles.patch(&profile, &PatchParams::default(), &Patch::Merge(&relabel("elsewhere"))).await.expect("relabel");
+    eventually("the namespace to be reported orphaned", || async {
+        (watching.metrics.orphaned.get() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(hardening(&admin, &ns).await, hardened(), "a relabelled profile released its namespace");
+    profiles.patch(&profile, &PatchParams::default(), &Patch::Merge(&relabel(&shard))).await.expect("relabel back");
+    eventually("the profile back in view", || async { (watching.metrics.orphaned.get() == 0).then_some(()) }).await;
+
+    // 3. Deleting the profile is the explicit act: its namespace is released, then the profile goes.
+    profiles.delete(&profile, &DeleteParams::default()).await.expect("delete profile");
+    eventually("the namespace to be released", || async {
+        (hardening(&admin, &ns).await == (None, vec![])).then_some(())
+    })
+    .await;
+    eventually("the deleted profile to go once released", || async {
+        profiles.get_opt(&profile).await.expect("get profile").is_none().then_some(())
+    })
+    .await;
+    let released = nsguard_events(&admin, &ns).await.iter().any(|e| e.reason.as_deref() == Some("Released"));
+    assert!(released, "no Released event");
+}
