@@ -12,12 +12,12 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use nsguard::controller::leader::{Elector, Leadership, Timing};
 use nsguard::controller::{self, Settings};
-use nsguard::http::{self, Admin};
-use nsguard::leader::{Elector, Leadership, Timing};
-use nsguard::metrics::Metrics;
-use nsguard::selection::Exclusions;
-use nsguard::telemetry::{self, LogFormat};
+use nsguard::core::selection::Exclusions;
+use nsguard::ops::http::{self, Admin};
+use nsguard::ops::metrics::Metrics;
+use nsguard::ops::telemetry::{self, LogFormat};
 
 /// nsguard keeps every selected namespace hardened to a declared baseline: Pod Security Admission
 /// labels, default-deny NetworkPolicies with DNS allowed, and ServiceAccounts without automounted
@@ -47,8 +47,9 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Kubeconfig file; without it, the in-cluster configuration or the default kubeconfig is used.
-    #[arg(long, env = "KUBECONFIG")]
+    /// Kubeconfig file; without it, `$KUBECONFIG` (colon-separated files are merged), the
+    /// in-cluster configuration or the default kubeconfig is used.
+    #[arg(long)]
     kubeconfig: Option<PathBuf>,
 
     /// Address of the HTTP server for /livez, /readyz and /metrics.
@@ -121,7 +122,7 @@ struct RunArgs {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crd => {
-            print!("{}", nsguard::crd::crd_yaml()?);
+            print!("{}", nsguard::cli::crd::crd_yaml()?);
             Ok(())
         }
         Command::Version => {
@@ -202,7 +203,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..Settings::default()
     };
     let metrics = Arc::new(Metrics::default());
-    let admin = Admin { controller: Arc::default(), metrics: metrics.clone() };
+    let handle: Arc<std::sync::OnceLock<controller::Handle>> = Arc::default();
+    let ready = {
+        let handle = handle.clone();
+        Arc::new(move || handle.get().is_some_and(controller::Handle::is_ready))
+    };
+    let admin = Admin { ready, metrics: metrics.clone() };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -248,7 +254,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
 
     let server = tokio::spawn(http::serve(args.metrics_address, admin.clone(), stopped()));
-    let handle_slot = admin.controller.clone();
+    let handle_slot = handle.clone();
     let mut controller =
         Box::pin(controller::run(client, settings, metrics, leader.clone(), stopped(), move |handle| {
             let _ = handle_slot.set(handle);

@@ -101,9 +101,7 @@ fn plan_applies_exclusions_and_leaves_ungoverned_namespaces_alone() {
 fn plan_yaml_is_kubernetes_manifests() {
     let out = nsguard(&["plan", "-f", "tests/fixtures/gitops", "-o", "yaml"]);
     assert!(out.status.success());
-    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&stdout(&out))
-        .map(|d| serde::Deserialize::deserialize(d).expect("valid YAML"))
-        .collect();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&stdout(&out)).expect("valid YAML");
     let names: Vec<String> = docs
         .iter()
         .map(|d| format!("{}/{}", d["kind"].as_str().unwrap_or("?"), d["metadata"]["name"].as_str().unwrap_or("?")))
@@ -146,7 +144,7 @@ fn valid_profiles_validate() {
 #[test]
 fn invalid_files_are_reported_with_file_document_and_field() {
     let cases = [
-        ("broken-yaml", 1, "invalid YAML: mapping values are not allowed in this context at line 7 column 12"),
+        ("broken-yaml", 1, "invalid YAML: mapping values are not allowed in this context at line 7, column 12"),
         ("unknown-field", 1, "spec.podSecurity.enforce.levle: unknown field `levle`, expected `level` or `version`"),
         ("bad-enum", 1, "spec.mode: unknown variant `Enforced`, expected `Enforce` or `Audit`"),
         ("bad-version", 1, "spec.podSecurity.warn.version: \"1.30\" is not a Pod Security Standards version"),

@@ -105,8 +105,7 @@ fn rbac_names_exact_resources_and_verbs_without_wildcards() {
     for entry in std::fs::read_dir(&dir).expect("config/rbac") {
         let path = entry.expect("entry").path();
         let text = std::fs::read_to_string(&path).expect("read");
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value: serde_json::Value = serde::Deserialize::deserialize(doc).expect("yaml");
+        for value in serde_saphyr::from_multiple::<serde_json::Value>(&text).expect("yaml") {
             for rule in value["rules"].as_array().into_iter().flatten() {
                 for field in ["apiGroups", "resources", "verbs"] {
                     for item in rule[field].as_array().into_iter().flatten() {

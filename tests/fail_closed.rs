@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Client, ResourceExt};
-use nsguard::model::PROFILE_FINALIZER;
+use nsguard::core::model::PROFILE_FINALIZER;
 use serde_json::json;
 use support::operator::{Operator, SHARD_LABEL, profile_resource};
 use support::*;
@@ -88,4 +88,51 @@ async fn a_profile_out_of_view_releases_nothing_and_deleting_it_releases_its_nam
     .await;
     let released = nsguard_events(&admin, &ns).await.iter().any(|e| e.reason.as_deref() == Some("Released"));
     assert!(released, "no Released event");
+}
+
+#[tokio::test]
+async fn a_users_policy_with_nsguards_name_is_left_alone_and_reported() {
+    let op = Operator::start().await;
+    let admin = op.admin.clone();
+    let ns = op.namespace("theirs", &[]).await;
+    // Someone else's policy that happens to carry nsguard's name: it allows all ingress.
+    let theirs: NetworkPolicy = serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "nsguard-default-deny", "namespace": ns},
+        "spec": {"podSelector": {}, "ingress": [{}], "policyTypes": ["Ingress"]},
+    }))
+    .expect("policy");
+    let policies = Api::<NetworkPolicy>::namespaced(admin.clone(), &ns);
+    let created = policies.create(&Default::default(), &theirs).await.expect("create their policy");
+    let profile = op.profile("theirs", json!({})).await;
+
+    eventually("the rest of the hardening", || async {
+        let (enforce, names) = hardening(&admin, &ns).await;
+        (enforce.as_deref() == Some("restricted") && names.contains(&"nsguard-allow-dns".to_owned())).then_some(())
+    })
+    .await;
+    eventually("a NameConflict event naming the policy", || async {
+        nsguard_events(&admin, &ns)
+            .await
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("NameConflict")
+                    && e.note.as_deref().unwrap_or_default().contains("nsguard-default-deny")
+            })
+            .then_some(())
+    })
+    .await;
+    let now = policies.get("nsguard-default-deny").await.expect("their policy");
+    assert_eq!(now.uid(), created.uid(), "their policy was replaced");
+    assert_eq!(now.spec, created.spec, "their policy was changed");
+    assert!(!now.labels().contains_key("app.kubernetes.io/managed-by"), "nsguard labelled it as its own");
+
+    // Releasing the namespace leaves their policy in place.
+    let profiles = Api::<DynamicObject>::all_with(admin.clone(), &profile_resource());
+    profiles.delete(&profile, &DeleteParams::default()).await.expect("delete profile");
+    eventually("the namespace to be released", || async {
+        (hardening(&admin, &ns).await == (None, vec!["nsguard-default-deny".to_owned()])).then_some(())
+    })
+    .await;
+    assert_eq!(policies.get("nsguard-default-deny").await.expect("their policy").uid(), created.uid());
 }

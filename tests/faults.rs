@@ -11,13 +11,16 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use futures::{StreamExt, stream};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use support::operator::{SHARD_LABEL, profile_resource};
 use support::process::Instance;
+use support::proxy::Proxy;
 use support::*;
 
 const ENFORCE: &str = "pod-security.kubernetes.io/enforce";
@@ -110,8 +113,15 @@ async fn nsguard_keeps_leading_and_healing_across_api_server_and_etcd_restarts()
     eventually("the first namespaces to be hardened", || async { all_restricted(&admin, &first).await.then_some(()) })
         .await;
 
-    // kube-apiserver down for 10 s, restarted with the same flags.
-    restart_component("kube-apiserver", Duration::from_secs(10)).await;
+    // kube-apiserver down for 10 s, restarted with the same flags; /readyz says so meanwhile.
+    let stopped = stop_component("kube-apiserver").await;
+    let down = Instant::now();
+    eventually("/readyz to report the outage", || async {
+        (http_get(nsguard.port, "/readyz").await.map(|(c, _)| c) == Some(503)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(down.elapsed())).await;
+    start_component(stopped);
     api_back(&admin).await;
     eventually("/readyz to be 200 again", || async {
         (http_get(nsguard.port, "/readyz").await.map(|(c, _)| c) == Some(200)).then_some(())
@@ -120,7 +130,9 @@ async fn nsguard_keeps_leading_and_healing_across_api_server_and_etcd_restarts()
     recovers(&admin, &nsguard, &shard, &first, "api-server-restart").await;
 
     // etcd down for 10 s, restarted with the same flags (its data is on tmpfs and survives).
-    restart_component("etcd", Duration::from_secs(10)).await;
+    let stopped = stop_component("etcd").await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    start_component(stopped);
     api_back(&admin).await;
     recovers(&admin, &nsguard, &shard, &first, "etcd-restart").await;
 
@@ -131,4 +143,147 @@ async fn nsguard_keeps_leading_and_healing_across_api_server_and_etcd_restarts()
         .spec
         .and_then(|s| s.holder_identity);
     assert_eq!(holder.as_deref(), Some("solo"), "nsguard holds its lease again");
+}
+
+/// Exactly nsguard's baseline, nothing missing, nothing doubled: the six PSA labels and the profile
+/// annotation, exactly nsguard's two NetworkPolicies, and the `default` ServiceAccount's token off.
+async fn exactly_hardened(client: &Client, ns: &str) -> bool {
+    let Ok(namespace) = Api::<Namespace>::all(client.clone()).get(ns).await else { return false };
+    let labels = namespace.labels();
+    let psa = ["enforce", "audit", "warn"].iter().all(|m| {
+        labels.get(&format!("pod-security.kubernetes.io/{m}")).map(String::as_str) == Some("restricted")
+            && labels.get(&format!("pod-security.kubernetes.io/{m}-version")).map(String::as_str) == Some("latest")
+    });
+    let annotated = namespace.annotations().contains_key("nsguard.io/profile");
+    let Ok(policies) = Api::<NetworkPolicy>::namespaced(client.clone(), ns).list(&Default::default()).await else {
+        return false;
+    };
+    let mut names: Vec<String> = policies.items.iter().map(ResourceExt::name_any).collect();
+    names.sort();
+    let token_off = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .get_opt("default")
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|sa| sa.automount_service_account_token == Some(false));
+    psa && annotated && names == ["nsguard-allow-dns", "nsguard-default-deny"] && token_off
+}
+
+async fn all_exactly_hardened(client: &Client, namespaces: &[String]) -> bool {
+    for ns in namespaces {
+        if !exactly_hardened(client, ns).await {
+            return false;
+        }
+    }
+    true
+}
+
+async fn apply_profile(admin: &Client, shard: &str) {
+    let name = format!("fault-{shard}");
+    let profile = json!({"apiVersion": "nsguard.io/v1alpha1", "kind": "HardeningProfile",
+        "metadata": {"name": name, "labels": {SHARD_LABEL: shard}}, "spec": {}});
+    Api::<DynamicObject>::all_with(admin.clone(), &profile_resource())
+        .patch(&name, &PatchParams::apply("gitops"), &Patch::Apply(&profile))
+        .await
+        .expect("profile");
+}
+
+/// Every kind of drift, spread over `namespaces`: a PSA label, a deleted policy, a re-enabled token.
+async fn drift_every_kind(client: &Client, namespaces: &[String]) {
+    for (i, ns) in namespaces.iter().enumerate() {
+        match i % 3 {
+            0 => drift(client, std::slice::from_ref(ns)).await,
+            1 => {
+                let _ = Api::<NetworkPolicy>::namespaced(client.clone(), ns)
+                    .delete("nsguard-default-deny", &DeleteParams::default())
+                    .await;
+            }
+            _ => {
+                let patch = json!({"automountServiceAccountToken": true});
+                Api::<ServiceAccount>::namespaced(client.clone(), ns)
+                    .patch("default", &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .expect("re-enable the token");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_burst_completes_when_nsguard_is_killed_midway_and_restarted() {
+    let admin = admin_client().await;
+    let _ = install();
+    let kubeconfig = service_account_kubeconfig(&admin, "nsguard-system", "nsguard").await;
+    let shard = unique_name("burst");
+    let lease_name = unique_name("nsguard-burst");
+    let mut first = Instance::spawn("first", &kubeconfig, &shard, &lease_name, LEASE_SECONDS).await;
+    eventually("nsguard to lead", || async { first.is_leader().await.then_some(()) }).await;
+    apply_profile(&admin, &shard).await;
+
+    let creator = {
+        let admin = admin.clone();
+        let shard = shard.clone();
+        tokio::spawn(async move {
+            stream::iter(0..300)
+                .map(|_| {
+                    let admin = admin.clone();
+                    let shard = shard.clone();
+                    async move { create_namespace(&admin, "burst", &[(SHARD_LABEL, &shard)]).await }
+                })
+                .buffer_unordered(16)
+                .collect::<Vec<String>>()
+                .await
+        })
+    };
+    // Kill nsguard (SIGKILL: no lease release, writes cut off mid-flight) once it is under way.
+    eventually("nsguard to be under way", || async { (first.writes().await >= 50.0).then_some(()) }).await;
+    first.child.start_kill().expect("kill");
+    let _ = first.child.wait().await;
+    let killed = Instant::now();
+    let second = Instance::spawn("second", &kubeconfig, &shard, &lease_name, LEASE_SECONDS).await;
+    let namespaces = creator.await.expect("creator");
+    eventually_within("all 300 namespaces exactly hardened", Duration::from_secs(300), || async {
+        all_exactly_hardened(&admin, &namespaces).await.then_some(())
+    })
+    .await;
+    record("burst-300-complete-after-sigkill", killed.elapsed());
+    assert!(second.is_leader().await);
+}
+
+#[tokio::test]
+async fn changes_made_during_a_partition_converge_through_relists_alone() {
+    let admin = admin_client().await;
+    let _ = install();
+    let proxy = Proxy::start(api_server_address()).await;
+    let server = format!("https://127.0.0.1:{}", proxy.port);
+    let kubeconfig = service_account_kubeconfig_via(&admin, "nsguard-system", "nsguard", Some(server)).await;
+    let shard = unique_name("cut");
+    let lease_name = unique_name("nsguard-cut");
+    // The periodic resync is far beyond the deadline: only relist handling can pass this test.
+    let nsguard =
+        Instance::spawn_with("cut", &kubeconfig, &shard, &lease_name, LEASE_SECONDS, &["--resync-seconds", "86400"])
+            .await;
+    eventually("nsguard to lead", || async { nsguard.is_leader().await.then_some(()) }).await;
+    apply_profile(&admin, &shard).await;
+    let before = new_namespaces(&admin, &shard, 20).await;
+    eventually("the first 20 namespaces exactly hardened", || async {
+        all_exactly_hardened(&admin, &before).await.then_some(())
+    })
+    .await;
+
+    proxy.cut();
+    drift_every_kind(&admin, &before).await;
+    let during = new_namespaces(&admin, &shard, 20).await;
+    eventually("/readyz to report the partition", || async {
+        (http_get(nsguard.port, "/readyz").await.map(|(c, _)| c) == Some(503)).then_some(())
+    })
+    .await;
+    proxy.restore();
+    let restored = Instant::now();
+    let everything: Vec<String> = before.iter().chain(&during).cloned().collect();
+    eventually("all 40 namespaces exactly hardened after the partition", || async {
+        all_exactly_hardened(&admin, &everything).await.then_some(())
+    })
+    .await;
+    record("converge-40-namespaces-after-partition", restored.elapsed());
 }

@@ -13,7 +13,7 @@ fn read(file: &str) -> String {
 
 #[test]
 fn committed_crd_matches_the_rust_types() {
-    let generated = nsguard::crd::crd_yaml().expect("CRD serializes");
+    let generated = nsguard::cli::crd::crd_yaml().expect("CRD serializes");
     for file in FILES {
         assert!(read(file) == generated, "{file} is stale: run `make crds` and commit the result");
     }
@@ -28,7 +28,7 @@ fn nsguard_crd_prints_the_committed_crd() {
 
 #[test]
 fn crd_has_the_names_columns_and_scope_users_rely_on() {
-    let crd: serde_json::Value = serde_yaml::from_str(&read(FILES[0])).expect("yaml");
+    let crd: serde_json::Value = serde_saphyr::from_str(&read(FILES[0])).expect("yaml");
     assert_eq!(crd["spec"]["scope"], "Cluster");
     assert_eq!(crd["spec"]["group"], "nsguard.io");
     assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["hp"]));

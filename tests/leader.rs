@@ -121,3 +121,75 @@ async fn only_the_leader_writes_and_a_follower_takes_over_when_it_dies() {
     record("leader-takeover-after-sigterm", stopped.elapsed());
     let _ = b.name;
 }
+
+fn signal(child: &tokio::process::Child, sig: &str) {
+    let pid = child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill").args([sig, &pid]).status().expect("kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+#[tokio::test]
+async fn a_stalled_leader_writes_nothing_once_another_took_over() {
+    let admin = admin_client().await;
+    let _ = install();
+    let kubeconfig = service_account_kubeconfig(&admin, "nsguard-system", "nsguard").await;
+    let shard = unique_name("stall");
+    let lease = unique_name("nsguard-stall");
+    let a = Instance::spawn("a", &kubeconfig, &shard, &lease, LEASE_SECONDS).await;
+    eventually("a to lead", || async { a.is_leader().await.then_some(()) }).await;
+    let b = Instance::spawn("b", &kubeconfig, &shard, &lease, LEASE_SECONDS).await;
+
+    let profile = json!({"apiVersion": "nsguard.io/v1alpha1", "kind": "HardeningProfile",
+        "metadata": {"name": format!("stall-{shard}"), "labels": {SHARD_LABEL: shard}}, "spec": {}});
+    Api::<kube::api::DynamicObject>::all_with(admin.clone(), &support::operator::profile_resource())
+        .patch(&format!("stall-{shard}"), &PatchParams::apply("gitops"), &Patch::Apply(&profile))
+        .await
+        .expect("profile");
+    let drifting = create_namespace(&admin, "stall", &[(SHARD_LABEL, &shard)]).await;
+    let quiet = create_namespace(&admin, "quiet", &[(SHARD_LABEL, &shard)]).await;
+    let namespaces = Api::<Namespace>::all(admin.clone());
+    let enforce = |n: &Namespace| n.labels().get("pod-security.kubernetes.io/enforce").cloned();
+    for ns in [&drifting, &quiet] {
+        eventually("the namespaces to be hardened", || async {
+            (enforce(&namespaces.get(ns).await.ok()?).as_deref() == Some("restricted")).then_some(())
+        })
+        .await;
+    }
+    let quiet_events = nsguard_events(&admin, &quiet).await.len();
+
+    // a stalls (SIGSTOP) past its lease; b takes over and heals drift made meanwhile.
+    let a_writes = a.writes().await;
+    signal(&a.child, "-STOP");
+    let drift = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}});
+    namespaces.patch(&drifting, &PatchParams::default(), &Patch::Merge(&drift)).await.expect("drift");
+    eventually("b to take over", || async { b.is_leader().await.then_some(()) }).await;
+    eventually("b to heal the drift", || async {
+        (enforce(&namespaces.get(&drifting).await.ok()?).as_deref() == Some("restricted")).then_some(())
+    })
+    .await;
+
+    // a resumes believing it led; it sees the drift and the heal, and must write nothing.
+    let a_reconciles = || async { a.sample("nsguard_reconciles_total{").await };
+    signal(&a.child, "-CONT");
+    eventually("a to answer again, as a follower", || async {
+        (http_get(a.port, "/metrics").await.is_some() && !a.is_leader().await).then_some(())
+    })
+    .await;
+    let before = a_reconciles().await;
+    namespaces.patch(&drifting, &PatchParams::default(), &Patch::Merge(&drift)).await.expect("drift again");
+    eventually("b to heal the drift again", || async {
+        (enforce(&namespaces.get(&drifting).await.ok()?).as_deref() == Some("restricted")).then_some(())
+    })
+    .await;
+    eventually("a to have reconciled the drift (as a follower)", || async {
+        (a_reconciles().await > before).then_some(())
+    })
+    .await;
+    assert_eq!(a.writes().await, a_writes, "the stalled replica wrote after losing its lease");
+
+    // The takeover announced nothing about a namespace whose state did not change.
+    assert_eq!(nsguard_events(&admin, &quiet).await.len(), quiet_events, "events re-published on takeover");
+    let corrected = events_by(&admin, &drifting, "DriftCorrected").await;
+    assert!(corrected.iter().all(|i| i == "b" || i == "a"), "{corrected:?}");
+    assert!(corrected.iter().filter(|i| *i == "b").count() >= 1, "b corrected the drift: {corrected:?}");
+}

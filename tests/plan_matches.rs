@@ -39,9 +39,7 @@ fn documents(dir: &str) -> Vec<Value> {
         .iter()
         .flat_map(|f| {
             let text = std::fs::read_to_string(f).expect("read");
-            serde_yaml::Deserializer::from_str(&text)
-                .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
-                .collect::<Vec<Value>>()
+            serde_saphyr::from_multiple::<Value>(&text).expect("yaml")
         })
         .collect()
 }
@@ -98,15 +96,13 @@ async fn plan_equals_what_the_controller_applies() {
     std::fs::create_dir_all(&dir).expect("mkdir");
     let file = dir.join("fixture.yaml");
     let docs = shard_fixture(&shard);
-    let text: String = docs.iter().map(|d| serde_yaml::to_string(d).expect("yaml")).collect::<Vec<_>>().join("---\n");
+    let text: String = docs.iter().map(|d| serde_saphyr::to_string(d).expect("yaml")).collect::<Vec<_>>().join("---\n");
     std::fs::write(&file, text).expect("write fixture");
     let file = file.to_str().expect("path");
     let plan: Value = serde_json::from_slice(&nsguard(&["plan", "-f", file, "-o", "json"]).stdout).expect("plan json");
-    let manifests: Vec<Value> = serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(
-        &nsguard(&["plan", "-f", file, "-o", "yaml"]).stdout,
-    ))
-    .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
-    .collect();
+    let manifests: Vec<Value> =
+        serde_saphyr::from_multiple(&String::from_utf8_lossy(&nsguard(&["plan", "-f", file, "-o", "yaml"]).stdout))
+            .expect("yaml");
     let entries = plan["namespaces"].as_array().expect("namespaces").clone();
     assert_eq!(entries.len(), 4);
 
@@ -117,7 +113,7 @@ async fn plan_equals_what_the_controller_applies() {
     for (part, objects) in [("profiles", &profiles), ("namespaces", &rest)] {
         let path = dir.join(format!("{part}.yaml"));
         let text: String =
-            objects.iter().map(|d| serde_yaml::to_string(d).expect("yaml")).collect::<Vec<_>>().join("---\n");
+            objects.iter().map(|d| serde_saphyr::to_string(d).expect("yaml")).collect::<Vec<_>>().join("---\n");
         std::fs::write(&path, text).expect("write");
         let out = kubectl(&["apply", "-f", path.to_str().expect("path")]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -5,7 +5,7 @@ mod support;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use nsguard::metrics::ResultLabels;
+use nsguard::ops::metrics::ResultLabels;
 use serde_json::json;
 use support::operator::{Operator, profile_resource};
 use support::*;

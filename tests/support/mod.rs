@@ -102,17 +102,26 @@ pub async fn create_namespace(client: &Client, prefix: &str, labels: &[(&str, &s
 }
 
 /// Polls `check` until it returns `Some`, failing the test with `what` after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    eventually_within(what, DEADLINE, check).await
+}
+
+/// [`eventually`] with a deadline of its own, for work that scales with a test's size.
+pub async fn eventually_within<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
     loop {
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {DEADLINE:?} waiting for {what}");
+        assert!(tokio::time::Instant::now() < until, "timed out after {deadline:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -200,14 +209,32 @@ pub async fn apiserver_requests(client: &kube::Client, filter: impl Fn(&str) -> 
 /// Writes a kubeconfig that authenticates as ServiceAccount `namespace/name` (a TokenRequest
 /// token), for running the `nsguard` binary with exactly that ServiceAccount's permissions.
 pub async fn service_account_kubeconfig(admin: &Client, namespace: &str, name: &str) -> PathBuf {
+    service_account_kubeconfig_via(admin, namespace, name, None).await
+}
+
+/// The API server's address, from the test kubeconfig.
+pub fn api_server_address() -> std::net::SocketAddr {
+    let config: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig_path()).expect("kubeconfig")).expect("yaml");
+    let server = config["clusters"][0]["cluster"]["server"].as_str().expect("server").to_owned();
+    server.trim_start_matches("https://").parse().expect("host:port")
+}
+
+/// [`service_account_kubeconfig`], reaching the API server at `server` (say, through a proxy).
+pub async fn service_account_kubeconfig_via(
+    admin: &Client,
+    namespace: &str,
+    name: &str,
+    server: Option<String>,
+) -> PathBuf {
     let token = service_account_token(admin, namespace, name).await;
-    let admin_config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(kubeconfig_path()).expect("kubeconfig")).expect("yaml");
+    let admin_config: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig_path()).expect("kubeconfig")).expect("yaml");
     let cluster = &admin_config["clusters"][0]["cluster"];
     let kubeconfig = serde_json::json!({
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": "local", "cluster": {
-            "server": cluster["server"].as_str(),
+            "server": server.as_deref().or(cluster["server"].as_str()),
             "certificate-authority-data": cluster["certificate-authority-data"].as_str(),
         }}],
         "users": [{"name": name, "user": {"token": token}}],
@@ -239,6 +266,7 @@ pub fn free_port() -> u16 {
 }
 pub mod operator;
 pub mod process;
+pub mod proxy;
 
 /// Events nsguard published about namespace `ns` (they live in namespace `default`).
 pub async fn nsguard_events(client: &Client, ns: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
@@ -262,10 +290,15 @@ pub fn cluster_dir() -> PathBuf {
     kubeconfig_path().parent().map(PathBuf::from).unwrap_or_default()
 }
 
+/// A control-plane component killed by [`stop_component`], to be started again by [`start_component`].
+pub struct Stopped {
+    name: String,
+    argv: Vec<String>,
+}
+
 /// Kills control-plane component `name` (as `up.sh` recorded it: `etcd`, `kube-apiserver`, ...)
-/// with SIGKILL, keeps it down for `down_for`, and starts it again with exactly the same command
-/// line, recording the new pid so `down.sh` still stops it. Returns once the new process runs.
-pub async fn restart_component(name: &str, down_for: Duration) {
+/// with SIGKILL and waits until it is gone.
+pub async fn stop_component(name: &str) -> Stopped {
     let pids_path = cluster_dir().join("pids");
     let pids = std::fs::read_to_string(&pids_path).unwrap_or_else(|e| panic!("{}: {e}", pids_path.display()));
     let line = pids
@@ -278,12 +311,17 @@ pub async fn restart_component(name: &str, down_for: Duration) {
         cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     let status = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
     assert!(status.success(), "kill -KILL {pid}");
-    // Wait for the process to be gone (its port to be free) before the down time starts.
     eventually(&format!("{name} (pid {pid}) to exit"), || async {
         (!std::path::Path::new(&format!("/proc/{pid}/exe")).exists()).then_some(())
     })
     .await;
-    tokio::time::sleep(down_for).await;
+    Stopped { name: name.to_owned(), argv }
+}
+
+/// Starts a stopped component again with exactly the same command line, recording the new pid so
+/// `down.sh` still stops it.
+pub fn start_component(stopped: Stopped) {
+    let Stopped { name, argv } = stopped;
     let log = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -299,6 +337,8 @@ pub async fn restart_component(name: &str, down_for: Duration) {
     let new_pid = child.id();
     // Detach: the component outlives this test process, and down.sh stops it.
     std::mem::forget(child);
+    let pids_path = cluster_dir().join("pids");
+    let pids = std::fs::read_to_string(&pids_path).expect("pids");
     let updated: String = pids
         .lines()
         .map(|l| {

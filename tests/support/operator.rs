@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use kube::Client;
 use nsguard::controller::{self, Handle, Settings};
-use nsguard::metrics::Metrics;
-use nsguard::selection::Exclusions;
+use nsguard::core::selection::Exclusions;
+use nsguard::ops::metrics::Metrics;
 
 use super::*;
 
@@ -61,7 +61,7 @@ impl Operator {
         };
         tweak(&mut settings);
         let metrics = Arc::new(Metrics::default());
-        let leader = nsguard::leader::Leadership::unconditional();
+        let leader = nsguard::controller::leader::Leadership::unconditional();
         let (handle_tx, mut handle_rx) = tokio::sync::mpsc::unbounded_channel();
         let task_metrics = metrics.clone();
         let task = tokio::spawn(async move {
@@ -77,7 +77,7 @@ impl Operator {
         let ready = handle.clone();
         eventually("the controller's caches to sync", || {
             let ready = ready.clone();
-            async move { ready.is_ready().then_some(()) }
+            async move { ready.is_synced().then_some(()) }
         })
         .await;
         Self { shard, admin, handle, metrics, task }
@@ -113,10 +113,10 @@ impl Operator {
 
     /// How many drift corrections of `kind` this controller counted.
     pub fn corrections(&self, kind: &'static str) -> u64 {
-        self.metrics.drift_corrected.get_or_create(&nsguard::metrics::DriftLabels { kind }).get()
+        self.metrics.drift_corrected.get_or_create(&nsguard::ops::metrics::DriftLabels { kind }).get()
     }
 }
 
 pub fn profile_resource() -> kube::api::ApiResource {
-    kube::api::ApiResource::erase::<nsguard::crd::HardeningProfile>(&())
+    kube::api::ApiResource::erase::<nsguard::core::crd::HardeningProfile>(&())
 }

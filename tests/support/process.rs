@@ -17,6 +17,18 @@ pub struct Instance {
 
 impl Instance {
     pub async fn spawn(name: &'static str, kubeconfig: &PathBuf, shard: &str, lease: &str, lease_seconds: u64) -> Self {
+        Self::spawn_with(name, kubeconfig, shard, lease, lease_seconds, &[]).await
+    }
+
+    /// [`Instance::spawn`] with extra `nsguard run` flags.
+    pub async fn spawn_with(
+        name: &'static str,
+        kubeconfig: &PathBuf,
+        shard: &str,
+        lease: &str,
+        lease_seconds: u64,
+        extra: &[&str],
+    ) -> Self {
         let port = free_port();
         let log = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/test-kubeconfigs/{lease}-{name}.log"));
         let selector = format!("{SHARD_LABEL}={shard}");
@@ -34,6 +46,7 @@ impl Instance {
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--metrics-address", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .kill_on_drop(true)

@@ -9,8 +9,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector as K8sSelecto
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 
-use crate::crd::{HardeningProfileSpec, LabelSelector, Mode, ReleasePolicy, SelectorOperator, ServiceAccountScope};
-use crate::model::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_ANNOTATION, RELEASE_POLICY_ANNOTATION};
+use crate::core::crd::{
+    HardeningProfileSpec, LabelSelector, Mode, ReleasePolicy, SelectorOperator, ServiceAccountScope,
+};
+use crate::core::model::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_ANNOTATION, RELEASE_POLICY_ANNOTATION};
 
 /// Name of the default-deny NetworkPolicy.
 pub const DEFAULT_DENY_POLICY: &str = "nsguard-default-deny";

@@ -1,5 +1,9 @@
 //! The companion commands: `plan`, `validate` (offline) and `status` (live).
 
+pub mod crd;
+pub mod load;
+pub mod offline;
+
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -12,10 +16,12 @@ use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde::Serialize;
 
-use crate::crd::HardeningProfile;
-use crate::model::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, NamespaceView, NetworkPolicyView, Profile, ServiceAccountView};
-use crate::offline::{self, Inputs, Origin};
-use crate::selection::Exclusions;
+use self::offline::{Inputs, Origin};
+use crate::core::crd::HardeningProfile;
+use crate::core::model::{
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE, NamespaceView, NetworkPolicyView, Profile, ServiceAccountView,
+};
+use crate::core::selection::Exclusions;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum PlanFormat {
@@ -81,8 +87,9 @@ pub struct ValidateArgs {
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// Kubeconfig file; without it, the default kubeconfig or in-cluster configuration.
-    #[arg(long, env = "KUBECONFIG")]
+    /// Kubeconfig file; without it, `$KUBECONFIG` (colon-separated files are merged), the default
+    /// kubeconfig, or the in-cluster configuration.
+    #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
@@ -140,7 +147,7 @@ pub fn validate(args: &ValidateArgs) -> anyhow::Result<i32> {
 struct StatusRow {
     namespace: String,
     profile: Option<String>,
-    mode: Option<crate::crd::Mode>,
+    mode: Option<crate::core::crd::Mode>,
     compliant: bool,
     differences: Vec<String>,
     last_drift: Option<LastDrift>,

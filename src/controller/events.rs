@@ -13,15 +13,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use tokio::sync::mpsc;
 
-use crate::metrics::Metrics;
 use kube::api::{Api, ObjectMeta, PostParams};
 
-/// Normal or Warning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Severity {
-    Normal,
-    Warning,
-}
+use crate::core::decide::{Severity, truncate};
+use crate::ops::metrics::Metrics;
 
 /// Publishes events as controller `nsguard`.
 #[derive(Clone)]
@@ -32,19 +27,6 @@ pub struct Publisher {
 
 /// Events allow 1 kB of note.
 pub const MAX_NOTE: usize = 1000;
-
-/// Shortens `text` to at most `max` bytes, on a character boundary, marking the cut with " …".
-pub fn truncate(text: &mut String, max: usize) {
-    const MARK: &str = " …";
-    if text.len() > max {
-        let mut cut = max.saturating_sub(MARK.len());
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str(MARK);
-    }
-}
 
 impl Publisher {
     pub fn new(client: Client, instance: Option<String>) -> Self {
@@ -110,10 +92,9 @@ impl EventQueue {
 
     /// Starts the publishing task; it ends when every queue handle is dropped.
     pub fn start(publisher: Publisher, metrics: std::sync::Arc<Metrics>) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Pending>(Self::CAPACITY);
-        let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let (tx, rx) = mpsc::channel::<Pending>(Self::CAPACITY);
         tokio::spawn(
-            stream
+            tokio_stream::wrappers::ReceiverStream::new(rx)
                 .map(move |e| {
                     let publisher = publisher.clone();
                     let metrics = metrics.clone();

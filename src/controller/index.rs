@@ -17,29 +17,24 @@ pub trait Keyed {
     fn resource_version(&self) -> Option<&str>;
 }
 
-impl Keyed for crate::model::ServiceAccountView {
-    fn namespace(&self) -> &str {
-        &self.namespace
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn resource_version(&self) -> Option<&str> {
-        self.resource_version.as_deref()
-    }
+/// Implements [`Keyed`] for views with `namespace`, `name` and `resource_version` fields.
+macro_rules! keyed {
+    ($($view:ty),+) => {$(
+        impl Keyed for $view {
+            fn namespace(&self) -> &str {
+                &self.namespace
+            }
+            fn name(&self) -> &str {
+                &self.name
+            }
+            fn resource_version(&self) -> Option<&str> {
+                self.resource_version.as_deref()
+            }
+        }
+    )+};
 }
 
-impl Keyed for crate::model::NetworkPolicyView {
-    fn namespace(&self) -> &str {
-        &self.namespace
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn resource_version(&self) -> Option<&str> {
-        self.resource_version.as_deref()
-    }
-}
+keyed!(crate::core::model::ServiceAccountView, crate::core::model::NetworkPolicyView);
 
 type Groups<V> = HashMap<String, BTreeMap<String, Arc<V>>>;
 
@@ -204,7 +199,7 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ServiceAccountView;
+    use crate::core::model::ServiceAccountView;
 
     fn sa(ns: &str, name: &str) -> ServiceAccountView {
         ServiceAccountView {

@@ -11,6 +11,8 @@
 //!   soon as a renewal succeeds again (after an API-server restart, say);
 //! - on shutdown the holder gives the lease up, so a successor need not wait for it to expire.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -27,21 +29,35 @@ use tracing::{debug, info, warn};
 pub struct Leadership {
     /// Until when this replica leads; `None` while it does not.
     until: watch::Receiver<Option<Instant>>,
+    /// The last lease request got an answer (false while the API server cannot be reached).
+    reachable: Arc<AtomicBool>,
     /// For [`Leadership::unconditional`], the sender that keeps the value in place.
-    _fixed: Option<std::sync::Arc<watch::Sender<Option<Instant>>>>,
+    _fixed: Option<Arc<watch::Sender<Option<Instant>>>>,
+}
+
+/// The elector's side of [`Leadership`].
+pub struct Claims {
+    until: watch::Sender<Option<Instant>>,
+    reachable: Arc<AtomicBool>,
 }
 
 impl Leadership {
     /// A replica that always leads (leader election off, or a test).
     pub fn unconditional() -> Self {
         let (tx, until) = watch::channel(Some(far_future()));
-        Self { until, _fixed: Some(std::sync::Arc::new(tx)) }
+        Self { until, reachable: Arc::new(AtomicBool::new(true)), _fixed: Some(Arc::new(tx)) }
     }
 
-    /// Leadership that an [`Elector`] (or a test) publishes through the returned sender.
-    pub fn channel() -> (watch::Sender<Option<Instant>>, Self) {
+    /// Leadership that an [`Elector`] (or a test) publishes through the returned [`Claims`].
+    pub fn channel() -> (Claims, Self) {
         let (tx, until) = watch::channel(None);
-        (tx, Self { until, _fixed: None })
+        let reachable = Arc::new(AtomicBool::new(true));
+        (Claims { until: tx, reachable: reachable.clone() }, Self { until, reachable, _fixed: None })
+    }
+
+    /// The Lease answered the last request (leader or follower): false during an API outage.
+    pub fn lease_reachable(&self) -> bool {
+        self.reachable.load(Ordering::Acquire)
     }
 
     /// This replica holds the lease and its renew deadline has not passed.
@@ -118,7 +134,8 @@ impl Elector {
 
     /// Runs until `stop` resolves, publishing leadership to `leader`; then releases the lease if this
     /// replica holds it.
-    pub async fn run(mut self, leader: watch::Sender<Option<Instant>>, stop: impl Future<Output = ()>) {
+    pub async fn run(mut self, claims: Claims, stop: impl Future<Output = ()>) {
+        let Claims { until: leader, reachable } = claims;
         tokio::pin!(stop);
         loop {
             // A lapsed deadline is published as "not leading" even while the API does not answer.
@@ -129,7 +146,9 @@ impl Elector {
             let started = Instant::now();
             let attempt = tokio::time::timeout(self.timing.renew_deadline / 2, self.try_acquire_or_renew());
             tokio::select! {
-                result = attempt => match result {
+                result = attempt => {
+                reachable.store(matches!(result, Ok(Ok(_))), Ordering::Release);
+                match result {
                     Ok(Ok(true)) => {
                         let was = leader.send_replace(Some(started + self.timing.renew_deadline));
                         if was.is_none() {
@@ -143,7 +162,7 @@ impl Elector {
                     }
                     Ok(Err(e)) => warn!(error = %e, "leader election: lease not renewed; retrying"),
                     Err(_) => warn!("leader election: lease request timed out; retrying"),
-                },
+                }},
                 () = &mut stop => break,
             }
             tokio::select! {
@@ -257,9 +276,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn leadership_lapses_at_its_deadline_without_a_renewal() {
-        let (tx, leadership) = Leadership::channel();
+        let (claims, leadership) = Leadership::channel();
         assert!(!leadership.is_leader());
-        tx.send_replace(Some(Instant::now() + Duration::from_secs(10)));
+        claims.until.send_replace(Some(Instant::now() + Duration::from_secs(10)));
         assert!(leadership.is_leader());
         tokio::time::advance(Duration::from_secs(9)).await;
         assert!(leadership.is_leader());

@@ -12,13 +12,15 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::controller::Handle;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
-/// What the server reads: the controller (once started) and the metrics.
+/// Whether this replica can do its job now (the controller's readiness).
+pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// What the server reads: readiness and the metrics.
 #[derive(Clone)]
 pub struct Admin {
-    pub controller: Arc<std::sync::OnceLock<Handle>>,
+    pub ready: Readiness,
     pub metrics: Arc<Metrics>,
 }
 
@@ -27,9 +29,13 @@ async fn livez() -> &'static str {
 }
 
 async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
-    let ready = admin.controller.get().is_some_and(Handle::is_ready);
+    let ready = (admin.ready)();
     admin.metrics.ready.set(i64::from(ready));
-    if ready { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "caches not synced\n") }
+    if ready {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: caches not synced, a watch failing, or the lease unreachable\n")
+    }
 }
 
 async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {

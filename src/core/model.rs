@@ -10,9 +10,11 @@ use k8s_openapi::api::{
 };
 use kube::api::ObjectMeta;
 
-use crate::crd::HardeningProfileSpec;
-use crate::selection::{CompiledSelector, NamespaceGlobs};
-use crate::validate::{self, FieldError};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use kube::core::{Expression, Selector};
+
+use crate::core::crd::{HardeningProfileSpec, LabelSelector, SelectorOperator};
+use crate::core::validate::{self, FieldError};
 
 /// nsguard's field manager for server-side apply.
 pub const FIELD_MANAGER: &str = "nsguard";
@@ -137,7 +139,8 @@ pub struct Profile {
 #[derive(Clone, Debug)]
 pub struct ValidProfile {
     pub spec: HardeningProfileSpec,
-    pub selector: CompiledSelector,
+    /// The namespace selector (absent or empty selects every namespace).
+    pub selector: Selector,
     pub excluded: NamespaceGlobs,
 }
 
@@ -173,9 +176,56 @@ impl Profile {
 
 impl ValidProfile {
     fn new(spec: HardeningProfileSpec) -> Result<Self, Vec<FieldError>> {
-        let selector = CompiledSelector::new(spec.namespace_selector.as_ref());
+        let selector = selector(spec.namespace_selector.as_ref());
         let excluded = NamespaceGlobs::new(&spec.exclude_namespaces)
             .map_err(|e| vec![FieldError { field: "spec.excludeNamespaces".into(), message: e }])?;
         Ok(Self { spec, selector, excluded })
+    }
+}
+
+/// kube's [`Selector`] for a profile's namespace selector: one implementation of label-selector
+/// semantics, shared with the rest of the ecosystem.
+fn selector(selector: Option<&LabelSelector>) -> Selector {
+    let Some(selector) = selector else { return Selector::default() };
+    let mut compiled: Selector = selector.match_labels.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+    compiled.extend(selector.match_expressions.iter().map(|req| {
+        let key = req.key.clone();
+        let values = req.values.iter().map(|v| v.0.clone()).collect();
+        match req.operator {
+            SelectorOperator::In => Expression::In(key, values),
+            SelectorOperator::NotIn => Expression::NotIn(key, values),
+            SelectorOperator::Exists => Expression::Exists(key),
+            SelectorOperator::DoesNotExist => Expression::DoesNotExist(key),
+        }
+    }));
+    compiled
+}
+
+/// Namespace-name globs (`*` any run, `?` any one character), matched against the whole name.
+#[derive(Clone, Debug)]
+pub struct NamespaceGlobs(GlobSet);
+
+impl Default for NamespaceGlobs {
+    fn default() -> Self {
+        Self(GlobSet::empty())
+    }
+}
+
+impl NamespaceGlobs {
+    pub fn new(globs: &[String]) -> Result<Self, String> {
+        let mut set = GlobSetBuilder::new();
+        for glob in globs {
+            let compiled = GlobBuilder::new(glob)
+                .literal_separator(false)
+                .backslash_escape(false)
+                .build()
+                .map_err(|e| format!("{glob:?}: {e}"))?;
+            set.add(compiled);
+        }
+        set.build().map(Self).map_err(|e| e.to_string())
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.0.is_match(name)
     }
 }

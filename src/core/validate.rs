@@ -10,7 +10,7 @@ use std::fmt;
 use regex::Regex;
 use serde::Serialize;
 
-use crate::crd::{
+use crate::core::crd::{
     DNS1123_LABEL, DNS1123_SUBDOMAIN, HardeningProfileSpec, LABEL_KEY, LABEL_VALUE, LabelSelector, NAMESPACE_GLOB,
     PSA_VERSION, SelectorOperator,
 };

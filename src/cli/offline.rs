@@ -1,0 +1,250 @@
+//! `nsguard plan` and `nsguard validate`: the controller's pure core run over manifests in files,
+//! for previews in GitOps CI. Never a second implementation of the rules: profiles go through
+//! [`crate::core::validate`], namespaces through [`crate::core::selection::govern`] and [`crate::core::plan::plan`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+pub use super::load::{FileError, Inputs, Origin, load, validate};
+use crate::core::crd::Mode;
+use crate::core::desired::release_policy_str;
+use crate::core::model::{NamespaceView, NetworkPolicyView, Profile, ServiceAccountView};
+use crate::core::plan::{Action, Drift, Observed, Outcome, Plan, plan};
+use crate::core::selection::{Exclusions, Governance, govern};
+
+/// What nsguard would do to one namespace.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespacePlan {
+    pub namespace: String,
+    /// The governing profile, or null.
+    pub profile: Option<String>,
+    /// Profiles that select the namespace but lost to `profile` (priority, then name).
+    pub overridden_profiles: Vec<String>,
+    /// The governing profile's mode, or null.
+    pub mode: Option<Mode>,
+    /// Enforce: apply the baseline; Audit: report only; Release: hand back what nsguard applied;
+    /// Hold: the profile is invalid, nothing changes; Excluded: never governed; None: no profile.
+    pub action: &'static str,
+    /// The labels nsguard sets on the namespace.
+    pub labels: BTreeMap<String, String>,
+    /// nsguard's NetworkPolicies and what happens to each.
+    pub network_policies: Vec<PolicyChange>,
+    /// ServiceAccounts whose token setting changes.
+    pub service_accounts: Vec<ServiceAccountChange>,
+    /// What differs from the baseline now.
+    pub drift: Vec<Drift>,
+    #[serde(skip)]
+    plan: Plan,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyChange {
+    pub name: String,
+    /// create, update, delete or unchanged
+    pub change: &'static str,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountChange {
+    pub name: String,
+    /// disableTokenAutomount, or release (nsguard gives the field back)
+    pub change: &'static str,
+}
+
+/// Plans every namespace in the inputs, sorted by name.
+pub fn plan_all(inputs: &Inputs, exclusions: &Exclusions) -> Vec<NamespacePlan> {
+    let profiles: Vec<Arc<Profile>> = inputs.profiles.iter().map(|(_, p)| p.clone()).collect();
+    let mut namespaces = inputs.namespaces.clone();
+    namespaces.sort_by(|a, b| a.name.cmp(&b.name));
+    namespaces.dedup_by(|a, b| a.name == b.name);
+    namespaces
+        .iter()
+        .map(|ns| {
+            let mut service_accounts: Vec<Arc<ServiceAccountView>> =
+                inputs.service_accounts.iter().filter(|sa| sa.namespace == ns.name).cloned().map(Arc::new).collect();
+            // Kubernetes creates a `default` ServiceAccount in every namespace; manifests rarely
+            // contain it.
+            if !service_accounts.iter().any(|sa| sa.name == "default") {
+                service_accounts.push(Arc::new(ServiceAccountView {
+                    namespace: ns.name.clone(),
+                    name: "default".into(),
+                    uid: None,
+                    resource_version: None,
+                    automount_token: None,
+                    automount_owned: false,
+                }));
+            }
+            // In name order, as the controller's cache returns them.
+            service_accounts.sort_by(|a, b| a.name.cmp(&b.name));
+            let mut network_policies: Vec<Arc<NetworkPolicyView>> =
+                inputs.network_policies.iter().filter(|np| np.namespace == ns.name).cloned().map(Arc::new).collect();
+            network_policies.sort_by(|a, b| a.name.cmp(&b.name));
+            let observed = Observed { network_policies, service_accounts };
+            {
+                // Offline, the files are the whole truth: a profile missing from them is one the
+                // GitOps tool will delete, which releases its namespaces.
+                let governance = match govern(ns, &profiles, exclusions) {
+                    Governance::Orphaned { .. } => Governance::Ungoverned,
+                    other => other,
+                };
+                namespace_plan(ns, plan(ns, governance, &observed))
+            }
+        })
+        .collect()
+}
+
+fn namespace_plan(ns: &NamespaceView, plan: Plan) -> NamespacePlan {
+    let profile = plan.governance.profile_name().map(str::to_owned);
+    let overridden = plan.governance.overridden().to_vec();
+    let mode = plan.desired.as_ref().map(|d| d.mode);
+    let action = match (&plan.governance, plan.outcome) {
+        (Governance::Excluded, _) => "Excluded",
+        (Governance::Held { .. } | Governance::Orphaned { .. }, _) => "Hold",
+        (_, Outcome::Releasing) => "Release",
+        (Governance::Ungoverned, _) => "None",
+        (Governance::Governed { .. }, _) if mode == Some(Mode::Audit) => "Audit",
+        (Governance::Governed { .. }, _) => "Enforce",
+    };
+    let labels = plan.desired.as_ref().map(|d| d.labels.clone()).unwrap_or_default();
+    let mut network_policies: Vec<PolicyChange> = Vec::new();
+    if let Some(desired) = &plan.desired {
+        for name in desired.network_policies.keys() {
+            let change = if plan.drift.contains(&Drift::NetworkPolicyMissing { name: name.clone() }) {
+                "create"
+            } else if plan.drift.contains(&Drift::NetworkPolicyChanged { name: name.clone() }) {
+                "update"
+            } else {
+                "unchanged"
+            };
+            network_policies.push(PolicyChange { name: name.clone(), change });
+        }
+    }
+    let mut service_accounts = Vec::new();
+    for d in &plan.drift {
+        match d {
+            Drift::NetworkPolicyUnwanted { name } => {
+                network_policies.push(PolicyChange { name: name.clone(), change: "delete" })
+            }
+            Drift::ServiceAccountAutomount { name, .. } => {
+                service_accounts.push(ServiceAccountChange { name: name.clone(), change: "disableTokenAutomount" })
+            }
+            _ => {}
+        }
+    }
+    for a in &plan.actions {
+        match a {
+            Action::DeleteNetworkPolicy { name, .. } if !network_policies.iter().any(|p| &p.name == name) => {
+                network_policies.push(PolicyChange { name: name.clone(), change: "delete" })
+            }
+            Action::ReleaseAutomount { name, .. } => {
+                service_accounts.push(ServiceAccountChange { name: name.clone(), change: "release" })
+            }
+            _ => {}
+        }
+    }
+    NamespacePlan {
+        namespace: ns.name.clone(),
+        profile,
+        overridden_profiles: overridden,
+        mode,
+        action,
+        labels,
+        network_policies,
+        service_accounts,
+        drift: plan.drift.clone(),
+        plan,
+    }
+}
+
+/// `-o json`: `{"namespaces": [...]}`.
+pub fn render_json(plans: &[NamespacePlan]) -> String {
+    serde_json::to_string_pretty(&json!({ "namespaces": plans })).unwrap_or_default() + "\n"
+}
+
+/// `-o table`: one line per namespace.
+pub fn render_table(plans: &[NamespacePlan]) -> String {
+    let rows: Vec<[String; 5]> = plans
+        .iter()
+        .map(|p| {
+            let changes = if p.drift.is_empty() && p.plan.actions.is_empty() {
+                "-".to_owned()
+            } else if p.action == "Release" {
+                format!("{} write(s) to release", p.plan.actions.len())
+            } else {
+                let verb = if p.action == "Audit" { "would report" } else { "would fix" };
+                format!("{verb} {} difference(s)", p.drift.len())
+            };
+            [
+                p.namespace.clone(),
+                p.profile.clone().unwrap_or_else(|| "<none>".into()),
+                p.action.to_owned(),
+                if p.overridden_profiles.is_empty() { "-".into() } else { p.overridden_profiles.join(",") },
+                changes,
+            ]
+        })
+        .collect();
+    columns(&["NAMESPACE", "PROFILE", "ACTION", "OVERRIDDEN", "CHANGES"], &rows)
+}
+
+/// Left-aligned columns separated by three spaces, as kubectl prints tables.
+pub fn columns<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> =
+        (0..N).map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+    let line = |cells: &[String]| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("   ").trim_end().to_owned()
+    };
+    let mut out = line(&header.map(str::to_owned)) + "\n";
+    for row in rows {
+        out += &(line(row) + "\n");
+    }
+    out
+}
+
+/// `-o yaml`: the objects nsguard would apply, as Kubernetes manifests (Enforce mode only; Audit
+/// mode applies nothing).
+pub fn render_yaml(plans: &[NamespacePlan]) -> String {
+    let mut docs: Vec<String> = Vec::new();
+    for p in plans {
+        let (Some(desired), Some(profile)) = (&p.plan.desired, &p.profile) else { continue };
+        if desired.mode != Mode::Enforce {
+            continue;
+        }
+        let namespace = json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {
+                "name": p.namespace,
+                "labels": desired.labels,
+                "annotations": {
+                    crate::core::model::PROFILE_ANNOTATION: profile,
+                    crate::core::model::RELEASE_POLICY_ANNOTATION: release_policy_str(desired.release_policy),
+                },
+            },
+        });
+        docs.push(yaml(&namespace));
+        for np in desired.network_policies.values() {
+            docs.push(yaml(&serde_json::to_value(np).unwrap_or_default()));
+        }
+        for sa in p.service_accounts.iter().filter(|s| s.change == "disableTokenAutomount") {
+            docs.push(yaml(&json!({
+                "apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": sa.name, "namespace": p.namespace},
+                "automountServiceAccountToken": false,
+            })));
+        }
+    }
+    docs.join("---\n")
+}
+
+fn yaml(value: &Value) -> String {
+    serde_saphyr::to_string(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+#[path = "offline_tests.rs"]
+mod tests;

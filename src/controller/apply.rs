@@ -1,0 +1,182 @@
+//! Executes the writes a [`Decision`](crate::core::decide::Decision) names: server-side applies
+//! with field manager `nsguard` (carrying the object's UID, so a write never re-creates an object
+//! someone deleted), and deletes of nsguard's own NetworkPolicies. Each write is guarded by
+//! leadership and a timeout, and remembered until the watch shows it.
+
+use std::time::Instant;
+
+use futures::{FutureExt, StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::reflector::ObjectRef;
+use serde_json::json;
+
+use super::context::Context;
+use super::{Error, Result};
+use crate::core::decide::{action_key, recreate_after_apply};
+use crate::core::model::{FIELD_MANAGER, NamespaceView};
+use crate::core::plan::Action;
+
+/// Writes one namespace sends at once (a namespace with 2,000 ServiceAccounts must not open 2,000
+/// requests, nor hold 2,000 responses in memory).
+pub const WRITE_CONCURRENCY: usize = 8;
+
+/// What a write left behind.
+enum Written {
+    /// The object at this resourceVersion.
+    Object(Option<String>),
+    /// The object is gone.
+    Deleted,
+    /// Nothing changed.
+    Nothing,
+}
+
+/// 404: the object was deleted; 409 on an apply or delete with a UID precondition, or 422 on an
+/// apply whose UID no longer matches: it was deleted (and maybe re-created). Either way its watch
+/// event brings a fresh reconcile.
+pub fn gone(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 409 || (s.code == 422 && s.message.contains("uid")))
+}
+
+/// Runs `writes`: everything but the namespace, a bounded number at a time; the namespace (its
+/// annotation marks it hardened) last.
+pub async fn execute(ctx: &Context, ns: &NamespaceView, writes: &[Action]) -> Result<()> {
+    let (namespace_writes, others): (Vec<&Action>, Vec<&Action>) =
+        writes.iter().partition(|a| matches!(a, Action::ApplyNamespace { .. }));
+    // Boxed: keeps the future's type nameable, so the controller's stream stays `Send`.
+    let writes: Vec<futures::future::BoxFuture<'_, Result<()>>> =
+        others.into_iter().map(|a| execute_one(ctx, ns, a).boxed()).collect();
+    stream::iter(writes).buffer_unordered(WRITE_CONCURRENCY).try_collect::<Vec<()>>().await?;
+    for a in namespace_writes {
+        execute_one(ctx, ns, a).await?;
+    }
+    Ok(())
+}
+
+async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Result<()> {
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let namespace = ns.name.as_str();
+    let (written, resource, verb) = match action {
+        Action::ApplyNamespace { labels, annotations } => {
+            let mut metadata = json!({"name": namespace});
+            if let Some(uid) = &ns.uid {
+                metadata["uid"] = json!(uid);
+            }
+            if !labels.is_empty() {
+                metadata["labels"] = json!(labels);
+            }
+            if !annotations.is_empty() {
+                metadata["annotations"] = json!(annotations);
+            }
+            let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata});
+            let before = ctx.namespaces.get(&ObjectRef::new(namespace)).and_then(|n| n.resource_version());
+            let api = Api::<Namespace>::all(ctx.client.clone());
+            let written = match ctx.guarded(api.patch(namespace, &apply, &Patch::Apply(&patch))).await? {
+                Ok(after) if after.resource_version() == before => Written::Nothing,
+                Ok(after) => Written::Object(after.resource_version()),
+                Err(e) if gone(&e) => Written::Nothing,
+                Err(source) => return Err(Error::ApplyNamespace { namespace: namespace.to_owned(), source }),
+            };
+            (written, "namespaces", "apply")
+        }
+        Action::ApplyNetworkPolicy(np) if np.metadata.uid.is_none() => {
+            // Not in nsguard's cache: create it, never apply over an object someone else made.
+            let name = np.name_any();
+            let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace);
+            let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
+            match ctx.guarded(api.create(&params, np.as_ref())).await? {
+                Ok(created) => (Written::Object(created.resource_version()), "networkpolicies", "create"),
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    return Err(Error::Taken { namespace: namespace.to_owned(), name });
+                }
+                Err(e) if gone(&e) => (Written::Nothing, "networkpolicies", "create"),
+                Err(source) => {
+                    return Err(Error::ApplyNetworkPolicy { namespace: namespace.to_owned(), name, source });
+                }
+            }
+        }
+        Action::ApplyNetworkPolicy(np) => {
+            let name = np.name_any();
+            let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace);
+            match ctx.guarded(api.patch(&name, &apply, &Patch::Apply(np.as_ref()))).await? {
+                Ok(after) if recreate_after_apply(np, after.spec.as_ref()) => {
+                    ctx.metrics.write("apply", "networkpolicies");
+                    (delete_policy(ctx, &api, namespace, &name, after.uid()).await?, "networkpolicies", "delete")
+                }
+                Ok(after) => (Written::Object(after.resource_version()), "networkpolicies", "apply"),
+                Err(e) if gone(&e) => (Written::Nothing, "networkpolicies", "apply"),
+                Err(source) => {
+                    return Err(Error::ApplyNetworkPolicy { namespace: namespace.to_owned(), name, source });
+                }
+            }
+        }
+        Action::DeleteNetworkPolicy { name, uid } => {
+            let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace);
+            (delete_policy(ctx, &api, namespace, name, uid.clone()).await?, "networkpolicies", "delete")
+        }
+        Action::DisableAutomount { name, uid } | Action::ReleaseAutomount { name, uid } => {
+            let mut patch = json!({
+                "apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": name, "namespace": namespace},
+            });
+            if let Some(uid) = uid {
+                patch["metadata"]["uid"] = json!(uid);
+            }
+            if matches!(action, Action::DisableAutomount { .. }) {
+                patch["automountServiceAccountToken"] = json!(false);
+            }
+            let api = Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace);
+            let written = match ctx.guarded(api.patch(name, &apply, &Patch::Apply(&patch))).await? {
+                Ok(after) => Written::Object(after.resource_version()),
+                Err(e) if gone(&e) => Written::Nothing,
+                Err(source) => {
+                    return Err(Error::ApplyServiceAccount {
+                        namespace: namespace.to_owned(),
+                        name: name.clone(),
+                        source,
+                    });
+                }
+            };
+            (written, "serviceaccounts", "apply")
+        }
+    };
+    ctx.metrics.write(verb, resource);
+    // Remember the write until the cache shows it. The watch handler updates the cache before it
+    // clears pending entries (under the state lock), so checking the cache under the same lock
+    // cannot miss an event that raced ahead of this response.
+    let key = action_key(namespace, action);
+    let mut state = ctx.state();
+    let cached = ctx.cached_version(&key);
+    let caught_up = match written {
+        Written::Nothing => true,
+        Written::Object(rv) => cached.is_some_and(|c| c == rv),
+        Written::Deleted => cached.is_none(),
+    };
+    if !caught_up {
+        state.namespaces.entry(namespace.to_owned()).or_default().pending.record(key, Instant::now());
+    }
+    Ok(())
+}
+
+/// Deletes nsguard's NetworkPolicy `name`, only while it is still the object with `uid`.
+async fn delete_policy(
+    ctx: &Context,
+    api: &Api<NetworkPolicy>,
+    namespace: &str,
+    name: &str,
+    uid: Option<String>,
+) -> Result<Written> {
+    let params = DeleteParams {
+        preconditions: uid.map(|uid| Preconditions { uid: Some(uid), resource_version: None }),
+        ..Default::default()
+    };
+    match ctx.guarded(api.delete(name, &params)).await? {
+        Ok(_) => Ok(Written::Deleted),
+        Err(e) if gone(&e) => Ok(Written::Nothing),
+        Err(source) => {
+            Err(Error::DeleteNetworkPolicy { namespace: namespace.to_owned(), name: name.to_owned(), source })
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Everything a reconcile needs, built once: the client, the caches, the per-namespace memory, the
+//! event queue, metrics and leadership.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::api::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use tokio::sync::{Notify, watch};
+use tracing::warn;
+
+use super::events::EventQueue;
+use super::index::{Keyed, NamedIndex, NamespacedIndex};
+use super::leader::Leadership;
+use super::{Error, Result, Settings};
+use crate::core::crd::HardeningProfileStatus;
+use crate::core::decide::Memory;
+use crate::core::guard::ObjectKey;
+use crate::core::model::{NetworkPolicyView, Profile, ServiceAccountView};
+use crate::core::status::{Correction, NamespaceResult};
+use crate::ops::metrics::{KindLabels, Metrics};
+
+pub type NamespaceMeta = PartialObjectMeta<Namespace>;
+
+/// The longest nsguard waits for one API write.
+pub const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A watch failure younger than this makes the replica unready (a failing watch retries at least
+/// every 5 s, so an outage keeps it unready; recovery makes it ready again within this).
+const WATCH_TROUBLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the controller remembers, under one lock.
+#[derive(Default)]
+pub struct State {
+    /// Everything remembered per namespace: one entry, dropped whole when the namespace goes.
+    pub namespaces: HashMap<String, Memory>,
+    /// Per profile: the last drift corrected in its namespaces (shown in its status).
+    pub corrections: HashMap<String, Correction>,
+    /// Per profile (name, UID): the status last written, not written again before its watch event.
+    pub written_status: HashMap<(String, Option<String>), HardeningProfileStatus>,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub profiles: NamedIndex<Profile>,
+    /// Each profile's status as last read, for comparison before writing.
+    pub profile_status: NamedIndex<Option<HardeningProfileStatus>>,
+    pub namespaces: Store<NamespaceMeta>,
+    pub namespaces_synced: AtomicBool,
+    pub service_accounts: NamespacedIndex<ServiceAccountView>,
+    pub network_policies: NamespacedIndex<NetworkPolicyView>,
+    pub events: EventQueue,
+    pub metrics: Arc<Metrics>,
+    pub state: Mutex<State>,
+    /// Some namespace result changed: the status writer looks again.
+    pub status_dirty: Notify,
+    pub leader: Leadership,
+    /// Flips to true once every cache has its initial contents.
+    pub synced: watch::Sender<bool>,
+    /// When a watch last failed.
+    pub last_watch_error: Mutex<Option<Instant>>,
+}
+
+impl Context {
+    /// All caches have their initial contents.
+    pub fn is_synced(&self) -> bool {
+        self.namespaces_synced.load(Ordering::Acquire)
+            && self.profiles.is_synced()
+            && self.service_accounts.is_synced()
+            && self.network_policies.is_synced()
+    }
+
+    /// Called when a cache finishes a list: announces the first moment all of them are synced.
+    pub fn cache_listed(&self) {
+        if self.is_synced() {
+            self.synced.send_if_modified(|synced| !std::mem::replace(synced, true));
+        }
+    }
+
+    /// This replica can do its job now: caches synced, no watch failing, and (with leader
+    /// election) the Lease reachable. A healthy follower is ready.
+    pub fn is_ready(&self) -> bool {
+        let watches_ok = lock(&self.last_watch_error).is_none_or(|at| at.elapsed() > WATCH_TROUBLE);
+        self.is_synced() && watches_ok && self.leader.lease_reachable()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.is_leader()
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Runs one write only while this replica leads, and never past its renew deadline (nor
+    /// [`API_TIMEOUT`]): a replica that may have lost its lease writes nothing.
+    pub async fn guarded<T>(
+        &self,
+        write: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<Result<T, kube::Error>> {
+        let remaining = self.leader.remaining();
+        if remaining.is_zero() {
+            return Err(Error::NotLeader);
+        }
+        tokio::time::timeout(remaining.min(API_TIMEOUT), write).await.map_err(|_| Error::Timeout)
+    }
+
+    /// A watch failed: visible at warn and in `nsguard_watch_errors_total`; the watch retries.
+    pub fn watch_failed(&self, kind: &'static str, error: &watcher::Error) {
+        warn!(kind, error = %error, "watch failed; retrying");
+        self.metrics.watch_errors.get_or_create(&KindLabels { kind }).inc();
+        *lock(&self.last_watch_error) = Some(Instant::now());
+    }
+
+    /// A watch event for `key` arrived: a write to it is no longer in flight.
+    pub fn observed(&self, key: &ObjectKey) {
+        let namespace = if key.kind == "Namespace" { &key.name } else { &key.namespace };
+        if let Some(memory) = self.state().namespaces.get_mut(namespace) {
+            memory.pending.observed(key);
+        }
+    }
+
+    /// The resourceVersion the cache holds for `key`; `None` when the object is not cached.
+    pub fn cached_version(&self, key: &ObjectKey) -> Option<Option<String>> {
+        let version = |v: Option<&str>| v.map(str::to_owned);
+        match key.kind {
+            "Namespace" => self.namespaces.get(&ObjectRef::new(&key.name)).map(|n| n.metadata.resource_version.clone()),
+            "ServiceAccount" => {
+                self.service_accounts.get(&key.namespace, &key.name).map(|v| version(v.resource_version()))
+            }
+            "NetworkPolicy" => {
+                self.network_policies.get(&key.namespace, &key.name).map(|v| version(v.resource_version()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The namespace is gone: forget everything about it, in one place.
+    pub fn forget_namespace(&self, name: &str) {
+        self.state().namespaces.remove(name);
+        self.status_dirty.notify_one();
+    }
+
+    /// The results of every namespace, for the profile status.
+    pub fn results(&self) -> Vec<(String, NamespaceResult)> {
+        let state = self.state();
+        state.namespaces.iter().filter_map(|(ns, m)| Some((ns.clone(), m.result.clone()?))).collect()
+    }
+}
+
+// A poisoned lock means a panic while holding it; the maps are still consistent enough to serve.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,145 @@
+//! One reconcile of one namespace: read the caches, let the core decide, execute the decision.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::ResourceExt;
+use kube::runtime::controller::Action as Requeue;
+use tracing::{debug, info, instrument, warn};
+
+use super::Error;
+use super::apply::execute;
+use super::context::{Context, NamespaceMeta};
+use super::events::Pending;
+use crate::core::decide::{Announcement, Decision, Next, decide, summary};
+use crate::core::model::NamespaceView;
+use crate::core::plan::{Observed, Outcome, plan};
+use crate::core::selection::govern;
+use crate::core::status::Correction;
+use crate::ops::metrics::{DriftLabels, ResultLabels};
+
+#[instrument(skip_all, fields(namespace = %meta.name_any(), profile = tracing::field::Empty))]
+pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = Instant::now();
+    let ns = NamespaceView::from_meta(&meta.metadata);
+    if ns.name.is_empty() || !ctx.is_synced() {
+        // Never decide against half-filled caches; every namespace is reconciled once they sync.
+        return Ok(Requeue::await_change());
+    }
+    let governance = govern(&ns, &ctx.profiles.all(), &ctx.settings.exclusions);
+    if let Some(p) = governance.profile_name() {
+        tracing::Span::current().record("profile", p);
+    }
+    let observed = Observed {
+        network_policies: ctx.network_policies.in_namespace(&ns.name),
+        service_accounts: ctx.service_accounts.in_namespace(&ns.name),
+    };
+    let plan = plan(&ns, governance, &observed);
+    let now = Instant::now();
+    let decision = {
+        let mut state = ctx.state();
+        let memory = state.namespaces.entry(ns.name.clone()).or_default();
+        decide(&ns.name, &plan, memory, ctx.is_leader(), now)
+    };
+
+    if let Err(e) = execute(&ctx, &ns, &decision.writes).await {
+        if let Error::Taken { name, .. } = &e {
+            warn!(policy = %name, "a NetworkPolicy with nsguard's name exists and is not nsguard's; leaving it alone");
+            let announcement = {
+                let mut state = ctx.state();
+                decision.taken(state.namespaces.entry(ns.name.clone()).or_default(), name, now)
+            };
+            if let Some(announcement) = announcement {
+                publish(&ctx, &ns, &announcement).await;
+            }
+            // The rest of the hardening goes ahead at once, without that policy.
+            return Ok(Requeue::requeue(Duration::from_millis(200)));
+        }
+        if !e.not_leading() {
+            let mut state = ctx.state();
+            let memory = state.namespaces.entry(ns.name.clone()).or_default();
+            decision.failed(memory, e.to_string());
+        }
+        ctx.status_dirty.notify_one();
+        return Err(e);
+    }
+    {
+        let mut state = ctx.state();
+        decision.succeeded(&plan, state.namespaces.entry(ns.name.clone()).or_default(), now);
+        if !decision.corrected.is_empty()
+            && let Some(profile) = plan.governance.profile_name()
+        {
+            let correction = Correction { namespace: ns.name.clone(), summary: summary(&decision.corrected) };
+            state.corrections.insert(profile.to_owned(), correction);
+        }
+    }
+    ctx.status_dirty.notify_one();
+    count(&ctx, &decision, plan.outcome);
+    for announcement in &decision.announce {
+        publish(&ctx, &ns, announcement).await;
+    }
+    ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    Ok(match decision.next {
+        Next::Resync => Requeue::requeue(ctx.settings.resync),
+        Next::After(wait) => Requeue::requeue(wait),
+    })
+}
+
+/// Metrics and logs for what a reconcile did.
+fn count(ctx: &Context, decision: &Decision, outcome: Outcome) {
+    for d in &decision.corrected {
+        ctx.metrics.drift_corrected.get_or_create(&DriftLabels { kind: d.kind() }).inc();
+    }
+    for d in &decision.detected {
+        ctx.metrics.drift_detected.get_or_create(&DriftLabels { kind: d.kind() }).inc();
+    }
+    let result = if decision.backoff { "backoff" } else { result_label(outcome) };
+    if !decision.writes.is_empty() {
+        info!(writes = decision.writes.len(), result, "wrote");
+    }
+    ctx.metrics.reconciles.get_or_create(&ResultLabels { result }).inc();
+}
+
+fn result_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Untouched => "untouched",
+        Outcome::Compliant => "compliant",
+        Outcome::Converging => "converging",
+        Outcome::Drifted => "drifted",
+        Outcome::Releasing => "releasing",
+        Outcome::Held => "held",
+        Outcome::Orphaned => "orphaned",
+    }
+}
+
+async fn publish(ctx: &Context, ns: &NamespaceView, announcement: &Announcement) {
+    let Announcement { severity, reason, action, note } = announcement.clone();
+    if severity == crate::core::decide::Severity::Warning {
+        warn!(reason, note = %note, "event");
+    } else {
+        info!(reason, note = %note, "event");
+    }
+    let regarding = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Namespace".into()),
+        name: Some(ns.name.clone()),
+        uid: ns.uid.clone(),
+        ..Default::default()
+    };
+    ctx.events.send(Pending { regarding, severity, reason, action, note }).await;
+}
+
+pub fn error_policy(meta: Arc<NamespaceMeta>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    let name = meta.name_any();
+    if error.not_leading() {
+        // Becoming the leader again reconciles every namespace.
+        debug!(namespace = %name, "write skipped: not the leader");
+        return Requeue::await_change();
+    }
+    let failures = ctx.state().namespaces.get(&name).map_or(1, |m| m.failures);
+    let delay = crate::core::decide::retry_delay(failures).max(Duration::from_secs(1));
+    warn!(namespace = %name, error = %error, retry_in_seconds = delay.as_secs(), "reconcile failed");
+    ctx.metrics.reconciles.get_or_create(&ResultLabels { result: "error" }).inc();
+    Requeue::requeue(delay)
+}

@@ -1,0 +1,175 @@
+//! Profile-level writes: each profile's status (an aggregate of its namespaces' results, never the
+//! place where work is done) and nsguard's finalizer on it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::Error;
+use super::apply::gone;
+use super::context::Context;
+use crate::core::crd::{HardeningProfile, HardeningProfileStatus};
+use crate::core::model::{FIELD_MANAGER, NamespaceView, PROFILE_FINALIZER, Profile};
+use crate::core::plan::Outcome;
+use crate::core::selection::{FinalizerChange, awaits_release, finalizer_change};
+use crate::core::status::{aggregate, needs_write};
+use crate::ops::metrics::ProfileLabels;
+
+/// The longest the writer waits before retrying after failed writes.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// Writes each profile's status when the aggregate of its namespaces changes, and keeps the
+/// finalizers. Failed writes are retried with back-off.
+pub async fn run(ctx: Arc<Context>) {
+    let mut failures = 0u32;
+    let mut gauged: HashSet<String> = HashSet::new();
+    loop {
+        ctx.status_dirty.notified().await;
+        // Coalesce bursts of namespace results into one status write per profile; back off after
+        // failures.
+        let wait = ctx.settings.status_interval.saturating_mul(1 << failures.min(6)).min(MAX_RETRY);
+        tokio::time::sleep(wait.max(ctx.settings.status_interval)).await;
+        if !ctx.is_synced() {
+            ctx.status_dirty.notify_one();
+            continue;
+        }
+        let profiles = ctx.profiles.all();
+        // Namespaces deleted while a watch was down left no Delete event: forget them here.
+        let live: HashSet<String> = ctx.namespaces.state().iter().map(|n| n.name_any()).collect();
+        ctx.state().namespaces.retain(|ns, _| live.contains(ns));
+        let results = ctx.results();
+        let orphaned = results.iter().filter(|(_, r)| r.outcome == Outcome::Orphaned).count();
+        ctx.metrics.orphaned.set(i64::try_from(orphaned).unwrap_or(i64::MAX));
+        let statuses = {
+            let previous: HashMap<String, HardeningProfileStatus> = profiles
+                .iter()
+                .filter_map(|p| ctx.profile_status.get(&p.name).and_then(|s| (*s).clone()).map(|s| (p.name.clone(), s)))
+                .collect();
+            let corrections = ctx.state().corrections.clone();
+            let now = Time(k8s_openapi::jiff::Timestamp::now());
+            aggregate(&profiles, results.iter().map(|(ns, r)| (ns.as_str(), r)), &previous, &corrections, &now)
+        };
+        forget_gone_profiles(&ctx, &profiles, &mut gauged);
+        let mut ok = true;
+        if ctx.is_leader() {
+            ok &= finalizers(&ctx, &profiles).await;
+        }
+        for (name, status) in statuses {
+            let labels = ProfileLabels { profile: name.clone() };
+            ctx.metrics.matched.get_or_create(&labels).set(i64::from(status.matched_namespaces));
+            ctx.metrics.compliant.get_or_create(&labels).set(i64::from(status.compliant_namespaces));
+            gauged.insert(name.clone());
+            if ctx.is_leader() {
+                ok &= write_status(&ctx, &name, status).await;
+            }
+        }
+        if ok {
+            failures = 0;
+        } else {
+            failures = failures.saturating_add(1);
+            ctx.status_dirty.notify_one();
+        }
+    }
+}
+
+/// A profile that is gone leaves no metric series and no remembered state behind.
+fn forget_gone_profiles(ctx: &Context, profiles: &[Arc<Profile>], gauged: &mut HashSet<String>) {
+    let live: HashSet<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+    gauged.retain(|name| {
+        let keep = live.contains(name.as_str());
+        if !keep {
+            let labels = ProfileLabels { profile: name.clone() };
+            ctx.metrics.matched.remove(&labels);
+            ctx.metrics.compliant.remove(&labels);
+        }
+        keep
+    });
+    let mut state = ctx.state();
+    state.corrections.retain(|name, _| live.contains(name.as_str()));
+    state.written_status.retain(|(name, _), _| live.contains(name.as_str()));
+}
+
+/// Writes one profile's status if it changed; false when the write failed.
+async fn write_status(ctx: &Context, name: &str, status: HardeningProfileStatus) -> bool {
+    let current = ctx.profile_status.get(name).and_then(|s| (*s).clone());
+    let key = (name.to_owned(), ctx.profiles.get(name).and_then(|p| p.uid.clone()));
+    if !needs_write(&status, current.as_ref(), ctx.state().written_status.get(&key)) {
+        return true;
+    }
+    let api = Api::<HardeningProfile>::all(ctx.client.clone());
+    let patch = json!({"apiVersion": "nsguard.io/v1alpha1", "kind": "HardeningProfile", "status": status});
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let apply = Patch::Apply(&patch);
+    let written = ctx.guarded(api.patch_status(name, &params, &apply));
+    match written.instrument(info_span!("status", profile = %name)).await {
+        Ok(Ok(_)) => {
+            ctx.metrics.write("apply", "hardeningprofiles/status");
+            ctx.state().written_status.insert(key, status);
+            true
+        }
+        Ok(Err(e)) if gone(&e) => true,
+        Ok(Err(source)) => {
+            let error = Error::PatchStatus { name: name.to_owned(), source };
+            warn!(profile = %name, error = %error, "status not written; retrying");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+/// Puts nsguard's finalizer on every live profile and takes it off a deleted one once none of its
+/// namespaces is left to release (see [`finalizer_change`]); false when a write failed.
+async fn finalizers(ctx: &Context, profiles: &[Arc<Profile>]) -> bool {
+    let api = Api::<HardeningProfile>::all(ctx.client.clone());
+    let mut ok = true;
+    for profile in profiles {
+        let still_annotated = if profile.deleting {
+            let exclusions = &ctx.settings.exclusions;
+            let namespaces = ctx.namespaces.state();
+            namespaces
+                .iter()
+                .filter(|ns| awaits_release(&NamespaceView::from_meta(&ns.metadata), &profile.name, exclusions))
+                .count()
+        } else {
+            0
+        };
+        let written = match finalizer_change(profile, still_annotated) {
+            FinalizerChange::None => continue,
+            FinalizerChange::Add => {
+                let patch = json!({"apiVersion": "nsguard.io/v1alpha1", "kind": "HardeningProfile",
+                    "metadata": {"name": profile.name, "uid": profile.uid, "finalizers": [PROFILE_FINALIZER]}});
+                let params = PatchParams::apply(FIELD_MANAGER);
+                ctx.guarded(api.patch(&profile.name, &params, &Patch::Apply(&patch))).await
+            }
+            FinalizerChange::Remove => {
+                let Some(at) = profile.finalizers.iter().position(|f| f == PROFILE_FINALIZER) else { continue };
+                // Test-and-remove: never drops another controller's finalizer that moved into the slot.
+                let Ok(patch) = serde_json::from_value::<json_patch::Patch>(json!([
+                    {"op": "test", "path": format!("/metadata/finalizers/{at}"), "value": PROFILE_FINALIZER},
+                    {"op": "remove", "path": format!("/metadata/finalizers/{at}")},
+                ])) else {
+                    continue;
+                };
+                info!(profile = %profile.name, "every namespace released; letting the deleted profile go");
+                ctx.guarded(api.patch(&profile.name, &PatchParams::default(), &Patch::<()>::Json(patch))).await
+            }
+        };
+        match written {
+            Ok(Ok(_)) => ctx.metrics.write("patch", "hardeningprofiles"),
+            // Gone, or changed under us (the test failed): the watch brings the next look.
+            Ok(Err(e)) if gone(&e) || matches!(&e, kube::Error::Api(s) if s.code == 422) => {}
+            Ok(Err(e)) => {
+                warn!(profile = %profile.name, error = %e, "finalizer not updated; retrying");
+                ok = false;
+            }
+            Err(_) => ok = false,
+        }
+    }
+    ok
+}

@@ -1,0 +1,251 @@
+//! The watches: one per kind, each feeding its cache and naming the namespaces to reconcile.
+//!
+//! - Namespaces (metadata only) drive the controller (`Controller::for_stream`).
+//! - ServiceAccounts, nsguard's NetworkPolicies and HardeningProfiles keep compact indexes and
+//!   become streams of namespace triggers (`Controller::reconcile_on`): a change maps to its
+//!   namespace; a profile change fans out to the namespaces it can affect; a relist after an outage
+//!   triggers every namespace whose objects changed meanwhile.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{ObjectRef, store::Writer};
+use kube::runtime::utils::{Backoff, ResetTimerBackoff};
+use kube::runtime::watcher::{self, Event as WatchEvent, watcher};
+use kube::{Resource, ResourceExt};
+use tracing::warn;
+
+use super::context::{Context, NamespaceMeta};
+use crate::core::crd::{HardeningProfile, HardeningProfileStatus};
+use crate::core::guard::ObjectKey;
+use crate::core::model::{
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE, NamespaceView, NetworkPolicyView, Profile, ServiceAccountView,
+};
+use crate::core::selection::{fans_out, may_affect};
+
+type Trigger = ObjectRef<NamespaceMeta>;
+
+/// Retry a failed watch after 0.5 s, doubling up to 5 s: after an API-server outage nsguard is back
+/// within seconds (kube's default waits up to 30 s and resets only after 2 minutes).
+fn backoff() -> ResetTimerBackoff<WatchBackoff> {
+    ResetTimerBackoff::new(WatchBackoff::default(), Duration::from_secs(30))
+}
+
+/// 0.5 s, 1 s, 2 s, 4 s, then 5 s; back to 0.5 s once the watch delivers again.
+#[derive(Default)]
+struct WatchBackoff {
+    failures: u32,
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let delay = Duration::from_millis(500u64 << self.failures.min(4)).min(Duration::from_secs(5));
+        self.failures = self.failures.saturating_add(1);
+        Some(delay)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// A watch that starts over with a fresh list after any failure. kube's watcher resumes from the
+/// last resourceVersion, which a restarted API server may hold for tens of seconds before it answers
+/// `410 Expired`; changes made meanwhile would wait for that. A fresh list sees them at once (and the
+/// indexes report what changed).
+fn relisting<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<WatchEvent<K>, watcher::Error>> + Send
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    stream::repeat_with(move || {
+        watcher(api.clone(), config.clone()).scan(false, |failed, event| {
+            if *failed {
+                return futures::future::ready(None);
+            }
+            *failed = event.is_err();
+            futures::future::ready(Some(event))
+        })
+    })
+    .flatten()
+    .backoff(backoff())
+}
+
+fn config(selector: Option<&str>) -> watcher::Config {
+    let config = watcher::Config::default();
+    match selector {
+        Some(s) => config.labels(s),
+        None => config,
+    }
+}
+
+/// The object a watch event carries, if any.
+fn touched<K>(event: &WatchEvent<K>) -> Option<&K> {
+    match event {
+        WatchEvent::Apply(obj) | WatchEvent::Delete(obj) | WatchEvent::InitApply(obj) => Some(obj),
+        WatchEvent::Init | WatchEvent::InitDone => None,
+    }
+}
+
+/// The namespace watch (metadata only: labels and annotations are all nsguard reads), cached in
+/// `writer`'s store; every namespace it touches is reconciled.
+pub fn namespaces(
+    ctx: Arc<Context>,
+    writer: Writer<NamespaceMeta>,
+) -> impl Stream<Item = Result<NamespaceMeta, watcher::Error>> + Send {
+    let api = Api::<NamespaceMeta>::all(ctx.client.clone());
+    let failed = ctx.clone();
+    relisting(api, config(ctx.settings.namespace_selector.as_deref()))
+        .inspect_err(move |e| failed.watch_failed("Namespace", e))
+        .modify(|ns| ns.managed_fields_mut().clear())
+        .reflect(writer)
+        .inspect_ok(move |event| {
+            if let Some(ns) = touched(event) {
+                ctx.observed(&ObjectKey::new("Namespace", "", &ns.name_any()));
+            }
+            match event {
+                WatchEvent::Delete(ns) => ctx.forget_namespace(&ns.name_any()),
+                WatchEvent::InitDone => {
+                    ctx.namespaces_synced.store(true, std::sync::atomic::Ordering::Release);
+                    ctx.cache_listed();
+                }
+                _ => {}
+            }
+        })
+        .touched_objects()
+}
+
+/// Turns a watch into triggers: `on_event` indexes each event and names the namespaces to look at.
+fn triggers<K, F>(
+    ctx: Arc<Context>,
+    kind: &'static str,
+    events: impl Stream<Item = Result<WatchEvent<K>, watcher::Error>> + Send + 'static,
+    on_event: F,
+) -> impl Stream<Item = Trigger> + Send
+where
+    K: Send + 'static,
+    F: Fn(&Context, WatchEvent<K>) -> Vec<String> + Send + Sync + 'static,
+{
+    events
+        .filter_map(move |event| {
+            let names = match event {
+                Ok(event) => on_event(&ctx, event),
+                Err(e) => {
+                    ctx.watch_failed(kind, &e);
+                    vec![]
+                }
+            };
+            futures::future::ready(Some(stream::iter(names.into_iter().map(|ns| ObjectRef::new(&ns)))))
+        })
+        .flatten()
+}
+
+/// ServiceAccounts: every one, indexed by namespace.
+pub fn service_accounts(ctx: Arc<Context>) -> impl Stream<Item = Trigger> + Send {
+    let api = Api::<ServiceAccount>::all(ctx.client.clone());
+    let events = relisting(api, watcher::Config::default());
+    triggers(ctx, "ServiceAccount", events, |ctx, event| {
+        let relisted = ctx.service_accounts.apply(&event, ServiceAccountView::from_object);
+        namespaced_triggers(ctx, "ServiceAccount", &event, relisted)
+    })
+}
+
+/// NetworkPolicies: only nsguard's (by label).
+pub fn network_policies(ctx: Arc<Context>) -> impl Stream<Item = Trigger> + Send {
+    let api = Api::<NetworkPolicy>::all(ctx.client.clone());
+    let events = relisting(api, config(Some(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"))));
+    triggers(ctx, "NetworkPolicy", events, |ctx, event| {
+        let relisted = ctx.network_policies.apply(&event, NetworkPolicyView::from_object);
+        namespaced_triggers(ctx, "NetworkPolicy", &event, relisted)
+    })
+}
+
+/// The namespace of a changed object, plus those a completed relist changed. The initial list
+/// needs no triggers: the namespace watch reconciles everything once the caches are synced.
+fn namespaced_triggers<K: Resource>(
+    ctx: &Context,
+    kind: &'static str,
+    event: &WatchEvent<K>,
+    mut relisted: Vec<String>,
+) -> Vec<String> {
+    if matches!(event, WatchEvent::InitDone) {
+        ctx.cache_listed();
+    }
+    if let Some(obj) = touched(event) {
+        let namespace = obj.namespace().unwrap_or_default();
+        ctx.observed(&ObjectKey::new(kind, &namespace, &obj.name_any()));
+        if matches!(event, WatchEvent::Apply(_) | WatchEvent::Delete(_)) {
+            relisted.push(namespace);
+        }
+    }
+    relisted
+}
+
+/// HardeningProfiles (those `--profile-selector` matches), parsed once per change.
+pub fn profiles(ctx: Arc<Context>) -> impl Stream<Item = Trigger> + Send {
+    let resource = ApiResource::erase::<HardeningProfile>(&());
+    let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &resource);
+    let events = relisting(api, config(ctx.settings.profile_selector.as_deref()));
+    triggers(ctx, "HardeningProfile", events, profile_triggers)
+}
+
+fn parse_status(obj: &DynamicObject) -> Option<HardeningProfileStatus> {
+    obj.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok())
+}
+
+fn profile_triggers(ctx: &Context, event: WatchEvent<DynamicObject>) -> Vec<String> {
+    let previous = touched(&event).and_then(|obj| ctx.profiles.get(&obj.name_any()));
+    let relisted = ctx.profiles.apply(&event, ResourceExt::name_any, Profile::from_object);
+    ctx.profile_status.apply(&event, ResourceExt::name_any, parse_status);
+    ctx.status_dirty.notify_one();
+    if matches!(event, WatchEvent::InitDone) {
+        ctx.cache_listed();
+    }
+    let all = || ctx.namespaces.state().iter().map(|ns| ns.name_any()).collect();
+    if relisted {
+        // Profiles relisted after an outage: what changed meanwhile is unknown, so look again at
+        // every namespace.
+        return all();
+    }
+    let now = match &event {
+        WatchEvent::Apply(obj) => ctx.profiles.get(&obj.name_any()),
+        WatchEvent::Delete(obj) => Some(Arc::new(Profile::from_object(obj))),
+        _ => None,
+    };
+    let Some(now) = now else { return vec![] };
+    if let Err(invalid) = &now.spec {
+        warn!(profile = %now.name, errors = %crate::core::validate::summarize(invalid), "invalid HardeningProfile");
+    }
+    if matches!(event, WatchEvent::Apply(_)) && !fans_out(previous.as_deref(), &now) {
+        return vec![];
+    }
+    // The namespaces the old or new profile selects or governs, and those where it competed.
+    let competed: HashSet<String> = ctx
+        .results()
+        .into_iter()
+        .filter(|(_, r)| r.profile.as_deref() == Some(now.name.as_str()) || r.overridden.contains(&now.name))
+        .map(|(ns, _)| ns)
+        .collect();
+    ctx.namespaces
+        .state()
+        .iter()
+        .map(|ns| NamespaceView::from_meta(&ns.metadata))
+        .filter(|view| {
+            competed.contains(&view.name)
+                || may_affect(&now, view)
+                || previous.as_deref().is_some_and(|before| may_affect(before, view))
+        })
+        .map(|view| view.name)
+        .collect()
+}

@@ -1,0 +1,373 @@
+//! Pure: the plan of one namespace and what nsguard remembers of it → what to write, what to
+//! announce, and what to record. The controller only executes a [`Decision`].
+//!
+//! Everything nsguard remembers per namespace lives in one [`Memory`] (one owner, one lifetime: the
+//! controller drops it when the namespace is deleted).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
+use kube::ResourceExt;
+
+use crate::core::crd::Mode;
+use crate::core::guard::{Correction, CorrectionHistory, ObjectKey, PendingWrites};
+use crate::core::plan::{Action, Drift, Outcome, Plan, same_policy};
+use crate::core::selection::Governance;
+use crate::core::status::NamespaceResult;
+
+/// What nsguard remembers of one namespace between reconciles.
+#[derive(Debug, Default)]
+pub struct Memory {
+    /// The last result, for the profile status.
+    pub result: Option<NamespaceResult>,
+    /// What was last announced, so events are sent on change only.
+    pub reported: Reported,
+    /// Writes whose watch events have not arrived yet.
+    pub pending: PendingWrites,
+    /// Drift corrections, to back off from a writer that keeps reverting nsguard.
+    pub corrections: CorrectionHistory,
+    /// Failed reconciles in a row, for the retry back-off.
+    pub failures: u32,
+    /// A fight with another writer is going on (announced once per episode).
+    pub fighting: bool,
+    /// NetworkPolicies whose name an object nsguard did not create already holds, and since when:
+    /// left alone, and tried again only after [`TAKEN_RETRY`].
+    pub taken: BTreeMap<String, Instant>,
+}
+
+/// How long nsguard leaves a NetworkPolicy name that another object holds before trying again.
+pub const TAKEN_RETRY: Duration = Duration::from_secs(300);
+
+/// What was last announced about a namespace.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reported {
+    /// A reconcile has announced anything at all (false after a restart).
+    pub seen: bool,
+    pub drift: Vec<Drift>,
+    pub overridden: Vec<String>,
+    pub orphaned: bool,
+}
+
+/// Normal or Warning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Normal,
+    Warning,
+}
+
+/// A Kubernetes Event to publish about the namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announcement {
+    pub severity: Severity,
+    /// PascalCase reason: `Hardened`, `DriftCorrected`, `DriftDetected`, `DriftFight`, ...
+    pub reason: &'static str,
+    pub action: &'static str,
+    pub note: String,
+}
+
+/// When to look at the namespace again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// At the periodic resync (watch events bring anything sooner).
+    Resync,
+    /// After this long: a pending write's safety net, or a fight's back-off.
+    After(Duration),
+}
+
+/// Everything one reconcile of a namespace does, decided before any I/O.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// Writes to make, in order: all but the namespace at once, then the namespace.
+    pub writes: Vec<Action>,
+    /// The namespace's result once the writes succeeded (recorded at once when there are none).
+    pub result: NamespaceResult,
+    /// Events to publish once the writes succeeded.
+    pub announce: Vec<Announcement>,
+    /// Drift this reconcile corrects (counted once the writes succeeded).
+    pub corrected: Vec<Drift>,
+    /// Drift reported, not corrected (Audit mode), newly announced.
+    pub detected: Vec<Drift>,
+    /// Backing off from a writer that keeps reverting nsguard: nothing is written now.
+    pub backoff: bool,
+    pub next: Next,
+}
+
+/// Decides one reconcile of `namespace`. `leader`: this replica may write. `now` is the caller's
+/// clock.
+pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, now: Instant) -> Decision {
+    // Drift on objects whose write is still in flight is stale: that write's watch event brings
+    // the next look.
+    let mut waiting = false;
+    let mut writes: Vec<Action> = plan
+        .actions
+        .iter()
+        .filter(|a| {
+            let pending = memory.pending.is_pending(&action_key(namespace, a), now);
+            waiting |= pending;
+            !pending
+        })
+        .cloned()
+        .collect();
+    // Never take over an object nsguard did not create: a name another object holds is left alone.
+    memory.taken.retain(|_, since| now.duration_since(*since) < TAKEN_RETRY);
+    let taken: Vec<String> = memory.taken.keys().cloned().collect();
+    writes.retain(|a| !matches!(a, Action::ApplyNetworkPolicy(np) if taken.contains(&np.name_any())));
+    if waiting && plan.outcome == Outcome::Releasing {
+        // The namespace's annotation marks it as still to be released: keep it until every other
+        // release write has gone out.
+        writes.retain(|a| !matches!(a, Action::ApplyNamespace { .. }));
+    }
+    let mut result = NamespaceResult {
+        profile: plan.governance.profile_name().map(str::to_owned),
+        overridden: plan.governance.overridden().to_vec(),
+        outcome: plan.outcome,
+        detail: describe(plan),
+        failed: false,
+        fighting: false,
+    };
+    let after_pending = if waiting { Next::After(PendingWrites::EXPIRY) } else { Next::Resync };
+    let quiet = |result| Decision {
+        writes: vec![],
+        result,
+        announce: vec![],
+        corrected: vec![],
+        detected: vec![],
+        backoff: false,
+        next: Next::Resync,
+    };
+    if !leader {
+        // Followers keep their view current but never write or announce.
+        return quiet(result);
+    }
+
+    // A fight episode ends only after a whole window without a correction: the limiter's own
+    // burst allowance must not start a new episode (and a new announcement) every minute.
+    if memory.fighting && memory.corrections.calm(now) {
+        memory.fighting = false;
+    }
+    let correcting = !plan.corrections.is_empty() && !writes.is_empty();
+    if correcting && let Correction::BackOff(wait) = memory.corrections.check(now) {
+        result.fighting = true;
+        let mut decision = quiet(result);
+        decision.next = Next::After(wait);
+        decision.backoff = true;
+        if !memory.fighting {
+            memory.fighting = true;
+            decision.announce.push(Announcement {
+                severity: Severity::Warning,
+                reason: "DriftFight",
+                action: "Backoff",
+                note: format!(
+                    "another writer keeps reverting nsguard ({}); corrections back off exponentially, up to every {}s",
+                    summary(&plan.drift),
+                    CorrectionHistory::MAX_DELAY.as_secs()
+                ),
+            });
+        }
+        return decision;
+    }
+    // The result says "fighting" while a rival's drift is present; the episode (and its single
+    // announcement) lasts until a calm window.
+    result.fighting = memory.fighting && !plan.drift.is_empty();
+
+    let (announce, detected) = announcements(plan, &memory.reported, correcting, !writes.is_empty());
+    if !taken.is_empty() && plan.desired.is_some() {
+        result.detail = format!(
+            "NetworkPolicy {} exists and was not created by nsguard; left alone{}{}",
+            taken.join(", "),
+            if result.detail.is_empty() { "" } else { "; " },
+            result.detail
+        );
+    }
+    if plan.outcome == Outcome::Converging && !waiting && taken.is_empty() {
+        // The writes go out; once they succeed the namespace is compliant, and the status should
+        // say so rather than "converging".
+        result.outcome = Outcome::Compliant;
+        result.detail = String::new();
+    }
+    Decision {
+        writes,
+        result,
+        announce,
+        corrected: if correcting { plan.corrections.clone() } else { vec![] },
+        detected,
+        backoff: false,
+        next: after_pending,
+    }
+}
+
+impl Decision {
+    /// The writes succeeded: remember what was announced and corrected.
+    pub fn succeeded(&self, plan: &Plan, memory: &mut Memory, now: Instant) {
+        memory.failures = 0;
+        if !self.corrected.is_empty() {
+            memory.corrections.record(now);
+        }
+        if self.backoff {
+            // Backing off: nothing was announced beyond the fight.
+            memory.result = Some(self.result.clone());
+            return;
+        }
+        memory.reported = Reported {
+            seen: true,
+            drift: plan.drift.clone(),
+            overridden: plan.governance.overridden().to_vec(),
+            orphaned: plan.outcome == Outcome::Orphaned,
+        };
+        memory.result = Some(self.result.clone());
+    }
+
+    /// Creating NetworkPolicy `name` found an object nsguard did not create under that name: leave
+    /// it alone (the other writes go ahead at once) and say so, once.
+    pub fn taken(&self, memory: &mut Memory, name: &str, now: Instant) -> Option<Announcement> {
+        let first = memory.taken.insert(name.to_owned(), now).is_none();
+        first.then(|| Announcement {
+            severity: Severity::Warning,
+            reason: "NameConflict",
+            action: "Skip",
+            note: format!(
+                "NetworkPolicy {name} exists and was not created by nsguard: nsguard leaves it alone and does not count it as its own (rename or delete it to let nsguard create its policy)"
+            ),
+        })
+    }
+
+    /// A write failed: the namespace is retried with back-off (1 s, 2 s, 4 s, … at most 5 minutes).
+    pub fn failed(&self, memory: &mut Memory, error: String) -> Duration {
+        memory.failures = memory.failures.saturating_add(1);
+        let mut result = self.result.clone();
+        result.failed = true;
+        result.detail = error;
+        memory.result = Some(result);
+        retry_delay(memory.failures)
+    }
+}
+
+/// 1 s, 2 s, 4 s, … at most 5 minutes, for the `failures`-th failure in a row.
+pub fn retry_delay(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(8)).min(Duration::from_secs(300))
+}
+
+/// Events for what a reconcile does or finds, sent on change only, so a converged cluster sends
+/// none. Returns them with the drift newly detected in Audit mode.
+fn announcements(plan: &Plan, reported: &Reported, correcting: bool, writing: bool) -> (Vec<Announcement>, Vec<Drift>) {
+    let profile = plan.governance.profile_name().unwrap_or_default();
+    let mode = plan.desired.as_ref().map(|d| d.mode);
+    let overridden = plan.governance.overridden();
+    let mut out = Vec::new();
+    let mut detected = Vec::new();
+    let mut say = |severity, reason, action, note| out.push(Announcement { severity, reason, action, note });
+    let enforcing = mode == Some(Mode::Enforce) && !plan.drift.is_empty() && writing;
+    if correcting {
+        say(
+            Severity::Warning,
+            "DriftCorrected",
+            "Correct",
+            format!("Profile {profile}: {}; set back", summary(&plan.drift)),
+        );
+    } else if enforcing && plan.first_hardening {
+        say(Severity::Normal, "Hardened", "Harden", format!("Hardened to profile {profile}: {}", summary(&plan.drift)));
+    } else if mode == Some(Mode::Audit) && !plan.drift.is_empty() && reported.drift != plan.drift {
+        detected = plan.drift.clone();
+        say(
+            Severity::Warning,
+            "DriftDetected",
+            "Audit",
+            format!("Profile {profile} (Audit mode, not corrected): {}", summary(&plan.drift)),
+        );
+    }
+    if let Governance::Orphaned { profile } = &plan.governance
+        && !reported.orphaned
+    {
+        say(
+            Severity::Warning,
+            "Orphaned",
+            "Hold",
+            format!(
+                "Profile {profile} is not visible to nsguard (filtered out by --profile-selector, unreadable, or deleted without nsguard's finalizer); the namespace keeps its hardening and is not released"
+            ),
+        );
+    }
+    if plan.outcome == Outcome::Releasing && writing {
+        say(
+            Severity::Normal,
+            "Released",
+            "Release",
+            "No profile governs this namespace any more; nsguard released what it applied".to_owned(),
+        );
+    }
+    if let Governance::Governed { overridden: others, .. } = &plan.governance
+        && !others.is_empty()
+        && reported.overridden != overridden
+        && (reported.seen || plan.first_hardening)
+    {
+        say(
+            Severity::Warning,
+            "ProfileConflict",
+            "Resolve",
+            format!(
+                "Profiles {} also select this namespace; {profile} governs it (higher priority, or the first name on a tie)",
+                others.join(", ")
+            ),
+        );
+    }
+    (out, detected)
+}
+
+/// After an apply of NetworkPolicy `want` returned `got`: another manager owns a field that was
+/// edited (say, rules added to a list nsguard leaves empty), so applying cannot take it back, and
+/// the policy must be deleted; its watch event brings a reconcile that re-creates it whole.
+pub fn recreate_after_apply(want: &NetworkPolicy, got: Option<&NetworkPolicySpec>) -> bool {
+    !same_policy(want.spec.as_ref(), &got.cloned().unwrap_or_default())
+}
+
+/// The object an action writes.
+pub fn action_key(namespace: &str, action: &Action) -> ObjectKey {
+    match action {
+        Action::ApplyNamespace { .. } => ObjectKey::new("Namespace", "", namespace),
+        Action::ApplyNetworkPolicy(np) => ObjectKey::new("NetworkPolicy", namespace, &np.name_any()),
+        Action::DeleteNetworkPolicy { name, .. } => ObjectKey::new("NetworkPolicy", namespace, name),
+        Action::DisableAutomount { name, .. } | Action::ReleaseAutomount { name, .. } => {
+            ObjectKey::new("ServiceAccount", namespace, name)
+        }
+    }
+}
+
+/// Drift as one line, short enough for an Event's note and for the profile status.
+pub fn summary(drift: &[Drift]) -> String {
+    let mut text = drift.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    truncate(&mut text, 900);
+    text
+}
+
+/// Why a namespace is not compliant, for its result.
+fn describe(plan: &Plan) -> String {
+    match (&plan.governance, plan.outcome) {
+        (Governance::Held { profile }, _) => format!(
+            "profile {} is invalid ({}); keeping the last good state",
+            profile.name,
+            profile.spec.as_ref().err().map(|e| crate::core::validate::summarize(e)).unwrap_or_default()
+        ),
+        (Governance::Orphaned { profile }, _) => {
+            format!("profile {profile} is not visible to nsguard; keeping the namespace as it is")
+        }
+        _ => summary(&plan.drift),
+    }
+}
+
+/// Shortens `text` to at most `max` bytes, on a character boundary, marking the cut with " …".
+pub fn truncate(text: &mut String, max: usize) {
+    const MARK: &str = " …";
+    if text.len() > max {
+        let mut cut = max.saturating_sub(MARK.len());
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(MARK);
+    }
+}
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

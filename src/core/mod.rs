@@ -1,0 +1,16 @@
+//! The pure core: what nsguard decides, with no client, no clock and no I/O.
+//!
+//! A watch event's namespace flows through [`selection::govern`] (who governs it) →
+//! [`desired::desired`] (the baseline) → [`plan::plan`] (drift and the writes that fix it) →
+//! [`decide::decide`] (what the controller writes, announces and records now). Profile status is
+//! [`status::aggregate`] of the namespaces' results. `nsguard plan` runs the same functions.
+
+pub mod crd;
+pub mod decide;
+pub mod desired;
+pub mod guard;
+pub mod model;
+pub mod plan;
+pub mod selection;
+pub mod status;
+pub mod validate;

@@ -1,0 +1,234 @@
+//! Unit tests of `plan`.
+#![allow(clippy::field_reassign_with_default)]
+
+use super::*;
+use crate::core::crd::HardeningProfileSpec;
+use crate::core::desired::{ALLOW_DNS_POLICY, DEFAULT_DENY_POLICY};
+use crate::core::model::Profile;
+use crate::core::selection::{Exclusions, govern};
+
+fn governed(spec: HardeningProfileSpec) -> Governance {
+    Governance::Governed { profile: Arc::new(Profile::from_spec("prod", spec)), overridden: vec![] }
+}
+
+fn sa(name: &str, automount: Option<bool>, owned: bool) -> Arc<ServiceAccountView> {
+    Arc::new(ServiceAccountView {
+        namespace: "team-a".into(),
+        name: name.into(),
+        uid: Some(format!("uid-{name}")),
+        resource_version: Some("1".into()),
+        automount_token: automount,
+        automount_owned: owned,
+    })
+}
+
+fn np_view(np: &NetworkPolicy) -> Arc<NetworkPolicyView> {
+    let mut np = np.clone();
+    np.metadata.uid = Some(format!("uid-{}", np.metadata.name.clone().unwrap_or_default()));
+    Arc::new(NetworkPolicyView::from_object(&np))
+}
+
+/// A namespace and observed objects exactly as the plan wants them.
+fn converged(spec: &HardeningProfileSpec) -> (NamespaceView, Observed) {
+    let want = desired("prod", spec, "team-a");
+    let ns = NamespaceView {
+        name: "team-a".into(),
+        uid: Some("ns-uid".into()),
+        labels: want.labels.clone(),
+        annotations: want.annotations.clone(),
+        terminating: false,
+    };
+    let observed = Observed {
+        network_policies: want.network_policies.values().map(np_view).collect(),
+        service_accounts: vec![sa("default", Some(false), true), sa("builder", Some(false), true)],
+    };
+    (ns, observed)
+}
+
+#[test]
+fn new_namespace_is_hardened_with_every_write() {
+    let ns = NamespaceView { name: "team-a".into(), ..Default::default() };
+    let observed = Observed { network_policies: vec![], service_accounts: vec![sa("default", None, false)] };
+    let p = plan(&ns, governed(HardeningProfileSpec::default()), &observed);
+    assert!(p.first_hardening);
+    assert_eq!(p.outcome, Outcome::Converging);
+    let kinds: Vec<_> = p
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::ApplyNamespace { .. } => "ns".to_owned(),
+            Action::ApplyNetworkPolicy(np) => np.metadata.name.clone().unwrap_or_default(),
+            Action::DisableAutomount { name, .. } => format!("sa/{name}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, [ALLOW_DNS_POLICY, DEFAULT_DENY_POLICY, "sa/default", "ns"]);
+}
+
+#[test]
+fn converged_namespace_needs_no_writes() {
+    let spec = HardeningProfileSpec::default();
+    let (ns, observed) = converged(&spec);
+    let p = plan(&ns, governed(spec), &observed);
+    assert_eq!(p.outcome, Outcome::Compliant);
+    assert!(p.drift.is_empty() && p.actions.is_empty(), "{:?}", p.drift);
+}
+
+#[test]
+fn drifted_label_is_reported_and_reapplied() {
+    let spec = HardeningProfileSpec::default();
+    let (mut ns, observed) = converged(&spec);
+    ns.labels.insert("pod-security.kubernetes.io/enforce".into(), "privileged".into());
+    ns.labels.remove("pod-security.kubernetes.io/warn");
+    let p = plan(&ns, governed(spec), &observed);
+    assert!(!p.first_hardening);
+    assert_eq!(
+        p.drift.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            "label pod-security.kubernetes.io/enforce was \"privileged\", want \"restricted\"",
+            "label pod-security.kubernetes.io/warn was missing, want \"restricted\"",
+        ]
+    );
+    assert!(matches!(&p.actions[..], [Action::ApplyNamespace { labels, .. }] if labels.len() == 6));
+}
+
+#[test]
+fn edited_and_deleted_policies_are_reapplied() {
+    let spec = HardeningProfileSpec::default();
+    let (ns, mut observed) = converged(&spec);
+    let mut edited = (*observed.network_policies[1]).clone();
+    edited.spec.ingress = Some(vec![Default::default()]);
+    observed.network_policies = vec![Arc::new(edited)];
+    let p = plan(&ns, governed(spec), &observed);
+    assert_eq!(
+        p.drift,
+        [
+            Drift::NetworkPolicyMissing { name: ALLOW_DNS_POLICY.into() },
+            Drift::NetworkPolicyChanged { name: DEFAULT_DENY_POLICY.into() },
+        ]
+    );
+    let applied: Vec<_> = p
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ApplyNetworkPolicy(np) => {
+                Some((np.metadata.name.clone().unwrap_or_default(), np.metadata.uid.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        applied,
+        [
+            (ALLOW_DNS_POLICY.to_owned(), None),
+            (DEFAULT_DENY_POLICY.to_owned(), Some(format!("uid-{DEFAULT_DENY_POLICY}"))),
+        ]
+    );
+}
+
+#[test]
+fn reenabled_token_is_turned_off_again_and_exempt_ones_are_left() {
+    let mut spec = HardeningProfileSpec::default();
+    spec.service_accounts.exempt = vec!["ci-bot".into()];
+    let (ns, mut observed) = converged(&spec);
+    observed.service_accounts.push(sa("ci-bot", Some(true), false));
+    observed.service_accounts[0] = sa("default", Some(true), false);
+    let p = plan(&ns, governed(spec), &observed);
+    assert_eq!(p.drift, [Drift::ServiceAccountAutomount { name: "default".into(), actual: Some(true) }]);
+    assert_eq!(p.actions, [Action::DisableAutomount { name: "default".into(), uid: Some("uid-default".into()) }]);
+}
+
+#[test]
+fn service_account_created_after_hardening_is_new_not_drift() {
+    let spec = HardeningProfileSpec::default();
+    let (ns, mut observed) = converged(&spec);
+    observed.service_accounts.push(sa("late", None, false));
+    let p = plan(&ns, governed(spec), &observed);
+    assert_eq!(p.drift.len(), 1);
+    assert!(p.corrections.is_empty(), "a new ServiceAccount is hardened, not corrected");
+    assert_eq!(p.actions.len(), 1);
+}
+
+#[test]
+fn token_reset_to_unset_after_nsguard_applied_it_is_a_correction() {
+    let spec = HardeningProfileSpec::default();
+    let (ns, mut observed) = converged(&spec);
+    observed.service_accounts[0] = sa("default", None, true);
+    let p = plan(&ns, governed(spec), &observed);
+    assert_eq!(p.corrections.len(), 1);
+}
+
+#[test]
+fn audit_mode_reports_drift_and_writes_nothing() {
+    let spec = HardeningProfileSpec { mode: Mode::Audit, ..Default::default() };
+    let ns = NamespaceView { name: "team-a".into(), ..Default::default() };
+    let observed = Observed { network_policies: vec![], service_accounts: vec![sa("default", None, false)] };
+    let p = plan(&ns, governed(spec), &observed);
+    assert_eq!(p.outcome, Outcome::Drifted);
+    assert_eq!(p.drift.len(), 6 + 2 + 1);
+    assert!(p.actions.is_empty());
+}
+
+#[test]
+fn released_namespace_gives_back_everything_nsguard_applied() {
+    let spec = HardeningProfileSpec::default();
+    let (ns, observed) = converged(&spec);
+    let p = plan(&ns, Governance::Ungoverned, &observed);
+    assert_eq!(p.outcome, Outcome::Releasing);
+    assert_eq!(
+        p.actions,
+        [
+            Action::DeleteNetworkPolicy { name: ALLOW_DNS_POLICY.into(), uid: Some(format!("uid-{ALLOW_DNS_POLICY}")) },
+            Action::DeleteNetworkPolicy {
+                name: DEFAULT_DENY_POLICY.into(),
+                uid: Some(format!("uid-{DEFAULT_DENY_POLICY}"))
+            },
+            Action::ReleaseAutomount { name: "default".into(), uid: Some("uid-default".into()) },
+            Action::ReleaseAutomount { name: "builder".into(), uid: Some("uid-builder".into()) },
+            Action::ApplyNamespace { labels: BTreeMap::new(), annotations: BTreeMap::new() },
+        ]
+    );
+}
+
+#[test]
+fn retained_namespace_keeps_labels_policies_and_tokens() {
+    let spec = HardeningProfileSpec { release_policy: ReleasePolicy::Retain, ..Default::default() };
+    let (ns, observed) = converged(&spec);
+    let p = plan(&ns, Governance::Ungoverned, &observed);
+    assert!(
+        matches!(&p.actions[..], [Action::ApplyNamespace { labels, annotations }] if labels.len() == 6 && annotations.is_empty())
+    );
+}
+
+#[test]
+fn released_namespace_without_annotation_needs_nothing() {
+    let (mut ns, observed) = converged(&HardeningProfileSpec::default());
+    ns.annotations.clear();
+    let p = plan(&ns, Governance::Ungoverned, &observed);
+    assert_eq!(p.outcome, Outcome::Untouched);
+    assert!(p.actions.is_empty());
+}
+
+#[test]
+fn exempted_service_account_is_released_when_nsguard_owned_its_field() {
+    let mut spec = HardeningProfileSpec::default();
+    let (ns, observed) = converged(&spec);
+    spec.service_accounts.exempt = vec!["builder".into()];
+    let p = plan(&ns, governed(spec), &observed);
+    assert_eq!(p.actions, [Action::ReleaseAutomount { name: "builder".into(), uid: Some("uid-builder".into()) }]);
+    // There is nothing to correct, so the namespace is otherwise compliant.
+    assert!(p.drift.is_empty());
+}
+
+#[test]
+fn terminating_and_excluded_namespaces_are_untouched() {
+    let (mut ns, observed) = converged(&HardeningProfileSpec::default());
+    ns.terminating = true;
+    assert_eq!(plan(&ns, Governance::Ungoverned, &observed).outcome, Outcome::Untouched);
+    let system = NamespaceView { name: "kube-system".into(), ..Default::default() };
+    let profiles = [Arc::new(Profile::from_spec("all", HardeningProfileSpec::default()))];
+    let g = govern(&system, &profiles, &Exclusions::default());
+    let p = plan(&system, g, &Observed::default());
+    assert_eq!(p.outcome, Outcome::Untouched);
+    assert!(p.actions.is_empty());
+}

@@ -1,0 +1,118 @@
+//! Unit tests of `status`.
+
+use super::*;
+use crate::core::crd::HardeningProfileSpec;
+use k8s_openapi::jiff::Timestamp;
+use std::sync::Arc;
+
+fn result(profile: &str, outcome: Outcome, overridden: &[&str]) -> NamespaceResult {
+    NamespaceResult {
+        profile: Some(profile.into()),
+        overridden: overridden.iter().map(|s| (*s).to_owned()).collect(),
+        outcome,
+        detail: if outcome == Outcome::Compliant { String::new() } else { "label x was missing".into() },
+        failed: false,
+        fighting: false,
+    }
+}
+
+fn at(secs: i64) -> Time {
+    Time(Timestamp::from_second(secs).expect("valid"))
+}
+
+fn cond<'a>(s: &'a HardeningProfileStatus, t: &str) -> &'a Condition {
+    s.conditions.iter().find(|c| c.type_ == t).expect("condition")
+}
+
+#[test]
+fn counts_governed_and_compliant_namespaces_and_lists_the_rest() {
+    let profiles = [Arc::new(Profile::from_spec("prod", HardeningProfileSpec::default()))];
+    let results = [
+        ("a".to_owned(), result("prod", Outcome::Compliant, &[])),
+        ("b".to_owned(), result("prod", Outcome::Converging, &[])),
+        ("c".to_owned(), result("prod", Outcome::Compliant, &[])),
+    ];
+    let out =
+        aggregate(&profiles, results.iter().map(|(n, r)| (n.as_str(), r)), &HashMap::new(), &HashMap::new(), &at(1));
+    let s = &out["prod"];
+    assert_eq!((s.matched_namespaces, s.compliant_namespaces), (3, 2));
+    assert_eq!(
+        s.non_compliant,
+        [NonCompliantNamespace { namespace: "b".into(), reason: "label x was missing".into() }]
+    );
+    assert_eq!(cond(s, READY).reason, "Progressing");
+    assert_eq!(cond(s, DRIFTED).status, "True");
+}
+
+#[test]
+fn overridden_profile_reports_the_conflict() {
+    let profiles = [
+        Arc::new(Profile::from_spec("high", HardeningProfileSpec::default())),
+        Arc::new(Profile::from_spec("low", HardeningProfileSpec::default())),
+    ];
+    let results = [("a".to_owned(), result("high", Outcome::Compliant, &["low"]))];
+    let out =
+        aggregate(&profiles, results.iter().map(|(n, r)| (n.as_str(), r)), &HashMap::new(), &HashMap::new(), &at(1));
+    assert_eq!(cond(&out["low"], CONFLICTING).status, "True");
+    assert_eq!(cond(&out["low"], CONFLICTING).message, "high governs 1 namespace(s) this profile selects (a)");
+    assert_eq!(out["low"].matched_namespaces, 0);
+    assert_eq!(cond(&out["high"], CONFLICTING).status, "False");
+    assert_eq!(cond(&out["high"], READY).status, "True");
+}
+
+#[test]
+fn invalid_profile_is_not_ready_with_the_field_named() {
+    let mut spec = HardeningProfileSpec::default();
+    spec.pod_security.warn.version = "1.2".into();
+    let profiles = [Arc::new(Profile::from_spec("bad", spec))];
+    let out = aggregate(&profiles, [], &HashMap::new(), &HashMap::new(), &at(1));
+    let ready = cond(&out["bad"], READY);
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
+    assert!(ready.message.starts_with("spec.podSecurity.warn.version:"), "{}", ready.message);
+}
+
+#[test]
+fn unchanged_results_give_an_identical_status() {
+    let profiles = [Arc::new(Profile::from_spec("prod", HardeningProfileSpec::default()))];
+    let results = [("a".to_owned(), result("prod", Outcome::Compliant, &[]))];
+    let first =
+        aggregate(&profiles, results.iter().map(|(n, r)| (n.as_str(), r)), &HashMap::new(), &HashMap::new(), &at(1));
+    let previous: HashMap<_, _> = first.clone().into_iter().collect();
+    let second =
+        aggregate(&profiles, results.iter().map(|(n, r)| (n.as_str(), r)), &previous, &HashMap::new(), &at(99));
+    assert_eq!(first, second, "transition times are kept, so nothing needs writing");
+}
+
+#[test]
+fn last_correction_survives_a_restart() {
+    let profiles = [Arc::new(Profile::from_spec("prod", HardeningProfileSpec::default()))];
+    let results = [("a".to_owned(), result("prod", Outcome::Compliant, &[]))];
+    let corrections =
+        HashMap::from([("prod".to_owned(), Correction { namespace: "a".into(), summary: "label x".into() })]);
+    let before =
+        aggregate(&profiles, results.iter().map(|(n, r)| (n.as_str(), r)), &HashMap::new(), &corrections, &at(1));
+    assert_eq!(cond(&before["prod"], DRIFTED).reason, "DriftCorrected");
+    let previous: HashMap<_, _> = before.clone().into_iter().collect();
+    let after = aggregate(&profiles, results.iter().map(|(n, r)| (n.as_str(), r)), &previous, &HashMap::new(), &at(50));
+    assert_eq!(before, after);
+}
+
+#[test]
+fn non_compliant_list_is_bounded() {
+    let profiles = [Arc::new(Profile::from_spec("prod", HardeningProfileSpec::default()))];
+    let results: Vec<_> = (0..100).map(|i| (format!("ns-{i:03}"), result("prod", Outcome::Drifted, &[]))).collect();
+    let out =
+        aggregate(&profiles, results.iter().map(|(n, r)| (n.as_str(), r)), &HashMap::new(), &HashMap::new(), &at(1));
+    assert_eq!(out["prod"].non_compliant.len(), MAX_LISTED);
+    assert_eq!(out["prod"].non_compliant[0].namespace, "ns-000");
+}
+
+#[test]
+fn a_status_is_written_only_when_it_differs_from_the_stored_and_the_last_written() {
+    let a = HardeningProfileStatus { matched_namespaces: 1, ..Default::default() };
+    let b = HardeningProfileStatus { matched_namespaces: 2, ..Default::default() };
+    assert!(needs_write(&a, None, None));
+    assert!(!needs_write(&a, Some(&a), None), "already stored");
+    assert!(!needs_write(&a, Some(&b), Some(&a)), "written; its watch event is on the way");
+    assert!(needs_write(&a, Some(&b), Some(&b)));
+}
