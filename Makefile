@@ -38,6 +38,11 @@ faults: ## Fault tests (API server and etcd restarts) on a control plane of thei
 	awk '/^test result:/ {p += $$4; f += $$6} END {printf "fault tests: %d passed, %d failed\n", p, f}' target/faults.log; \
 	exit $$status
 
+.PHONY: reliability
+reliability: faults ## The fault tests, then their recovery times (RELIABILITY.md) as a table.
+	@echo "| measure | seconds |"; echo "| --- | --- |"
+	@for f in target/measurements/*.txt; do echo "| $$(basename $$f .txt) | $$(cat $$f) |"; done
+
 BENCH_CLUSTER := $(CURDIR)/target/bench-cluster
 BENCH_ARGS    ?=
 

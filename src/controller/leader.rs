@@ -112,6 +112,8 @@ pub struct Elector {
     timing: Timing,
     /// The lease record last seen and when it was first seen locally (for expiry on our clock).
     observed: Option<(Observed, Instant)>,
+    /// The lease as this replica's last successful write returned it.
+    held: Option<Lease>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,6 +131,7 @@ impl Elector {
             identity: identity.to_owned(),
             timing,
             observed: None,
+            held: None,
         }
     }
 
@@ -184,7 +187,14 @@ impl Elector {
     /// this replica holds it afterwards.
     async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
         let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
-        let Some(lease) = self.api.get_opt(&self.name).await? else {
+        // While it holds the lease, the leader renews the object its last write returned, without
+        // reading it first (a 409 then means someone else wrote it).
+        let held = self.held.take();
+        let lease = match held {
+            Some(lease) => Some(lease),
+            None => self.api.get_opt(&self.name).await?,
+        };
+        let Some(lease) = lease else {
             let lease = Lease {
                 metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
                 spec: Some(self.spec(now.clone(), now, 0)),
@@ -225,7 +235,10 @@ impl Elector {
             "spec": self.spec(acquired, now, transitions),
         });
         match self.api.patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => Ok(true),
+            Ok(renewed) => {
+                self.held = Some(renewed);
+                Ok(true)
+            }
             // Another replica wrote the lease since we read it: it renewed or took it first.
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),
