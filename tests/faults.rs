@@ -80,7 +80,6 @@ async fn recovers(admin: &Client, nsguard: &Instance, shard: &str, drifted: &[St
     eventually(&format!("nsguard to lead again after {what}"), || async { nsguard.is_leader().await.then_some(()) })
         .await;
     record(&format!("leader-again-after-{what}"), back.elapsed());
-    let lease = Api::<Lease>::namespaced(admin.clone(), "nsguard-system");
     drift(admin, drifted).await;
     let fresh = new_namespaces(admin, shard, 20).await;
     let made = Instant::now();
@@ -90,7 +89,6 @@ async fn recovers(admin: &Client, nsguard: &Instance, shard: &str, drifted: &[St
     })
     .await;
     record(&format!("heal-25-namespaces-after-{what}"), made.elapsed());
-    let _ = lease;
 }
 
 #[tokio::test]
@@ -259,11 +257,10 @@ async fn changes_made_during_a_partition_converge_through_relists_alone() {
     let kubeconfig = service_account_kubeconfig_via(&admin, "nsguard-system", "nsguard", Some(server)).await;
     let shard = unique_name("cut");
     let lease_name = unique_name("nsguard-cut");
-    // The periodic resync is far beyond the deadline: only relist handling can pass this test.
-    let nsguard =
-        Instance::spawn_with("cut", &kubeconfig, &shard, &lease_name, LEASE_SECONDS, &["--resync-seconds", "86400"])
-            .await;
-    eventually("nsguard to lead", || async { nsguard.is_leader().await.then_some(()) }).await;
+    // The periodic resync is far beyond the deadline, and without leader election no "became
+    // leader" pass reconciles everything after the cut: only relist handling can pass this test.
+    let flags = ["--resync-seconds", "86400", "--leader-elect", "false"];
+    let nsguard = Instance::spawn_with("cut", &kubeconfig, &shard, &lease_name, LEASE_SECONDS, &flags).await;
     apply_profile(&admin, &shard).await;
     let before = new_namespaces(&admin, &shard, 20).await;
     eventually("the first 20 namespaces exactly hardened", || async {
@@ -286,4 +283,133 @@ async fn changes_made_during_a_partition_converge_through_relists_alone() {
     })
     .await;
     record("converge-40-namespaces-after-partition", restored.elapsed());
+}
+
+/// nsguard's peak resident memory (VmHWM), in MiB.
+fn peak_rss_mib(nsguard: &Instance) -> f64 {
+    let pid = nsguard.child.id().expect("pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM");
+    kib / 1024.0
+}
+
+#[tokio::test]
+async fn a_namespace_with_2000_service_accounts_converges_with_bounded_writes() {
+    let admin = admin_client().await;
+    let _ = install();
+    let kubeconfig = service_account_kubeconfig(&admin, "nsguard-system", "nsguard").await;
+    let shard = unique_name("many");
+    let ns = create_namespace(&admin, "many", &[(SHARD_LABEL, &shard)]).await;
+    let accounts = Api::<ServiceAccount>::namespaced(admin.clone(), &ns);
+    stream::iter(0..2000)
+        .for_each_concurrent(32, |i| {
+            let accounts = accounts.clone();
+            async move {
+                let sa: ServiceAccount =
+                    serde_json::from_value(json!({"metadata": {"name": format!("sa-{i:04}")}})).expect("sa");
+                accounts.create(&Default::default(), &sa).await.expect("create ServiceAccount");
+            }
+        })
+        .await;
+    let lease_name = unique_name("nsguard-many");
+    let nsguard = Instance::spawn("many", &kubeconfig, &shard, &lease_name, LEASE_SECONDS).await;
+    eventually("nsguard to lead", || async { nsguard.is_leader().await.then_some(()) }).await;
+    let before = peak_rss_mib(&nsguard);
+    let started = Instant::now();
+    apply_profile(&admin, &shard).await;
+    eventually_within("all 2,001 ServiceAccounts with their token off", Duration::from_secs(300), || async {
+        let list = accounts.list(&Default::default()).await.ok()?;
+        (list.items.len() == 2001 && list.items.iter().all(|sa| sa.automount_service_account_token == Some(false)))
+            .then_some(())
+    })
+    .await;
+    record("converge-2001-service-accounts", started.elapsed());
+    let peak = peak_rss_mib(&nsguard);
+    eprintln!("measured peak RSS with 2,001 ServiceAccounts: {peak:.1} MiB (before the profile: {before:.1} MiB)");
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/measurements");
+    let _ = std::fs::write(dir.join("peak-rss-mib-2001-service-accounts.txt"), format!("{peak:.1}\n"));
+    assert!(exactly_hardened(&admin, &ns).await, "the namespace is exactly hardened");
+}
+
+#[tokio::test]
+async fn a_writer_fighting_for_90_seconds_meets_bounded_writes_and_one_report() {
+    let admin = admin_client().await;
+    let _ = install();
+    let kubeconfig = service_account_kubeconfig(&admin, "nsguard-system", "nsguard").await;
+    let shard = unique_name("fight");
+    let lease_name = unique_name("nsguard-fight");
+    let nsguard = Instance::spawn("fight", &kubeconfig, &shard, &lease_name, LEASE_SECONDS).await;
+    eventually("nsguard to lead", || async { nsguard.is_leader().await.then_some(()) }).await;
+    apply_profile(&admin, &shard).await;
+    let namespaces = new_namespaces(&admin, &shard, 2).await;
+    let (fought, other) = (namespaces[0].clone(), namespaces[1].clone());
+    eventually("both namespaces exactly hardened", || async {
+        all_exactly_hardened(&admin, &namespaces).await.then_some(())
+    })
+    .await;
+
+    // A rival (another GitOps tool, say) applies enforce=privileged every 200 ms for 90 s.
+    let offset = audit_log_offset();
+    let rival = {
+        let admin = admin.clone();
+        let fought = fought.clone();
+        tokio::spawn(async move {
+            let api = Api::<Namespace>::all(admin);
+            let patch = json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": fought, "labels": {ENFORCE: "privileged"}}});
+            let until = Instant::now() + Duration::from_secs(90);
+            while Instant::now() < until {
+                let _ = api.patch(&fought, &PatchParams::apply("rival-gitops").force(), &Patch::Apply(&patch)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let name = format!("fault-{shard}");
+    let profiles = Api::<DynamicObject>::all_with(admin.clone(), &profile_resource());
+    eventually("the profile's Drifted condition to name the rival", || async {
+        let profile = profiles.get(&name).await.ok()?;
+        let conditions = profile.data["status"]["conditions"].as_array()?.clone();
+        conditions
+            .iter()
+            .any(|c| {
+                c["type"] == "Drifted"
+                    && c["reason"] == "DriftFight"
+                    && c["message"].as_str().is_some_and(|m| m.contains("rival-gitops"))
+            })
+            .then_some(())
+    })
+    .await;
+    // Meanwhile another namespace's drift heals as usual.
+    drift(&admin, std::slice::from_ref(&other)).await;
+    let drifted = Instant::now();
+    eventually("the other namespace to heal during the fight", || async {
+        exactly_hardened(&admin, &other).await.then_some(())
+    })
+    .await;
+    record("heal-other-namespace-during-a-fight", drifted.elapsed());
+    rival.await.expect("rival");
+
+    let user = "system:serviceaccount:nsguard-system:nsguard";
+    let writes = audited_writes(user, offset)
+        .iter()
+        .filter(|e| e["objectRef"]["resource"] == "namespaces" && e["objectRef"]["name"] == fought.as_str())
+        .count();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/measurements");
+    let _ = std::fs::write(dir.join("writes-during-a-90s-fight.txt"), format!("{writes}\n"));
+    eprintln!("measured nsguard's writes to the fought namespace over 90 s: {writes}");
+    // 5 corrections before backing off, then 2 s, 4 s, 8 s, 16 s, 32 s... apart: bounded.
+    assert!(writes <= 15, "{writes} writes in 90 s: nsguard is not backing off");
+    let fights: Vec<String> = nsguard_events(&admin, &fought)
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("DriftFight"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert_eq!(fights.len(), 1, "one DriftFight for one episode: {fights:?}");
+    assert!(fights[0].contains("rival-gitops"), "the event names the other field manager: {}", fights[0]);
 }

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use futures::{FutureExt, StreamExt, TryStreamExt, stream};
+use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
@@ -14,9 +14,9 @@ use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
 use super::context::Context;
-use super::{Error, Result};
+use super::error::{Error, Result};
 use crate::core::decide::{action_key, recreate_after_apply};
-use crate::core::model::{FIELD_MANAGER, NamespaceView};
+use crate::core::model::{FIELD_MANAGER, NamespaceView, NetworkPolicyView};
 use crate::core::plan::Action;
 
 /// Writes one namespace sends at once (a namespace with 2,000 ServiceAccounts must not open 2,000
@@ -45,10 +45,12 @@ pub fn gone(e: &kube::Error) -> bool {
 pub async fn execute(ctx: &Context, ns: &NamespaceView, writes: &[Action]) -> Result<()> {
     let (namespace_writes, others): (Vec<&Action>, Vec<&Action>) =
         writes.iter().partition(|a| matches!(a, Action::ApplyNamespace { .. }));
-    // Boxed: keeps the future's type nameable, so the controller's stream stays `Send`.
+    // Boxed: keeps the future's type nameable, so the controller's stream stays `Send`. Every
+    // write runs to its end (and is recorded) even when another fails; the first error is returned.
     let writes: Vec<futures::future::BoxFuture<'_, Result<()>>> =
         others.into_iter().map(|a| execute_one(ctx, ns, a).boxed()).collect();
-    stream::iter(writes).buffer_unordered(WRITE_CONCURRENCY).try_collect::<Vec<()>>().await?;
+    let results: Vec<Result<()>> = stream::iter(writes).buffer_unordered(WRITE_CONCURRENCY).collect().await;
+    results.into_iter().collect::<Result<Vec<()>>>()?;
     for a in namespace_writes {
         execute_one(ctx, ns, a).await?;
     }
@@ -89,7 +91,18 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
             match ctx.guarded(api.create(&params, np.as_ref())).await? {
                 Ok(created) => (Written::Object(created.resource_version()), "networkpolicies", "create"),
                 Err(kube::Error::Api(s)) if s.code == 409 => {
-                    return Err(Error::Taken { namespace: namespace.to_owned(), name });
+                    // nsguard's own policy, not yet in the cache (a lost response, a lagging
+                    // watch), or someone else's: only the label tells.
+                    match ctx.guarded(api.get_opt(&name)).await? {
+                        Ok(Some(found)) if NetworkPolicyView::from_object(&found).managed_by_nsguard() => {
+                            (Written::Object(found.resource_version()), "networkpolicies", "create")
+                        }
+                        Ok(Some(_)) => return Err(Error::Taken { namespace: namespace.to_owned(), name }),
+                        Ok(None) => (Written::Nothing, "networkpolicies", "create"),
+                        Err(source) => {
+                            return Err(Error::ApplyNetworkPolicy { namespace: namespace.to_owned(), name, source });
+                        }
+                    }
                 }
                 Err(e) if gone(&e) => (Written::Nothing, "networkpolicies", "create"),
                 Err(source) => {

@@ -14,10 +14,11 @@ use kube::runtime::watcher;
 use tokio::sync::{Notify, watch};
 use tracing::warn;
 
+use super::error::{Error, Result};
 use super::events::EventQueue;
 use super::index::{Keyed, NamedIndex, NamespacedIndex};
 use super::leader::Leadership;
-use super::{Error, Result, Settings};
+use super::settings::Settings;
 use crate::core::crd::HardeningProfileStatus;
 use crate::core::decide::Memory;
 use crate::core::guard::ObjectKey;

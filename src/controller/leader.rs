@@ -27,24 +27,32 @@ use tracing::{debug, info, warn};
 /// Whether this replica may write now. Cheap to clone and to check.
 #[derive(Clone, Debug)]
 pub struct Leadership {
-    /// Until when this replica leads; `None` while it does not.
-    until: watch::Receiver<Option<Instant>>,
+    /// This replica's claim on the lease; `None` while it does not lead.
+    until: watch::Receiver<Option<Claim>>,
     /// The last lease request got an answer (false while the API server cannot be reached).
     reachable: Arc<AtomicBool>,
     /// For [`Leadership::unconditional`], the sender that keeps the value in place.
-    _fixed: Option<Arc<watch::Sender<Option<Instant>>>>,
+    _fixed: Option<Arc<watch::Sender<Option<Claim>>>>,
+}
+
+/// A lease held: until when this replica may write, and which term of leadership this is (a new
+/// term starts whenever leadership is won after not being held, even for a moment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub until: Instant,
+    pub term: u64,
 }
 
 /// The elector's side of [`Leadership`].
 pub struct Claims {
-    until: watch::Sender<Option<Instant>>,
+    until: watch::Sender<Option<Claim>>,
     reachable: Arc<AtomicBool>,
 }
 
 impl Leadership {
     /// A replica that always leads (leader election off, or a test).
     pub fn unconditional() -> Self {
-        let (tx, until) = watch::channel(Some(far_future()));
+        let (tx, until) = watch::channel(Some(Claim { until: far_future(), term: 1 }));
         Self { until, reachable: Arc::new(AtomicBool::new(true)), _fixed: Some(Arc::new(tx)) }
     }
 
@@ -62,7 +70,12 @@ impl Leadership {
 
     /// This replica holds the lease and its renew deadline has not passed.
     pub fn is_leader(&self) -> bool {
-        self.until.borrow().is_some_and(|until| Instant::now() < until)
+        self.until.borrow().is_some_and(|claim| Instant::now() < claim.until)
+    }
+
+    /// The term of leadership this replica holds now, if it leads.
+    pub fn term(&self) -> Option<u64> {
+        self.until.borrow().filter(|claim| Instant::now() < claim.until).map(|claim| claim.term)
     }
 
     /// Resolves when leadership may have changed.
@@ -72,7 +85,7 @@ impl Leadership {
 
     /// The time left before this replica must stop writing (zero when it does not lead).
     pub fn remaining(&self) -> Duration {
-        self.until.borrow().map(|until| until.saturating_duration_since(Instant::now())).unwrap_or_default()
+        self.until.borrow().map(|claim| claim.until.saturating_duration_since(Instant::now())).unwrap_or_default()
     }
 }
 
@@ -135,14 +148,17 @@ impl Elector {
         }
     }
 
-    /// Runs until `stop` resolves, publishing leadership to `leader`; then releases the lease if this
-    /// replica holds it.
-    pub async fn run(mut self, claims: Claims, stop: impl Future<Output = ()>) {
+    /// Runs until `stop` resolves, publishing leadership to `leader`; then, if `stop` says so,
+    /// releases the lease if this replica holds it (a replica whose writes may still be in flight
+    /// lets its lease expire instead).
+    pub async fn run(mut self, claims: Claims, stop: impl Future<Output = bool>) {
         let Claims { until: leader, reachable } = claims;
         tokio::pin!(stop);
+        let mut term = 0u64;
+        let release;
         loop {
             // A lapsed deadline is published as "not leading" even while the API does not answer.
-            if leader.borrow().is_some_and(|until| Instant::now() >= until) {
+            if leader.borrow().is_some_and(|claim| Instant::now() >= claim.until) {
                 warn!("leader lease not renewed within the renew deadline; stopping writes");
                 leader.send_replace(None);
             }
@@ -153,10 +169,13 @@ impl Elector {
                 reachable.store(matches!(result, Ok(Ok(_))), Ordering::Release);
                 match result {
                     Ok(Ok(true)) => {
-                        let was = leader.send_replace(Some(started + self.timing.renew_deadline));
-                        if was.is_none() {
-                            info!(identity = %self.identity, "acquired the leader lease");
+                        // Won after not holding it, even for a moment: a new term, so the
+                        // controller reconciles everything again.
+                        if leader.borrow().is_none_or(|claim| Instant::now() >= claim.until) {
+                            term += 1;
+                            info!(identity = %self.identity, term, "acquired the leader lease");
                         }
+                        leader.send_replace(Some(Claim { until: started + self.timing.renew_deadline, term }));
                     }
                     Ok(Ok(false)) => {
                         if leader.send_replace(None).is_some() {
@@ -166,15 +185,18 @@ impl Elector {
                     Ok(Err(e)) => warn!(error = %e, "leader election: lease not renewed; retrying"),
                     Err(_) => warn!("leader election: lease request timed out; retrying"),
                 }},
-                () = &mut stop => break,
+                give_up = &mut stop => { release = give_up; break }
             }
             tokio::select! {
                 () = tokio::time::sleep(self.timing.retry_period) => {}
-                () = &mut stop => break,
+                give_up = &mut stop => { release = give_up; break }
             }
         }
         let held = leader.send_replace(None).is_some();
-        if held {
+        if held && !release {
+            warn!("writes may still be in flight: leaving the leader lease to expire");
+        }
+        if held && release {
             match tokio::time::timeout(self.timing.renew_deadline, self.release()).await {
                 Ok(Ok(())) => info!("released the leader lease"),
                 Ok(Err(e)) => warn!(error = %e, "releasing the leader lease"),
@@ -291,7 +313,7 @@ mod tests {
     async fn leadership_lapses_at_its_deadline_without_a_renewal() {
         let (claims, leadership) = Leadership::channel();
         assert!(!leadership.is_leader());
-        claims.until.send_replace(Some(Instant::now() + Duration::from_secs(10)));
+        claims.until.send_replace(Some(Claim { until: Instant::now() + Duration::from_secs(10), term: 1 }));
         assert!(leadership.is_leader());
         tokio::time::advance(Duration::from_secs(9)).await;
         assert!(leadership.is_leader());

@@ -13,12 +13,12 @@ pub mod events;
 pub mod index;
 pub mod leader;
 mod reconcile;
+mod settings;
 mod status_writer;
 mod watches;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use futures::{Stream, StreamExt, future};
 use kube::Client;
@@ -34,41 +34,8 @@ pub use self::error::{Error, Result};
 use self::events::{EventQueue, Publisher};
 use self::index::{NamedIndex, NamespacedIndex};
 use self::leader::Leadership;
-use crate::core::selection::Exclusions;
+pub use self::settings::Settings;
 use crate::ops::metrics::Metrics;
-
-/// How the controller is configured.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Namespaces never governed.
-    pub exclusions: Exclusions,
-    /// Only namespaces with these labels are watched (a label selector), e.g. to shard.
-    pub namespace_selector: Option<String>,
-    /// Only profiles with these labels are watched (a label selector).
-    pub profile_selector: Option<String>,
-    /// Namespaces reconciled at once.
-    pub concurrency: u16,
-    /// Every namespace is re-checked this often, as a backstop to the watches.
-    pub resync: Duration,
-    /// Shown as the reporting instance of Events (the pod name).
-    pub instance: Option<String>,
-    /// How long status updates are coalesced.
-    pub status_interval: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            exclusions: Exclusions::default(),
-            namespace_selector: None,
-            profile_selector: None,
-            concurrency: 16,
-            resync: Duration::from_secs(30 * 60),
-            instance: None,
-            status_interval: Duration::from_millis(500),
-        }
-    }
-}
 
 /// A handle for observing a running controller (readiness, metrics, memory).
 #[derive(Clone)]
@@ -121,15 +88,18 @@ pub struct Footprint {
     pub profiles: usize,
 }
 
-/// Emits once each time this replica becomes the leader (and at once if it leads already).
+/// Emits once for each new term of leadership (and at once if this replica leads already): a term
+/// won back after a lapse, however short, is a new term.
 fn became_leader(leader: Leadership) -> impl Stream<Item = ()> + Send {
-    futures::stream::unfold((leader, false), |(mut leader, mut was)| async move {
+    futures::stream::unfold((leader, None), |(mut leader, mut last)| async move {
         loop {
-            let is = leader.is_leader();
-            if is && !was {
-                return Some(((), (leader, true)));
+            let term = leader.term();
+            if term.is_some() && term != last {
+                return Some(((), (leader, term)));
             }
-            was = is;
+            if term.is_none() {
+                last = None;
+            }
             if !leader.changed().await {
                 return None;
             }

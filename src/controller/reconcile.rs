@@ -8,9 +8,9 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
 use tracing::{debug, info, instrument, warn};
 
-use super::Error;
 use super::apply::execute;
 use super::context::{Context, NamespaceMeta};
+use super::error::Error;
 use super::events::Pending;
 use crate::core::decide::{Announcement, Decision, Next, decide, summary};
 use crate::core::model::NamespaceView;
@@ -114,6 +114,10 @@ fn result_label(outcome: Outcome) -> &'static str {
 }
 
 async fn publish(ctx: &Context, ns: &NamespaceView, announcement: &Announcement) {
+    if !ctx.is_leader() {
+        // Lost the lease since deciding: the new leader speaks for the cluster now.
+        return;
+    }
     let Announcement { severity, reason, action, note } = announcement.clone();
     if severity == crate::core::decide::Severity::Warning {
         warn!(reason, note = %note, "event");
@@ -133,9 +137,10 @@ async fn publish(ctx: &Context, ns: &NamespaceView, announcement: &Announcement)
 pub fn error_policy(meta: Arc<NamespaceMeta>, error: &Error, ctx: Arc<Context>) -> Requeue {
     let name = meta.name_any();
     if error.not_leading() {
-        // Becoming the leader again reconciles every namespace.
+        // Leadership lapsed between deciding and writing: look again shortly (a new term also
+        // reconciles every namespace).
         debug!(namespace = %name, "write skipped: not the leader");
-        return Requeue::await_change();
+        return Requeue::requeue(Duration::from_secs(2));
     }
     let failures = ctx.state().namespaces.get(&name).map_or(1, |m| m.failures);
     let delay = crate::core::decide::retry_delay(failures).max(Duration::from_secs(1));

@@ -26,6 +26,7 @@ use crate::core::crd::{HardeningProfile, HardeningProfileStatus};
 use crate::core::guard::ObjectKey;
 use crate::core::model::{
     MANAGED_BY_LABEL, MANAGED_BY_VALUE, NamespaceView, NetworkPolicyView, Profile, ServiceAccountView,
+    compact_managed_fields,
 };
 use crate::core::selection::{fans_out, may_affect};
 
@@ -108,7 +109,7 @@ pub fn namespaces(
     let failed = ctx.clone();
     relisting(api, config(ctx.settings.namespace_selector.as_deref()))
         .inspect_err(move |e| failed.watch_failed("Namespace", e))
-        .modify(|ns| ns.managed_fields_mut().clear())
+        .modify(|ns| compact_managed_fields(ns.managed_fields_mut()))
         .reflect(writer)
         .inspect_ok(move |event| {
             if let Some(ns) = touched(event) {
@@ -124,6 +125,9 @@ pub fn namespaces(
             }
         })
         .touched_objects()
+        // Failures are logged and retried above (a fresh list); passing them on would make the
+        // Controller back off every trigger (kube's default: up to 30 s).
+        .filter(|object| futures::future::ready(object.is_ok()))
 }
 
 /// Turns a watch into triggers: `on_event` indexes each event and names the namespaces to look at.

@@ -31,6 +31,9 @@ pub struct Memory {
     pub failures: u32,
     /// A fight with another writer is going on (announced once per episode).
     pub fighting: bool,
+    /// When drift that needed correcting was last seen (corrected or backed off from): a fight
+    /// episode ends only a whole window after it.
+    pub last_contested: Option<Instant>,
     /// NetworkPolicies whose name an object nsguard did not create already holds, and since when:
     /// left alone, and tried again only after [`TAKEN_RETRY`].
     pub taken: BTreeMap<String, Instant>,
@@ -90,6 +93,8 @@ pub struct Decision {
     pub detected: Vec<Drift>,
     /// Backing off from a writer that keeps reverting nsguard: nothing is written now.
     pub backoff: bool,
+    /// The outcome the plan found, recorded instead of `result.outcome` if the writes fail.
+    pub planned: Outcome,
     pub next: Next,
 }
 
@@ -110,7 +115,11 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
         .cloned()
         .collect();
     // Never take over an object nsguard did not create: a name another object holds is left alone.
-    memory.taken.retain(|_, since| now.duration_since(*since) < TAKEN_RETRY);
+    memory.taken.retain(|name, since| {
+        // Forgotten once the cache shows nsguard's own policy under that name, or after a while.
+        let missing = plan.drift.iter().any(|d| matches!(d, Drift::NetworkPolicyMissing { name: n } if n == name));
+        missing && now.duration_since(*since) < TAKEN_RETRY
+    });
     let taken: Vec<String> = memory.taken.keys().cloned().collect();
     writes.retain(|a| !matches!(a, Action::ApplyNetworkPolicy(np) if taken.contains(&np.name_any())));
     if waiting && plan.outcome == Outcome::Releasing {
@@ -125,6 +134,7 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
         detail: describe(plan),
         failed: false,
         fighting: false,
+        rivals: plan.rivals.clone(),
     };
     let after_pending = if waiting { Next::After(PendingWrites::EXPIRY) } else { Next::Resync };
     let quiet = |result| Decision {
@@ -134,6 +144,7 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
         corrected: vec![],
         detected: vec![],
         backoff: false,
+        planned: plan.outcome,
         next: Next::Resync,
     };
     if !leader {
@@ -141,12 +152,15 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
         return quiet(result);
     }
 
-    // A fight episode ends only after a whole window without a correction: the limiter's own
-    // burst allowance must not start a new episode (and a new announcement) every minute.
-    if memory.fighting && memory.corrections.calm(now) {
+    // A fight episode ends only a whole window after drift was last contested: neither the
+    // limiter's burst allowance nor its long back-offs start a new episode (and announcement).
+    if memory.fighting && memory.last_contested.is_none_or(|t| now.duration_since(t) > CorrectionHistory::WINDOW) {
         memory.fighting = false;
     }
     let correcting = !plan.corrections.is_empty() && !writes.is_empty();
+    if correcting {
+        memory.last_contested = Some(now);
+    }
     if correcting && let Correction::BackOff(wait) = memory.corrections.check(now) {
         result.fighting = true;
         let mut decision = quiet(result);
@@ -159,7 +173,8 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
                 reason: "DriftFight",
                 action: "Backoff",
                 note: format!(
-                    "another writer keeps reverting nsguard ({}); corrections back off exponentially, up to every {}s",
+                    "another writer keeps reverting nsguard{} ({}); corrections back off exponentially, up to every {}s",
+                    if plan.rivals.is_empty() { String::new() } else { format!(" (field manager {})", plan.rivals.join(", ")) },
                     summary(&plan.drift),
                     CorrectionHistory::MAX_DELAY.as_secs()
                 ),
@@ -193,6 +208,7 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
         corrected: if correcting { plan.corrections.clone() } else { vec![] },
         detected,
         backoff: false,
+        planned: plan.outcome,
         next: after_pending,
     }
 }
@@ -236,6 +252,8 @@ impl Decision {
     pub fn failed(&self, memory: &mut Memory, error: String) -> Duration {
         memory.failures = memory.failures.saturating_add(1);
         let mut result = self.result.clone();
+        // Not written, so not compliant: the namespace is still what the plan found.
+        result.outcome = self.planned;
         result.failed = true;
         result.detail = error;
         memory.result = Some(result);
@@ -259,11 +277,15 @@ fn announcements(plan: &Plan, reported: &Reported, correcting: bool, writing: bo
     let mut say = |severity, reason, action, note| out.push(Announcement { severity, reason, action, note });
     let enforcing = mode == Some(Mode::Enforce) && !plan.drift.is_empty() && writing;
     if correcting {
+        let by = match plan.rivals.as_slice() {
+            [] => String::new(),
+            rivals => format!(" (overriding field manager {})", rivals.join(", ")),
+        };
         say(
             Severity::Warning,
             "DriftCorrected",
             "Correct",
-            format!("Profile {profile}: {}; set back", summary(&plan.drift)),
+            format!("Profile {profile}: {}; set back{by}", summary(&plan.drift)),
         );
     } else if enforcing && plan.first_hardening {
         say(Severity::Normal, "Hardened", "Harden", format!("Hardened to profile {profile}: {}", summary(&plan.drift)));

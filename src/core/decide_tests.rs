@@ -53,6 +53,7 @@ fn plan_for(situation: Situation, mode: &str) -> Plan {
         labels: want.labels.clone(),
         annotations: want.annotations.clone(),
         terminating: false,
+        label_managers: Default::default(),
     };
     let converged = Observed {
         network_policies: want
@@ -183,6 +184,25 @@ fn a_writer_that_keeps_reverting_is_announced_once_per_episode() {
 }
 
 #[test]
+fn a_fight_of_half_an_hour_is_still_one_episode() {
+    let p = plan_for(Situation::LabelDrifted, "Enforce");
+    let mut memory = Memory::default();
+    let mut now = Instant::now();
+    let mut fights = 0;
+    // The rival reverts 200 ms after each of nsguard's corrections, for 30 minutes; nsguard looks
+    // whenever the rival's write arrives (every 200 ms while it keeps writing).
+    for _ in 0..(30 * 60 * 5) {
+        let d = decide(NS, &p, &mut memory, true, now);
+        fights += reasons(&d).iter().filter(|r| **r == "DriftFight").count();
+        if !d.writes.is_empty() {
+            d.succeeded(&p, &mut memory, now);
+        }
+        now += Duration::from_millis(200);
+    }
+    assert_eq!(fights, 1, "long back-offs must not end the episode");
+}
+
+#[test]
 fn audit_drift_is_announced_once_until_it_changes() {
     let p = plan_for(Situation::LabelDrifted, "Audit");
     let mut memory = Memory::default();
@@ -211,10 +231,12 @@ fn a_failed_write_backs_off_and_keeps_the_error() {
     let p = plan_for(Situation::New, "Enforce");
     let mut memory = Memory::default();
     let d = decide(NS, &p, &mut memory, true, Instant::now());
+    assert_eq!(d.result.outcome, Outcome::Compliant, "compliant once written");
     let delays: Vec<u64> = (0..4).map(|_| d.failed(&mut memory, "refused".into()).as_secs()).collect();
     assert_eq!(delays, [1, 2, 4, 8]);
     let result = memory.result.as_ref().expect("recorded");
     assert!(result.failed && result.detail == "refused");
+    assert_eq!(result.outcome, Outcome::Converging, "a namespace whose writes failed is not compliant");
     assert_eq!(retry_delay(40), Duration::from_secs(256).min(Duration::from_secs(300)));
     d.succeeded(&p, &mut memory, Instant::now());
     assert_eq!(memory.failures, 0);
@@ -255,4 +277,31 @@ fn a_policy_name_someone_else_holds_is_left_alone_and_reported_once() {
     assert!(again.result.detail.contains(taken) && again.result.outcome != Outcome::Compliant);
     let later = decide(NS, &p, &mut memory, true, now + TAKEN_RETRY);
     assert!(applies(&later).contains(&taken.to_owned()), "tried again after a while");
+}
+
+#[test]
+fn a_fight_names_the_field_manager_that_set_the_label() {
+    let mut p = plan_for(Situation::LabelDrifted, "Enforce");
+    // What `plan` finds when another manager owns the drifted label (see plan's tests).
+    p.rivals = vec!["argocd-controller".into()];
+    let mut memory = Memory::default();
+    let mut now = Instant::now();
+    let mut notes = Vec::new();
+    for _ in 0..20 {
+        let d = decide(NS, &p, &mut memory, true, now);
+        notes.extend(d.announce.iter().filter(|a| a.reason == "DriftFight").map(|a| a.note.clone()));
+        if d.backoff {
+            assert_eq!(d.result.rivals, ["argocd-controller"]);
+        }
+        if !d.writes.is_empty() {
+            d.succeeded(&p, &mut memory, now);
+        }
+        now += Duration::from_millis(200);
+    }
+    assert_eq!(notes.len(), 1);
+    assert!(notes[0].contains("field manager argocd-controller"), "{}", notes[0]);
+    // A single correction names the manager it overrode, too.
+    let d = decide(NS, &p, &mut Memory::default(), true, now);
+    let corrected = d.announce.iter().find(|a| a.reason == "DriftCorrected").expect("DriftCorrected");
+    assert!(corrected.note.ends_with("set back (overriding field manager argocd-controller)"), "{}", corrected.note);
 }

@@ -45,7 +45,10 @@ impl PendingWrites {
 
     /// A watch event for `key` arrived: the cache now reflects the write.
     pub fn observed(&mut self, key: &ObjectKey) {
-        self.entries.remove(key);
+        if self.entries.remove(key).is_some() && self.entries.is_empty() {
+            // One map per namespace: give its memory back once nothing is in flight.
+            self.entries = HashMap::new();
+        }
     }
 
     /// The cache may not reflect nsguard's last write to `key` yet.
@@ -53,7 +56,7 @@ impl PendingWrites {
         match self.entries.get(key) {
             Some(at) if now.duration_since(*at) < Self::EXPIRY => true,
             Some(_) => {
-                self.entries.remove(key);
+                self.observed(key);
                 false
             }
             None => false,
@@ -110,11 +113,6 @@ impl CorrectionHistory {
     /// Fewer corrections than a burst in the last window: no writer is fighting nsguard.
     pub fn quiet(&self, now: Instant) -> bool {
         self.history.iter().filter(|t| now.duration_since(**t) <= Self::WINDOW).count() < Self::BURST
-    }
-
-    /// No correction for a whole window: a fight with another writer, if any, is over.
-    pub fn calm(&self, now: Instant) -> bool {
-        self.history.back().is_none_or(|t| now.duration_since(*t) > Self::WINDOW)
     }
 
     /// Records a correction.

@@ -8,6 +8,7 @@ use k8s_openapi::api::{
     core::v1::ServiceAccount,
     networking::v1::{NetworkPolicy, NetworkPolicySpec},
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::api::ObjectMeta;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -41,6 +42,9 @@ pub struct NamespaceView {
     pub annotations: BTreeMap<String, String>,
     /// The namespace is being deleted: nsguard leaves it alone.
     pub terminating: bool,
+    /// For each Pod Security label, the field managers other than nsguard that own it (to name a
+    /// rival writer).
+    pub label_managers: BTreeMap<String, Vec<String>>,
 }
 
 impl NamespaceView {
@@ -51,6 +55,7 @@ impl NamespaceView {
             labels: meta.labels.clone().unwrap_or_default(),
             annotations: meta.annotations.clone().unwrap_or_default(),
             terminating: meta.deletion_timestamp.is_some(),
+            label_managers: label_managers(meta),
         }
     }
 
@@ -59,6 +64,52 @@ impl NamespaceView {
         self.annotations.get(PROFILE_ANNOTATION).map(String::as_str)
     }
 }
+
+/// The Pod Security labels each field manager other than nsguard owns, by label.
+fn label_managers(meta: &ObjectMeta) -> BTreeMap<String, Vec<String>> {
+    let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for entry in meta.managed_fields.iter().flatten() {
+        let Some(manager) = entry.manager.as_deref().filter(|m| *m != FIELD_MANAGER) else { continue };
+        let labels = entry.fields_v1.as_ref().and_then(|f| f.0.get("f:metadata")?.get("f:labels")?.as_object());
+        for key in labels.into_iter().flat_map(|l| l.keys()) {
+            if let Some(label) = key.strip_prefix("f:").filter(|k| k.starts_with(PSA_LABEL_PREFIX)) {
+                owners.entry(label.to_owned()).or_default().push(manager.to_owned());
+            }
+        }
+    }
+    owners
+}
+
+/// Keeps of a namespace's managedFields only what [`NamespaceView`] reads — which other managers
+/// own Pod Security labels — so that the cache of 10,000 namespaces stays small.
+pub fn compact_managed_fields(entries: &mut Vec<ManagedFieldsEntry>) {
+    entries.retain_mut(|entry| {
+        if entry.manager.as_deref() == Some(FIELD_MANAGER) {
+            return false;
+        }
+        let labels: serde_json::Map<String, serde_json::Value> = entry
+            .fields_v1
+            .as_ref()
+            .and_then(|f| f.0.get("f:metadata")?.get("f:labels")?.as_object())
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.strip_prefix("f:").is_some_and(|k| k.starts_with(PSA_LABEL_PREFIX)))
+            .map(|(k, _)| (k.clone(), serde_json::json!({})))
+            .collect();
+        if labels.is_empty() {
+            return false;
+        }
+        *entry = ManagedFieldsEntry {
+            manager: entry.manager.take(),
+            fields_v1: Some(FieldsV1(serde_json::json!({"f:metadata": {"f:labels": labels}}))),
+            ..Default::default()
+        };
+        true
+    });
+}
+
+/// The prefix of the Pod Security Admission labels.
+pub const PSA_LABEL_PREFIX: &str = "pod-security.kubernetes.io/";
 
 /// A ServiceAccount as the core needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -147,6 +147,8 @@ pub struct Plan {
     pub first_hardening: bool,
     /// Of `drift`, what was changed after nsguard applied it (as opposed to new objects).
     pub corrections: Vec<Drift>,
+    /// The field managers that own the labels that drifted: who set them.
+    pub rivals: Vec<String>,
 }
 
 /// Decides drift and writes for one namespace.
@@ -159,6 +161,7 @@ pub fn plan(ns: &NamespaceView, governance: Governance, observed: &Observed) -> 
         outcome,
         first_hardening: false,
         corrections: vec![],
+        rivals: vec![],
     };
     if ns.terminating {
         return empty(governance, Outcome::Untouched);
@@ -193,7 +196,18 @@ pub fn plan(ns: &NamespaceView, governance: Governance, observed: &Observed) -> 
             } else {
                 drift.iter().filter(|d| d.is_correction(observed)).cloned().collect()
             };
-            Plan { governance, desired: Some(want), drift, actions, outcome, first_hardening, corrections }
+            let mut rivals: Vec<String> = drift
+                .iter()
+                .filter_map(|d| match d {
+                    Drift::Label { key, actual: Some(_), .. } => ns.label_managers.get(key),
+                    _ => None,
+                })
+                .flatten()
+                .cloned()
+                .collect();
+            rivals.sort();
+            rivals.dedup();
+            Plan { governance, desired: Some(want), drift, actions, outcome, first_hardening, corrections, rivals }
         }
     }
 }

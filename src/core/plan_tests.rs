@@ -37,6 +37,7 @@ fn converged(spec: &HardeningProfileSpec) -> (NamespaceView, Observed) {
         labels: want.labels.clone(),
         annotations: want.annotations.clone(),
         terminating: false,
+        label_managers: Default::default(),
     };
     let observed = Observed {
         network_policies: want.network_policies.values().map(np_view).collect(),
@@ -231,4 +232,39 @@ fn terminating_and_excluded_namespaces_are_untouched() {
     let p = plan(&system, g, &Observed::default());
     assert_eq!(p.outcome, Outcome::Untouched);
     assert!(p.actions.is_empty());
+}
+
+#[test]
+fn the_field_manager_that_set_a_drifted_label_is_named() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    let spec = HardeningProfileSpec::default();
+    let (ns, observed) = converged(&spec);
+    let enforce = "pod-security.kubernetes.io/enforce";
+    let entry = |manager: &str, fields: serde_json::Value| ManagedFieldsEntry {
+        manager: Some(manager.into()),
+        operation: Some("Update".into()),
+        fields_v1: Some(FieldsV1(fields)),
+        ..Default::default()
+    };
+    let mut managed = vec![
+        entry("nsguard", serde_json::json!({"f:metadata": {"f:labels": {"f:pod-security.kubernetes.io/warn": {}}}})),
+        entry(
+            "argocd",
+            serde_json::json!({"f:metadata": {"f:labels": {"f:pod-security.kubernetes.io/enforce": {}, "f:team": {}}}}),
+        ),
+        entry("kubectl", serde_json::json!({"f:metadata": {"f:labels": {"f:team": {}}}})),
+    ];
+    crate::core::model::compact_managed_fields(&mut managed);
+    assert_eq!(managed.len(), 1, "only other managers' Pod Security labels are kept: {managed:?}");
+    let mut meta = kube::api::ObjectMeta {
+        name: Some(ns.name.clone()),
+        labels: Some(ns.labels.clone()),
+        annotations: Some(ns.annotations.clone()),
+        managed_fields: Some(managed),
+        ..Default::default()
+    };
+    meta.labels.as_mut().expect("labels").insert(enforce.into(), "privileged".into());
+    let drifted = NamespaceView::from_meta(&meta);
+    let p = plan(&drifted, governed(spec), &observed);
+    assert_eq!(p.rivals, ["argocd"]);
 }

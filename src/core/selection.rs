@@ -156,9 +156,13 @@ pub fn finalizer_change(profile: &Profile, still_annotated: usize) -> FinalizerC
     }
 }
 
-/// Whether `ns` still waits to be released from `profile` before the profile may go.
-pub fn awaits_release(ns: &NamespaceView, profile: &str, exclusions: &Exclusions) -> bool {
-    ns.governing_annotation() == Some(profile) && !ns.terminating && !exclusions.excludes(&ns.name)
+/// Whether `ns` still waits to be released from `profile` before the profile may go: it carries
+/// the profile's annotation and nsguard will release it (not excluded, not terminating, and not
+/// handed over to another profile, which takes it as it is).
+pub fn awaits_release(ns: &NamespaceView, profile: &str, profiles: &[Arc<Profile>], exclusions: &Exclusions) -> bool {
+    ns.governing_annotation() == Some(profile)
+        && !ns.terminating
+        && matches!(govern(ns, profiles, exclusions), Governance::Ungoverned)
 }
 
 #[cfg(test)]

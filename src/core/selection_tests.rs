@@ -173,14 +173,20 @@ fn the_finalizer_goes_on_live_profiles_and_comes_off_once_every_namespace_is_rel
 }
 
 #[test]
-fn only_live_governed_namespaces_hold_a_profile_back() {
+fn only_namespaces_nsguard_will_release_hold_a_profile_back() {
     let ex = Exclusions::default();
-    assert!(awaits_release(&annotated("x", "prod"), "prod", &ex));
-    assert!(!awaits_release(&annotated("x", "other"), "prod", &ex));
+    let mut gone = (*profile("prod", 0, &[])).clone();
+    gone.deleting = true;
+    let deleting = [Arc::new(gone.clone())];
+    assert!(awaits_release(&annotated("x", "prod"), "prod", &deleting, &ex));
+    assert!(!awaits_release(&annotated("x", "other"), "prod", &deleting, &ex));
     let mut terminating = annotated("x", "prod");
     terminating.terminating = true;
-    assert!(!awaits_release(&terminating, "prod", &ex));
-    assert!(!awaits_release(&annotated("kube-system", "prod"), "prod", &ex));
+    assert!(!awaits_release(&terminating, "prod", &deleting, &ex));
+    assert!(!awaits_release(&annotated("kube-system", "prod"), "prod", &deleting, &ex));
+    // Handed over to another profile (which may be in Audit mode and never rewrite the annotation).
+    let with_successor = [Arc::new(gone), profile("audit-all", 0, &[])];
+    assert!(!awaits_release(&annotated("x", "prod"), "prod", &with_successor, &ex));
 }
 
 #[test]

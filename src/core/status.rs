@@ -34,6 +34,8 @@ pub struct NamespaceResult {
     pub failed: bool,
     /// nsguard is backing off because another writer keeps reverting it.
     pub fighting: bool,
+    /// The field managers whose writes nsguard is correcting (when known).
+    pub rivals: Vec<String>,
 }
 
 /// The last drift corrected in a profile's namespaces (kept in memory, shown in `Drifted`).
@@ -50,7 +52,7 @@ struct Tally<'a> {
     converging: i32,
     drifted: i32,
     failed: Vec<(&'a str, &'a str)>,
-    fighting: Vec<&'a str>,
+    fighting: Vec<String>,
     non_compliant: Vec<NonCompliantNamespace>,
     /// Namespaces this profile selects that another profile governs, by winner.
     lost_to: BTreeMap<&'a str, Vec<&'a str>>,
@@ -84,7 +86,10 @@ pub fn aggregate<'a>(
             t.failed.push((namespace, &result.detail));
         }
         if result.fighting {
-            t.fighting.push(namespace);
+            t.fighting.push(match result.rivals.as_slice() {
+                [] => namespace.to_owned(),
+                rivals => format!("{namespace} (field manager {})", rivals.join(", ")),
+            });
         }
         if result.outcome != Outcome::Compliant {
             t.non_compliant
