@@ -264,6 +264,7 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
+pub mod churn;
 pub mod operator;
 pub mod process;
 pub mod proxy;

@@ -1,0 +1,67 @@
+//! Churn: three rounds of 500 namespaces created, hardened and deleted. Nobody touches them, so
+//! nsguard must not report drift on any (a `DriftCorrected` event tells on-call "someone changed
+//! this": it must be true), and every per-namespace structure and metric series is back to its
+//! size after the first round. This process's peak RSS is recorded as a figure, not asserted.
+
+mod support;
+
+use k8s_openapi::api::events::v1::Event;
+use kube::api::Api;
+use nsguard::controller::Footprint;
+use serde_json::json;
+use support::churn::{round, series};
+use support::operator::Operator;
+use support::*;
+
+const ROUNDS: usize = 3;
+const NAMESPACES: usize = 500;
+
+/// nsguard's `DriftCorrected` events about namespaces of this test (their names start `forget-`
+/// and the test's controller reports as `test-<shard>`).
+async fn drift_corrected(op: &Operator) -> Vec<String> {
+    let instance = format!("test-{}", op.shard);
+    Api::<Event>::namespaced(op.admin.clone(), "default")
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reporting_instance.as_deref() == Some(instance.as_str()))
+        .filter(|e| e.reason.as_deref() == Some("DriftCorrected"))
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+#[tokio::test]
+async fn churn_reports_no_false_drift_and_leaves_nothing_behind() {
+    let op = Operator::start().await;
+    op.profile("churn", json!({})).await;
+    let settle = |op: &Operator| {
+        let footprint = op.handle.footprint();
+        (footprint.cached_namespaces == 0 && footprint.remembered_namespaces == 0).then_some(footprint)
+    };
+    let mut after_first: Option<(Footprint, usize)> = None;
+    for i in 1..=ROUNDS {
+        round(&op, NAMESPACES).await;
+        let footprint = eventually("nsguard to forget the round", || async { settle(&op) }).await;
+        let now = (footprint, series(&op));
+        eprintln!("measured churn round {i}: peak RSS of the test process {:.1} MiB", peak_rss_mib());
+        match &after_first {
+            None => after_first = Some(now),
+            Some(first) => assert_eq!(&now, first, "round {i}: structures and metric series back to round 1's"),
+        }
+    }
+    let false_reports = drift_corrected(&op).await;
+    assert!(false_reports.is_empty(), "drift reported on namespaces nobody touched: {false_reports:?}");
+    assert_eq!(op.corrections("label") + op.corrections("network_policy_missing"), 0);
+}
