@@ -413,3 +413,73 @@ async fn a_writer_fighting_for_90_seconds_meets_bounded_writes_and_one_report() 
     assert_eq!(fights.len(), 1, "one DriftFight for one episode: {fights:?}");
     assert!(fights[0].contains("rival-gitops"), "the event names the other field manager: {}", fights[0]);
 }
+
+/// Runs last (tests run one at a time, by name): it deletes the CRD.
+#[tokio::test]
+async fn zz_deleting_the_crd_releases_every_namespace_and_the_finalizer_command_unblocks_the_rest() {
+    let admin = admin_client().await;
+    let _ = install();
+    let kubeconfig = service_account_kubeconfig(&admin, "nsguard-system", "nsguard").await;
+    let shard = unique_name("uninstall");
+    let lease_name = unique_name("nsguard-uninstall");
+    let nsguard = Instance::spawn("uninstall", &kubeconfig, &shard, &lease_name, LEASE_SECONDS).await;
+    eventually("nsguard to lead", || async { nsguard.is_leader().await.then_some(()) }).await;
+    apply_profile(&admin, &shard).await;
+    // A profile no running nsguard sees: its finalizer stays, as after nsguard was uninstalled.
+    let orphan_profile = json!({"apiVersion": "nsguard.io/v1alpha1", "kind": "HardeningProfile",
+        "metadata": {"name": format!("left-{shard}"), "finalizers": ["nsguard.io/release"]},
+        "spec": {"namespaceSelector": {"matchLabels": {"nobody": "here"}}}});
+    Api::<DynamicObject>::all_with(admin.clone(), &profile_resource())
+        .patch(&format!("left-{shard}"), &PatchParams::apply("gitops"), &Patch::Apply(&orphan_profile))
+        .await
+        .expect("profile without a running nsguard");
+    let namespaces = new_namespaces(&admin, &shard, 3).await;
+    eventually("the namespaces exactly hardened", || async {
+        all_exactly_hardened(&admin, &namespaces).await.then_some(())
+    })
+    .await;
+
+    let profiles = Api::<DynamicObject>::all_with(admin.clone(), &profile_resource());
+    let name = format!("fault-{shard}");
+    eventually("nsguard's finalizer on its profile", || async {
+        profiles.get(&name).await.ok()?.finalizers().iter().any(|f| f == "nsguard.io/release").then_some(())
+    })
+    .await;
+
+    let out = kubectl(&["delete", "crd", "hardeningprofiles.nsguard.io", "--wait=false"]);
+    assert!(out.status.success(), "kubectl delete crd: {}", String::from_utf8_lossy(&out.stderr));
+    // With nsguard running, deleting the CRD deletes its profile, which releases its namespaces.
+    eventually("every namespace released", || async {
+        for ns in &namespaces {
+            let namespace = Api::<Namespace>::all(admin.clone()).get(ns).await.ok()?;
+            let labels = namespace.labels();
+            let policies = Api::<NetworkPolicy>::namespaced(admin.clone(), ns).list(&Default::default()).await.ok()?;
+            if labels.keys().any(|k| k.starts_with("pod-security.kubernetes.io/")) || !policies.items.is_empty() {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    eventually("nsguard to let its released profile go", || async {
+        profiles.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    // Profiles no running nsguard sees hold the CRD's deletion until the README's command removes
+    // nsguard's finalizers.
+    let command = "kubectl get hp -o name | xargs -r -I{} kubectl patch {} --type=merge -p '{\"metadata\":{\"finalizers\":null}}'";
+    let bin = kubeconfig_path().parent().expect("cluster dir").join("bin");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let status = std::process::Command::new("bash")
+        .args(["-c", command])
+        .env("PATH", path)
+        .env("KUBECONFIG", kubeconfig_path())
+        .status()
+        .expect("run the README's command");
+    assert!(status.success(), "the README's finalizer command failed");
+    eventually("the CRD to go", || async {
+        let out = kubectl(&["get", "crd", "hardeningprofiles.nsguard.io", "--ignore-not-found", "-o", "name"]);
+        (out.status.success() && out.stdout.is_empty()).then_some(())
+    })
+    .await;
+}
