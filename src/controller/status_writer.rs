@@ -31,6 +31,12 @@ pub async fn run(ctx: Arc<Context>) {
     let mut gauged: HashSet<String> = HashSet::new();
     loop {
         ctx.status_dirty.notified().await;
+        // Finalizers first, without waiting: a profile deleted moments after it was created must
+        // already carry nsguard's finalizer, or its namespaces could not be released.
+        let mut ok = true;
+        if ctx.is_synced() && ctx.is_leader() && failures == 0 {
+            ok &= finalizers(&ctx, &ctx.profiles.all()).await;
+        }
         // Coalesce bursts of namespace results into one status write per profile; back off after
         // failures.
         let wait = ctx.settings.status_interval.saturating_mul(1 << failures.min(6)).min(MAX_RETRY);
@@ -56,8 +62,8 @@ pub async fn run(ctx: Arc<Context>) {
             aggregate(&profiles, results(), &previous, &state.corrections, &now)
         };
         forget_gone_profiles(&ctx, &profiles, &mut gauged);
-        let mut ok = true;
         if ctx.is_leader() {
+            // Again after the pause: releases finished meanwhile may let a deleted profile go.
             ok &= finalizers(&ctx, &profiles).await;
         }
         for (name, status) in statuses {
