@@ -32,16 +32,6 @@ async fn drift_corrected(op: &Operator) -> Vec<String> {
         .collect()
 }
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
 #[tokio::test]
 async fn churn_reports_no_false_drift_and_leaves_nothing_behind() {
     let op = Operator::start().await;
@@ -55,7 +45,7 @@ async fn churn_reports_no_false_drift_and_leaves_nothing_behind() {
         round(&op, NAMESPACES).await;
         let footprint = eventually("nsguard to forget the round", || async { settle(&op) }).await;
         let now = (footprint, series(&op));
-        eprintln!("measured churn round {i}: peak RSS of the test process {:.1} MiB", peak_rss_mib());
+        record_figure(&format!("churn-round-{i}-peak-rss-mib"), format!("{:.1}", peak_rss_mib(std::process::id())));
         match &after_first {
             None => after_first = Some(now),
             Some(first) => assert_eq!(&now, first, "round {i}: structures and metric series back to round 1's"),

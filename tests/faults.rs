@@ -26,13 +26,6 @@ use support::*;
 const ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 const LEASE_SECONDS: u64 = 6;
 
-fn record(name: &str, value: Duration) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/measurements");
-    let _ = std::fs::create_dir_all(&dir);
-    let _ = std::fs::write(dir.join(format!("{name}.txt")), format!("{:.2}\n", value.as_secs_f64()));
-    eprintln!("measured {name}: {:.2}s", value.as_secs_f64());
-}
-
 async fn enforce_level(client: &Client, ns: &str) -> Option<String> {
     Api::<Namespace>::all(client.clone()).get(ns).await.ok()?.labels().get(ENFORCE).cloned()
 }
@@ -101,12 +94,7 @@ async fn nsguard_keeps_leading_and_healing_across_api_server_and_etcd_restarts()
     let nsguard = Instance::spawn("solo", &kubeconfig, &shard, &lease_name, LEASE_SECONDS).await;
     eventually("nsguard to lead", || async { nsguard.is_leader().await.then_some(()) }).await;
 
-    let profile = json!({"apiVersion": "nsguard.io/v1alpha1", "kind": "HardeningProfile",
-        "metadata": {"name": format!("fault-{shard}"), "labels": {SHARD_LABEL: shard}}, "spec": {}});
-    Api::<DynamicObject>::all_with(admin.clone(), &profile_resource())
-        .patch(&format!("fault-{shard}"), &PatchParams::apply("gitops"), &Patch::Apply(&profile))
-        .await
-        .expect("profile");
+    apply_profile(&admin, &shard).await;
     let first = new_namespaces(&admin, &shard, 5).await;
     eventually("the first namespaces to be hardened", || async { all_restricted(&admin, &first).await.then_some(()) })
         .await;
@@ -177,13 +165,7 @@ async fn all_exactly_hardened(client: &Client, namespaces: &[String]) -> bool {
 }
 
 async fn apply_profile(admin: &Client, shard: &str) {
-    let name = format!("fault-{shard}");
-    let profile = json!({"apiVersion": "nsguard.io/v1alpha1", "kind": "HardeningProfile",
-        "metadata": {"name": name, "labels": {SHARD_LABEL: shard}}, "spec": {}});
-    Api::<DynamicObject>::all_with(admin.clone(), &profile_resource())
-        .patch(&name, &PatchParams::apply("gitops"), &Patch::Apply(&profile))
-        .await
-        .expect("profile");
+    apply_shard_profile(admin, "fault", shard, json!({})).await;
 }
 
 /// Every kind of drift, spread over `namespaces`: a PSA label, a deleted policy, a re-enabled token.
@@ -285,19 +267,6 @@ async fn changes_made_during_a_partition_converge_through_relists_alone() {
     record("converge-40-namespaces-after-partition", restored.elapsed());
 }
 
-/// nsguard's peak resident memory (VmHWM), in MiB.
-fn peak_rss_mib(nsguard: &Instance) -> f64 {
-    let pid = nsguard.child.id().expect("pid");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .expect("VmHWM");
-    kib / 1024.0
-}
-
 #[tokio::test]
 async fn a_namespace_with_2000_service_accounts_converges_with_bounded_writes() {
     let admin = admin_client().await;
@@ -319,7 +288,7 @@ async fn a_namespace_with_2000_service_accounts_converges_with_bounded_writes() 
     let lease_name = unique_name("nsguard-many");
     let nsguard = Instance::spawn("many", &kubeconfig, &shard, &lease_name, LEASE_SECONDS).await;
     eventually("nsguard to lead", || async { nsguard.is_leader().await.then_some(()) }).await;
-    let before = peak_rss_mib(&nsguard);
+    let before = peak_rss_mib(nsguard.child.id().expect("pid"));
     let started = Instant::now();
     apply_profile(&admin, &shard).await;
     eventually_within("all 2,001 ServiceAccounts with their token off", Duration::from_secs(300), || async {
@@ -329,10 +298,9 @@ async fn a_namespace_with_2000_service_accounts_converges_with_bounded_writes() 
     })
     .await;
     record("converge-2001-service-accounts", started.elapsed());
-    let peak = peak_rss_mib(&nsguard);
-    eprintln!("measured peak RSS with 2,001 ServiceAccounts: {peak:.1} MiB (before the profile: {before:.1} MiB)");
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/measurements");
-    let _ = std::fs::write(dir.join("peak-rss-mib-2001-service-accounts.txt"), format!("{peak:.1}\n"));
+    let peak = peak_rss_mib(nsguard.child.id().expect("pid"));
+    eprintln!("peak RSS before the profile: {before:.1} MiB");
+    record_figure("peak-rss-mib-2001-service-accounts", format!("{peak:.1}"));
     assert!(exactly_hardened(&admin, &ns).await, "the namespace is exactly hardened");
 }
 
@@ -399,9 +367,7 @@ async fn a_writer_fighting_for_90_seconds_meets_bounded_writes_and_one_report() 
         .iter()
         .filter(|e| e["objectRef"]["resource"] == "namespaces" && e["objectRef"]["name"] == fought.as_str())
         .count();
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/measurements");
-    let _ = std::fs::write(dir.join("writes-during-a-90s-fight.txt"), format!("{writes}\n"));
-    eprintln!("measured nsguard's writes to the fought namespace over 90 s: {writes}");
+    record_figure("writes-during-a-90s-fight", writes);
     // 5 corrections before backing off, then 2 s, 4 s, 8 s, 16 s, 32 s... apart: bounded.
     assert!(writes <= 15, "{writes} writes in 90 s: nsguard is not backing off");
     let fights: Vec<String> = nsguard_events(&admin, &fought)

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -19,13 +18,6 @@ use support::*;
 
 /// Lease timing for the test: a takeover waits at most this long after a leader dies.
 const LEASE_SECONDS: u64 = 6;
-
-fn record(name: &str, value: Duration) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/measurements");
-    let _ = std::fs::create_dir_all(&dir);
-    let _ = std::fs::write(dir.join(format!("{name}.txt")), format!("{:.2}\n", value.as_secs_f64()));
-    eprintln!("measured {name}: {:.2}s", value.as_secs_f64());
-}
 
 async fn events_by(client: &kube::Client, ns: &str, reason: &str) -> Vec<String> {
     nsguard_events(client, ns)
@@ -49,13 +41,7 @@ async fn only_the_leader_writes_and_a_follower_takes_over_when_it_dies() {
     let b = Instance::spawn("b", &kubeconfig, &shard, &lease, LEASE_SECONDS).await;
 
     // A profile and a namespace in this shard: hardened, by the leader only.
-    let profile = json!({"apiVersion": "nsguard.io/v1alpha1", "kind": "HardeningProfile",
-        "metadata": {"name": format!("lead-{shard}"), "labels": {SHARD_LABEL: shard}}, "spec": {}});
-    let profiles = Api::<kube::api::DynamicObject>::all_with(admin.clone(), &support::operator::profile_resource());
-    profiles
-        .patch(&format!("lead-{shard}"), &PatchParams::apply("gitops"), &Patch::Apply(&profile))
-        .await
-        .expect("profile");
+    apply_shard_profile(&admin, "lead", &shard, json!({})).await;
     let ns = create_namespace(&admin, "lead", &[(SHARD_LABEL, &shard)]).await;
     let namespaces = Api::<Namespace>::all(admin.clone());
     let enforce = |n: &Namespace| n.labels().get("pod-security.kubernetes.io/enforce").cloned();
@@ -88,8 +74,13 @@ async fn only_the_leader_writes_and_a_follower_takes_over_when_it_dies() {
     let healed = killed.elapsed();
     record("leader-takeover-after-sigkill", takeover);
     record("heal-after-leader-sigkill", healed);
-    let corrected = events_by(&admin, &ns, "DriftCorrected").await;
-    assert!(!corrected.is_empty() && corrected.iter().all(|i| i == "b"), "the new leader healed it: {corrected:?}");
+    // Events are published off the reconcile path: wait for it, then check who sent it.
+    let corrected = eventually("a DriftCorrected event", || async {
+        let corrected = events_by(&admin, &ns, "DriftCorrected").await;
+        (!corrected.is_empty()).then_some(corrected)
+    })
+    .await;
+    assert!(corrected.iter().all(|i| i == "b"), "the new leader healed it: {corrected:?}");
 
     // The new leader's /metrics is valid OpenMetrics, and its drift counter moved.
     let text = b.metrics().await;
@@ -139,12 +130,7 @@ async fn a_stalled_leader_writes_nothing_once_another_took_over() {
     eventually("a to lead", || async { a.is_leader().await.then_some(()) }).await;
     let b = Instance::spawn("b", &kubeconfig, &shard, &lease, LEASE_SECONDS).await;
 
-    let profile = json!({"apiVersion": "nsguard.io/v1alpha1", "kind": "HardeningProfile",
-        "metadata": {"name": format!("stall-{shard}"), "labels": {SHARD_LABEL: shard}}, "spec": {}});
-    Api::<kube::api::DynamicObject>::all_with(admin.clone(), &support::operator::profile_resource())
-        .patch(&format!("stall-{shard}"), &PatchParams::apply("gitops"), &Patch::Apply(&profile))
-        .await
-        .expect("profile");
+    apply_shard_profile(&admin, "stall", &shard, json!({})).await;
     let drifting = create_namespace(&admin, "stall", &[(SHARD_LABEL, &shard)]).await;
     let quiet = create_namespace(&admin, "quiet", &[(SHARD_LABEL, &shard)]).await;
     let namespaces = Api::<Namespace>::all(admin.clone());
@@ -189,7 +175,10 @@ async fn a_stalled_leader_writes_nothing_once_another_took_over() {
 
     // The takeover announced nothing about a namespace whose state did not change.
     assert_eq!(nsguard_events(&admin, &quiet).await.len(), quiet_events, "events re-published on takeover");
-    let corrected = events_by(&admin, &drifting, "DriftCorrected").await;
+    let corrected = eventually("b's DriftCorrected event", || async {
+        let corrected = events_by(&admin, &drifting, "DriftCorrected").await;
+        corrected.iter().any(|i| i == "b").then_some(corrected)
+    })
+    .await;
     assert!(corrected.iter().all(|i| i == "b" || i == "a"), "{corrected:?}");
-    assert!(corrected.iter().filter(|i| *i == "b").count() >= 1, "b corrected the drift: {corrected:?}");
 }

@@ -352,3 +352,45 @@ pub fn start_component(stopped: Stopped) {
         .collect();
     std::fs::write(&pids_path, updated).expect("update pids");
 }
+
+/// Records a measured figure in `target/measurements/NAME.txt` (for RELIABILITY.md), never asserted.
+pub fn record_figure(name: &str, value: impl std::fmt::Display) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/measurements");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(format!("{name}.txt")), format!("{value}\n"));
+    eprintln!("measured {name}: {value}");
+}
+
+/// Records how long something took, in seconds (see [`record_figure`]).
+pub fn record(name: &str, value: Duration) {
+    record_figure(name, format!("{:.2}", value.as_secs_f64()));
+}
+
+/// Peak resident memory (VmHWM) of process `pid`, in MiB.
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .expect("VmHWM")
+}
+
+/// Server-side applies (as a GitOps tool would) the HardeningProfile `PREFIX-SHARD`, labelled into
+/// `shard`, with `spec`; returns its name.
+pub async fn apply_shard_profile(admin: &Client, prefix: &str, shard: &str, spec: serde_json::Value) -> String {
+    let name = format!("{prefix}-{shard}");
+    let profile = serde_json::json!({
+        "apiVersion": "nsguard.io/v1alpha1",
+        "kind": "HardeningProfile",
+        "metadata": {"name": name, "labels": {operator::SHARD_LABEL: shard}},
+        "spec": spec,
+    });
+    Api::<kube::api::DynamicObject>::all_with(admin.clone(), &operator::profile_resource())
+        .patch(&name, &kube::api::PatchParams::apply("gitops").force(), &kube::api::Patch::Apply(&profile))
+        .await
+        .unwrap_or_else(|e| panic!("applying profile {name}: {e}"));
+    name
+}

@@ -97,18 +97,7 @@ impl Operator {
 
     /// Creates (server-side applies, as a GitOps tool would) a profile in this shard from a spec.
     pub async fn profile(&self, name: &str, spec: serde_json::Value) -> String {
-        let name = format!("{name}-{}", self.shard);
-        let profile = serde_json::json!({
-            "apiVersion": "nsguard.io/v1alpha1",
-            "kind": "HardeningProfile",
-            "metadata": {"name": name, "labels": {SHARD_LABEL: self.shard}},
-            "spec": spec,
-        });
-        kube::Api::<kube::api::DynamicObject>::all_with(self.admin.clone(), &profile_resource())
-            .patch(&name, &kube::api::PatchParams::apply("gitops").force(), &kube::api::Patch::Apply(&profile))
-            .await
-            .unwrap_or_else(|e| panic!("applying profile {name}: {e}"));
-        name
+        apply_shard_profile(&self.admin, name, &self.shard, spec).await
     }
 
     /// How many drift corrections of `kind` this controller counted.
