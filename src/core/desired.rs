@@ -12,14 +12,14 @@ use kube::api::ObjectMeta;
 use crate::core::crd::{
     HardeningProfileSpec, LabelSelector, Mode, ReleasePolicy, SelectorOperator, ServiceAccountScope,
 };
-use crate::core::model::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_ANNOTATION, RELEASE_POLICY_ANNOTATION};
+use crate::core::model::{
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_ANNOTATION, PSA_PREFIX, RELEASE_POLICY_ANNOTATION,
+};
 
 /// Name of the default-deny NetworkPolicy.
 pub const DEFAULT_DENY_POLICY: &str = "nsguard-default-deny";
 /// Name of the DNS egress NetworkPolicy.
 pub const ALLOW_DNS_POLICY: &str = "nsguard-allow-dns";
-/// Prefix of the Pod Security Admission labels.
-pub const PSA_PREFIX: &str = "pod-security.kubernetes.io/";
 /// The label every namespace carries with its own name; the DNS policy selects by it.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 

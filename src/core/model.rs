@@ -70,14 +70,22 @@ fn label_managers(meta: &ObjectMeta) -> BTreeMap<String, Vec<String>> {
     let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for entry in meta.managed_fields.iter().flatten() {
         let Some(manager) = entry.manager.as_deref().filter(|m| *m != FIELD_MANAGER) else { continue };
-        let labels = entry.fields_v1.as_ref().and_then(|f| f.0.get("f:metadata")?.get("f:labels")?.as_object());
-        for key in labels.into_iter().flat_map(|l| l.keys()) {
-            if let Some(label) = key.strip_prefix("f:").filter(|k| k.starts_with(PSA_LABEL_PREFIX)) {
-                owners.entry(label.to_owned()).or_default().push(manager.to_owned());
-            }
+        for label in psa_labels_owned(entry) {
+            owners.entry(label.to_owned()).or_default().push(manager.to_owned());
         }
     }
     owners
+}
+
+/// The Pod Security labels a managedFields entry owns.
+fn psa_labels_owned(entry: &ManagedFieldsEntry) -> impl Iterator<Item = &str> {
+    entry
+        .fields_v1
+        .as_ref()
+        .and_then(|f| f.0.get("f:metadata")?.get("f:labels")?.as_object())
+        .into_iter()
+        .flat_map(|labels| labels.keys())
+        .filter_map(|key| key.strip_prefix("f:").filter(|k| k.starts_with(PSA_PREFIX)))
 }
 
 /// Keeps of a namespace's managedFields only what [`NamespaceView`] reads — which other managers
@@ -87,15 +95,8 @@ pub fn compact_managed_fields(entries: &mut Vec<ManagedFieldsEntry>) {
         if entry.manager.as_deref() == Some(FIELD_MANAGER) {
             return false;
         }
-        let labels: serde_json::Map<String, serde_json::Value> = entry
-            .fields_v1
-            .as_ref()
-            .and_then(|f| f.0.get("f:metadata")?.get("f:labels")?.as_object())
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| k.strip_prefix("f:").is_some_and(|k| k.starts_with(PSA_LABEL_PREFIX)))
-            .map(|(k, _)| (k.clone(), serde_json::json!({})))
-            .collect();
+        let labels: serde_json::Map<String, serde_json::Value> =
+            psa_labels_owned(entry).map(|label| (format!("f:{label}"), serde_json::json!({}))).collect();
         if labels.is_empty() {
             return false;
         }
@@ -109,7 +110,7 @@ pub fn compact_managed_fields(entries: &mut Vec<ManagedFieldsEntry>) {
 }
 
 /// The prefix of the Pod Security Admission labels.
-pub const PSA_LABEL_PREFIX: &str = "pod-security.kubernetes.io/";
+pub const PSA_PREFIX: &str = "pod-security.kubernetes.io/";
 
 /// A ServiceAccount as the core needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]

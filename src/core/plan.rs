@@ -325,7 +325,7 @@ fn release(ns: &NamespaceView, observed: &Observed) -> Vec<Action> {
     let labels = if retain {
         ns.labels
             .iter()
-            .filter(|(k, _)| k.starts_with(crate::core::desired::PSA_PREFIX))
+            .filter(|(k, _)| k.starts_with(crate::core::model::PSA_PREFIX))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     } else {
