@@ -32,9 +32,10 @@ pub async fn run(ctx: Arc<Context>) {
     loop {
         ctx.status_dirty.notified().await;
         // Finalizers first, without waiting: a profile deleted moments after it was created must
-        // already carry nsguard's finalizer, or its namespaces could not be released.
+        // already carry nsguard's finalizer, or its namespaces could not be released. (A release
+        // that finishes during the pause records a result, which wakes this loop again.)
         let mut ok = true;
-        if ctx.is_synced() && ctx.is_leader() && failures == 0 {
+        if ctx.is_synced() && ctx.is_leader() {
             ok &= finalizers(&ctx, &ctx.profiles.all()).await;
         }
         // Coalesce bursts of namespace results into one status write per profile; back off after
@@ -62,10 +63,6 @@ pub async fn run(ctx: Arc<Context>) {
             aggregate(&profiles, results(), &previous, &state.corrections, &now)
         };
         forget_gone_profiles(&ctx, &profiles, &mut gauged);
-        if ctx.is_leader() {
-            // Again after the pause: releases finished meanwhile may let a deleted profile go.
-            ok &= finalizers(&ctx, &profiles).await;
-        }
         for (name, status) in statuses {
             let labels = ProfileLabels { profile: name.clone() };
             ctx.metrics.matched.get_or_create(&labels).set(i64::from(status.matched_namespaces));
