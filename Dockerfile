@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # nsguard: a minimal, non-root image (distroless, no shell).
-#   docker build -t nsguard:latest .
+#   docker build -t nsguard:0.1.0 .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.

@@ -118,3 +118,17 @@ fn rbac_names_exact_resources_and_verbs_without_wildcards() {
         }
     }
 }
+
+#[test]
+fn shipped_manifests_pin_the_image_and_never_use_latest() {
+    let out = kubectl(&["kustomize", "config/default"]);
+    assert!(out.status.success(), "kubectl kustomize config/default: {}", String::from_utf8_lossy(&out.stderr));
+    let rendered = String::from_utf8_lossy(&out.stdout);
+    let images: Vec<&str> = rendered.lines().filter_map(|l| l.trim().strip_prefix("image: ")).collect();
+    assert_eq!(
+        images,
+        [format!("nsguard:{}", env!("CARGO_PKG_VERSION"))],
+        "the Deployment's image, pinned to this release"
+    );
+    assert!(!rendered.contains(":latest"), "a shipped manifest uses :latest");
+}
