@@ -20,7 +20,7 @@ const NAMESPACES: usize = 500;
 /// and the test's controller reports as `test-<shard>`).
 async fn drift_corrected(op: &Operator) -> Vec<String> {
     let instance = format!("test-{}", op.shard);
-    Api::<Event>::namespaced(op.admin.clone(), "default")
+    Api::<Event>::all(op.admin.clone())
         .list(&Default::default())
         .await
         .expect("events")

@@ -36,7 +36,6 @@ async fn config_default_applies_without_warnings_and_creates_everything() {
         .get("nsguard-leader-election")
         .await
         .expect("RoleBinding");
-    Api::<Role>::namespaced(client.clone(), "default").get("nsguard-events").await.expect("events Role");
     Api::<ServiceAccount>::namespaced(client.clone(), "nsguard-system").get("nsguard").await.expect("ServiceAccount");
 
     let ns = Api::<Namespace>::all(client.clone()).get("nsguard-system").await.expect("namespace");

@@ -287,10 +287,15 @@ async fn audit_mode_reports_drift_and_writes_nothing() {
     assert_eq!(st.non_compliant.first().map(|n| n.namespace.as_str()), Some(ns.as_str()));
     assert!(st.non_compliant[0].reason.contains("NetworkPolicy nsguard-default-deny was missing"));
 
-    // Nothing was written: no labels, no policies, no token change, no nsguard field manager.
+    // Nothing audited was written: no labels, no policies, no token change. nsguard's only field on
+    // the namespace is its own condition, on the status subresource.
     let n = namespace(c, &ns).await;
     assert_eq!(n.labels().get(ENFORCE).map(String::as_str), Some("privileged"));
-    assert!(n.managed_fields().iter().all(|f| f.manager.as_deref() != Some("nsguard")));
+    for entry in n.managed_fields().iter().filter(|f| f.manager.as_deref() == Some("nsguard")) {
+        assert_eq!(entry.subresource.as_deref(), Some("status"), "nsguard wrote outside the status: {entry:?}");
+        let fields = serde_json::to_string(&entry.fields_v1).expect("fields");
+        assert!(fields.contains("nsguard.io/Hardened") && !fields.contains("f:phase"), "{fields}");
+    }
     assert!(policy(c, &ns, "nsguard-default-deny").await.is_none());
     assert!(policy(c, &ns, "nsguard-allow-dns").await.is_none());
     assert_eq!(automount(c, &ns, "default").await, Some(None));

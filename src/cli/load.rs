@@ -170,7 +170,7 @@ fn load_object(origin: &Origin, value: Value, inputs: &mut Inputs) {
             }
         }
         ("v1", "Namespace") => match serde_json::from_value::<Namespace>(value) {
-            Ok(ns) => inputs.namespaces.push(NamespaceView::from_meta(&ns.metadata)),
+            Ok(ns) => inputs.namespaces.push(NamespaceView::from_namespace(&ns)),
             Err(e) => inputs.errors.push(error("", format!("invalid Namespace: {e}"))),
         },
         ("v1", "ServiceAccount") => match serde_json::from_value::<ServiceAccount>(value) {

@@ -19,7 +19,7 @@ use serde::Serialize;
 use self::offline::{Inputs, Origin};
 use crate::core::crd::HardeningProfile;
 use crate::core::model::{
-    MANAGED_BY_LABEL, MANAGED_BY_VALUE, NamespaceView, NetworkPolicyView, Profile, ServiceAccountView,
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE, NamespaceView, NetworkPolicyView, Profile, ServiceAccountView, event_namespace,
 };
 use crate::core::selection::Exclusions;
 
@@ -175,14 +175,14 @@ pub async fn status(args: &StatusArgs, client: Client) -> anyhow::Result<i32> {
     let service_accounts = Api::<ServiceAccount>::all(client.clone()).list(&all).await?;
     let managed = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     let policies = Api::<NetworkPolicy>::all(client.clone()).list(&managed).await?;
-    let events = Api::<Event>::namespaced(client, "default").list(&all).await?;
+    let events = Api::<Event>::all(client).list(&all).await?;
 
     let mut inputs = Inputs::default();
     for p in &profiles {
         let origin = Origin { file: PathBuf::from("cluster"), document: 0 };
         inputs.profiles.push((origin, std::sync::Arc::new(Profile::from_object(p))));
     }
-    inputs.namespaces = namespaces.iter().map(|n| NamespaceView::from_meta(&n.metadata)).collect();
+    inputs.namespaces = namespaces.iter().map(NamespaceView::from_namespace).collect();
     inputs.service_accounts = service_accounts.iter().map(ServiceAccountView::from_object).collect();
     inputs.network_policies = policies.iter().map(NetworkPolicyView::from_object).collect();
 
@@ -194,7 +194,8 @@ pub async fn status(args: &StatusArgs, client: Client) -> anyhow::Result<i32> {
         .collect();
     drift_events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
     for e in drift_events {
-        if let (Some(ns), Some(time)) = (e.regarding.as_ref().and_then(|r| r.name.clone()), &e.event_time) {
+        if let (Some(ns), Some(time)) = (event_namespace(e), &e.event_time) {
+            let ns = ns.to_owned();
             last.insert(
                 ns,
                 LastDrift {

@@ -6,8 +6,10 @@
 use std::time::Instant;
 
 use futures::{FutureExt, StreamExt, stream};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::ObjectRef;
@@ -129,6 +131,9 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
             let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace);
             (delete_policy(ctx, &api, namespace, name, uid.clone()).await?, "networkpolicies", "delete")
         }
+        Action::ApplyCondition(condition) => {
+            (apply_condition(ctx, ns, condition.as_deref()).await?, "namespaces/status", "apply")
+        }
         Action::DisableAutomount { name, uid } | Action::ReleaseAutomount { name, uid } => {
             let mut patch = json!({
                 "apiVersion": "v1", "kind": "ServiceAccount",
@@ -162,15 +167,37 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
     let key = action_key(namespace, action);
     let mut state = ctx.state();
     let cached = ctx.cached_version(&key);
-    let caught_up = match written {
-        Written::Nothing => true,
-        Written::Object(rv) => cached.is_some_and(|c| c == rv),
-        Written::Deleted => cached.is_none(),
+    let (caught_up, version) = match written {
+        Written::Nothing => (true, None),
+        Written::Object(rv) => (cached.is_some_and(|c| c == rv), rv),
+        Written::Deleted => (cached.is_none(), None),
     };
     if !caught_up {
-        state.namespaces.entry(namespace.to_owned()).or_default().pending.record(key, Instant::now());
+        let pending = &mut state.namespaces.entry(namespace.to_owned()).or_default().pending;
+        pending.record_version(key, Instant::now(), version.as_deref());
     }
     Ok(())
+}
+
+/// Applies nsguard's condition to the namespace's status subresource (only that condition: the list
+/// is a map keyed by type, and nsguard owns only its entry), or removes it when `condition` is `None`.
+async fn apply_condition(ctx: &Context, ns: &NamespaceView, condition: Option<&NamespaceCondition>) -> Result<Written> {
+    let mut patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns.name}});
+    if let Some(uid) = &ns.uid {
+        patch["metadata"]["uid"] = json!(uid);
+    }
+    if let Some(condition) = condition {
+        let mut condition = condition.clone();
+        condition.last_transition_time.get_or_insert_with(|| Time(Timestamp::now()));
+        patch["status"] = json!({"conditions": [condition]});
+    }
+    let api = Api::<Namespace>::all(ctx.client.clone());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match ctx.guarded(api.patch_status(&ns.name, &params, &Patch::Apply(&patch))).await? {
+        Ok(after) => Ok(Written::Object(after.resource_version())),
+        Err(e) if gone(&e) => Ok(Written::Nothing),
+        Err(source) => Err(Error::ApplyCondition { namespace: ns.name.clone(), source }),
+    }
 }
 
 /// Deletes nsguard's NetworkPolicy `name`, only while it is still the object with `uid`.

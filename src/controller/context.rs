@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
-use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use tokio::sync::{Notify, watch};
@@ -26,7 +25,9 @@ use crate::core::model::{NetworkPolicyView, Profile, ServiceAccountView};
 use crate::core::status::{Correction, NamespaceResult};
 use crate::ops::metrics::{KindLabels, Metrics};
 
-pub type NamespaceMeta = PartialObjectMeta<Namespace>;
+/// Namespaces as cached: metadata, and of the status only nsguard's condition (see
+/// [`super::watches::namespaces`]).
+pub type NamespaceMeta = Namespace;
 
 /// The longest nsguard waits for one API write.
 pub const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -119,11 +120,12 @@ impl Context {
         *lock(&self.last_watch_error) = Some(Instant::now());
     }
 
-    /// A watch event for `key` arrived: a write to it is no longer in flight.
-    pub fn observed(&self, key: &ObjectKey) {
+    /// A watch event for `key` at `version` arrived: a write to it up to that version is no longer
+    /// in flight.
+    pub fn observed(&self, key: &ObjectKey, version: Option<&str>) {
         let namespace = if key.kind == "Namespace" { &key.name } else { &key.namespace };
         if let Some(memory) = self.state().namespaces.get_mut(namespace) {
-            memory.pending.observed(key);
+            memory.pending.observed(key, version);
         }
     }
 

@@ -8,6 +8,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("applying nsguard's condition to the status of namespace {namespace}: {source}")]
+    ApplyCondition {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("applying NetworkPolicy {namespace}/{name}: {source}")]
     ApplyNetworkPolicy {
         namespace: String,

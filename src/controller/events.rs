@@ -1,9 +1,11 @@
-//! Kubernetes Events about namespaces (`kubectl describe ns`, `kubectl events`).
+//! Kubernetes Events about namespaces (`kubectl events -n NS`, `kubectl describe`).
 //!
 //! kube's `Recorder` folds repeats of one reason into a series that keeps the first note; nsguard's
 //! notes say exactly what drifted, and nsguard only sends an event when something changed, so each
-//! event is created as its own object. Events about cluster-scoped objects live in namespace
-//! `default`, as the Events API requires; RBAC grants `create` there and nowhere else.
+//! event is created as its own object. An event lives in the namespace of the object it regards:
+//! one of nsguard's objects in the namespace it is about (so that namespace's owners can read it),
+//! with the Namespace as `related`; or, when nsguard owns nothing there, the Namespace itself, in
+//! `default` (the Events API requires a namespace; cluster-scoped objects' events go there).
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -21,7 +23,7 @@ use crate::ops::metrics::Metrics;
 /// Publishes events as controller `nsguard`.
 #[derive(Clone)]
 pub struct Publisher {
-    api: Api<Event>,
+    client: Client,
     instance: String,
 }
 
@@ -30,13 +32,15 @@ pub const MAX_NOTE: usize = 1000;
 
 impl Publisher {
     pub fn new(client: Client, instance: Option<String>) -> Self {
-        Self { api: Api::namespaced(client, "default"), instance: instance.unwrap_or_else(|| "nsguard".to_owned()) }
+        Self { client, instance: instance.unwrap_or_else(|| "nsguard".to_owned()) }
     }
 
-    /// Creates an event about `regarding`.
+    /// Creates an event about `regarding` (and `related`), in `regarding`'s namespace (`default` for
+    /// a cluster-scoped object).
     pub async fn publish(
         &self,
         regarding: ObjectReference,
+        related: Option<ObjectReference>,
         severity: Severity,
         reason: &str,
         action: &str,
@@ -45,14 +49,17 @@ impl Publisher {
         let now = Timestamp::now();
         let mut note = note.to_owned();
         truncate(&mut note, MAX_NOTE);
-        let name = format!("{}.{:x}", regarding.name.as_deref().unwrap_or("nsguard"), now.as_nanosecond());
+        let about = related.as_ref().unwrap_or(&regarding).name.as_deref().unwrap_or("nsguard");
+        let name = format!("{about}.{:x}", now.as_nanosecond());
+        let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".to_owned());
         let event = Event {
-            metadata: ObjectMeta { name: Some(name), namespace: Some("default".into()), ..Default::default() },
+            metadata: ObjectMeta { name: Some(name), namespace: Some(namespace.clone()), ..Default::default() },
             action: Some(action.to_owned()),
             reason: Some(reason.to_owned()),
             note: Some(note),
             event_time: Some(MicroTime(now)),
             regarding: Some(regarding),
+            related,
             reporting_controller: Some("nsguard".into()),
             reporting_instance: Some(self.instance.clone()),
             type_: Some(
@@ -64,13 +71,17 @@ impl Publisher {
             ),
             ..Default::default()
         };
-        self.api.create(&PostParams::default(), &event).await.map(|_| ())
+        Api::<Event>::namespaced(self.client.clone(), &namespace)
+            .create(&PostParams::default(), &event)
+            .await
+            .map(|_| ())
     }
 }
 
 /// One event waiting to be published.
 pub struct Pending {
     pub regarding: ObjectReference,
+    pub related: Option<ObjectReference>,
     pub severity: Severity,
     pub reason: &'static str,
     pub action: &'static str,
@@ -99,7 +110,7 @@ impl EventQueue {
                     let publisher = publisher.clone();
                     let metrics = metrics.clone();
                     async move {
-                        match publisher.publish(e.regarding, e.severity, e.reason, e.action, &e.note).await {
+                        match publisher.publish(e.regarding, e.related, e.severity, e.reason, e.action, &e.note).await {
                             Ok(()) => metrics.write("create", "events"),
                             Err(err) => tracing::warn!(error = %err, reason = e.reason, "could not publish event"),
                         }

@@ -12,7 +12,7 @@ use super::apply::execute;
 use super::context::{Context, NamespaceMeta};
 use super::error::Error;
 use super::events::Pending;
-use crate::core::decide::{Announcement, Decision, Next, decide, summary};
+use crate::core::decide::{Announcement, Decision, Next, Subject, decide, subject, summary};
 use crate::core::model::NamespaceView;
 use crate::core::plan::{Observed, Outcome, plan};
 use crate::core::selection::govern;
@@ -22,7 +22,7 @@ use crate::ops::metrics::{DriftLabels, ResultLabels};
 #[instrument(skip_all, fields(namespace = %meta.name_any(), profile = tracing::field::Empty))]
 pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
-    let ns = NamespaceView::from_meta(&meta.metadata);
+    let ns = NamespaceView::from_namespace(&meta);
     if ns.name.is_empty() || !ctx.is_synced() {
         // Never decide against half-filled caches; every namespace is reconciled once they sync.
         return Ok(Requeue::await_change());
@@ -36,6 +36,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
         service_accounts: ctx.service_accounts.in_namespace(&ns.name),
     };
     let plan = plan(&ns, governance, &observed);
+    let subject = |writes: &[crate::core::plan::Action]| subject(writes, &observed);
     let now = Instant::now();
     let decision = {
         let mut state = ctx.state();
@@ -43,7 +44,11 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
         decide(&ns.name, &plan, memory, ctx.is_leader(), now)
     };
 
-    if let Err(e) = execute(&ctx, &ns, &decision.writes).await {
+    let executed = match execute(&ctx, &ns, &decision.writes).await {
+        Ok(()) => execute(&ctx, &ns, &decision.reports).await,
+        failed => failed,
+    };
+    if let Err(e) = executed {
         if let Error::Taken { name, .. } = &e {
             warn!(policy = %name, "a NetworkPolicy with nsguard's name exists and is not nsguard's; leaving it alone");
             let announcement = {
@@ -51,7 +56,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
                 decision.taken(state.namespaces.entry(ns.name.clone()).or_default(), name, now)
             };
             if let Some(announcement) = announcement {
-                publish(&ctx, &ns, &announcement).await;
+                publish(&ctx, &ns, &subject(&[]), &announcement).await;
             }
             // The rest of the hardening goes ahead at once, without that policy.
             return Ok(Requeue::requeue(Duration::from_millis(200)));
@@ -76,8 +81,9 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
     }
     ctx.status_dirty.notify_one();
     count(&ctx, &decision, plan.outcome);
+    let about = subject(&decision.writes);
     for announcement in &decision.announce {
-        publish(&ctx, &ns, announcement).await;
+        publish(&ctx, &ns, &about, announcement).await;
     }
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
     Ok(match decision.next {
@@ -113,7 +119,7 @@ fn result_label(outcome: Outcome) -> &'static str {
     }
 }
 
-async fn publish(ctx: &Context, ns: &NamespaceView, announcement: &Announcement) {
+async fn publish(ctx: &Context, ns: &NamespaceView, subject: &Subject, announcement: &Announcement) {
     if !ctx.is_leader() {
         // Lost the lease since deciding: the new leader speaks for the cluster now.
         return;
@@ -124,14 +130,28 @@ async fn publish(ctx: &Context, ns: &NamespaceView, announcement: &Announcement)
     } else {
         info!(reason, note = %note, "event");
     }
-    let regarding = ObjectReference {
+    let namespace = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Namespace".into()),
         name: Some(ns.name.clone()),
         uid: ns.uid.clone(),
         ..Default::default()
     };
-    ctx.events.send(Pending { regarding, severity, reason, action, note }).await;
+    let (regarding, related) = match subject {
+        Subject::NetworkPolicy { name, uid } => {
+            let policy = ObjectReference {
+                api_version: Some("networking.k8s.io/v1".into()),
+                kind: Some("NetworkPolicy".into()),
+                namespace: Some(ns.name.clone()),
+                name: Some(name.clone()),
+                uid: uid.clone(),
+                ..Default::default()
+            };
+            (policy, Some(namespace))
+        }
+        Subject::Namespace => (namespace, None),
+    };
+    ctx.events.send(Pending { regarding, related, severity, reason, action, note }).await;
 }
 
 pub fn error_policy(meta: Arc<NamespaceMeta>, error: &Error, ctx: Arc<Context>) -> Requeue {

@@ -137,9 +137,7 @@ async fn finalizers(ctx: &Context, profiles: &[Arc<Profile>]) -> bool {
             let namespaces = ctx.namespaces.state();
             namespaces
                 .iter()
-                .filter(|ns| {
-                    awaits_release(&NamespaceView::from_meta(&ns.metadata), &profile.name, profiles, exclusions)
-                })
+                .filter(|ns| awaits_release(&NamespaceView::from_namespace(ns), &profile.name, profiles, exclusions))
                 .count()
         } else {
             0

@@ -99,7 +99,7 @@ fn touched<K>(event: &WatchEvent<K>) -> Option<&K> {
     }
 }
 
-/// The namespace watch (metadata only: labels and annotations are all nsguard reads), cached in
+/// The namespace watch (labels, annotations and nsguard's condition are all nsguard reads), cached in
 /// `writer`'s store; every namespace it touches is reconciled.
 pub fn namespaces(
     ctx: Arc<Context>,
@@ -109,11 +109,21 @@ pub fn namespaces(
     let failed = ctx.clone();
     relisting(api, config(ctx.settings.namespace_selector.as_deref()))
         .inspect_err(move |e| failed.watch_failed("Namespace", e))
-        .modify(|ns| compact_managed_fields(ns.managed_fields_mut()))
+        .modify(|ns| {
+            compact_managed_fields(ns.managed_fields_mut());
+            // Only nsguard's condition is read of the rest: keep 10,000 namespaces small.
+            ns.spec = None;
+            if let Some(status) = &mut ns.status {
+                status.phase = None;
+                if let Some(conditions) = &mut status.conditions {
+                    conditions.retain(|c| c.type_ == crate::core::condition::HARDENED);
+                }
+            }
+        })
         .reflect(writer)
         .inspect_ok(move |event| {
             if let Some(ns) = touched(event) {
-                ctx.observed(&ObjectKey::new("Namespace", "", &ns.name_any()));
+                ctx.observed(&ObjectKey::new("Namespace", "", &ns.name_any()), ns.resource_version().as_deref());
             }
             match event {
                 WatchEvent::Delete(ns) => ctx.forget_namespace(&ns.name_any()),
@@ -188,7 +198,7 @@ fn namespaced_triggers<K: Resource>(
     }
     if let Some(obj) = touched(event) {
         let namespace = obj.namespace().unwrap_or_default();
-        ctx.observed(&ObjectKey::new(kind, &namespace, &obj.name_any()));
+        ctx.observed(&ObjectKey::new(kind, &namespace, &obj.name_any()), obj.resource_version().as_deref());
         if matches!(event, WatchEvent::Apply(_) | WatchEvent::Delete(_)) {
             relisted.push(namespace);
         }
@@ -244,7 +254,7 @@ fn profile_triggers(ctx: &Context, event: WatchEvent<DynamicObject>) -> Vec<Stri
     ctx.namespaces
         .state()
         .iter()
-        .map(|ns| NamespaceView::from_meta(&ns.metadata))
+        .map(|ns| NamespaceView::from_namespace(ns))
         .filter(|view| {
             competed.contains(&view.name)
                 || may_affect(&now, view)

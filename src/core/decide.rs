@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use kube::ResourceExt;
 
+use crate::core::condition;
 use crate::core::crd::Mode;
+use crate::core::desired::DEFAULT_DENY_POLICY;
 use crate::core::guard::{Correction, CorrectionHistory, ObjectKey, PendingWrites};
-use crate::core::plan::{Action, Drift, Outcome, Plan, same_policy};
+use crate::core::plan::{Action, Drift, Observed, Outcome, Plan, same_policy};
 use crate::core::selection::Governance;
 use crate::core::status::NamespaceResult;
 
@@ -83,6 +85,9 @@ pub enum Next {
 pub struct Decision {
     /// Writes to make, in order: all but the namespace at once, then the namespace.
     pub writes: Vec<Action>,
+    /// nsguard's own reporting writes (the namespace's condition), made after `writes` succeed —
+    /// in Audit mode too, and while backing off from a fight.
+    pub reports: Vec<Action>,
     /// The namespace's result once the writes succeeded (recorded at once when there are none).
     pub result: NamespaceResult,
     /// Events to publish once the writes succeeded.
@@ -135,10 +140,13 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
         failed: false,
         fighting: false,
         rivals: plan.rivals.clone(),
+        taken: vec![],
     };
+    let namespace_pending = memory.pending.is_pending(&ObjectKey::new("Namespace", "", namespace), now);
     let after_pending = if waiting { Next::After(PendingWrites::EXPIRY) } else { Next::Resync };
     let quiet = |result| Decision {
         writes: vec![],
+        reports: vec![],
         result,
         announce: vec![],
         corrected: vec![],
@@ -163,7 +171,8 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
     }
     if correcting && let Correction::BackOff(wait) = memory.corrections.check(now) {
         result.fighting = true;
-        let mut decision = quiet(result);
+        let reports = reports(plan, &result, namespace_pending).0;
+        let mut decision = Decision { reports, ..quiet(result) };
         decision.next = Next::After(wait);
         decision.backoff = true;
         if !memory.fighting {
@@ -186,8 +195,8 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
     // announcement) lasts until a calm window.
     result.fighting = memory.fighting && !plan.drift.is_empty();
 
-    let (announce, detected) = announcements(plan, &memory.reported, correcting, !writes.is_empty());
     if !taken.is_empty() && plan.desired.is_some() {
+        result.taken = taken.clone();
         result.detail = format!(
             "NetworkPolicy {} exists and was not created by nsguard; left alone{}{}",
             taken.join(", "),
@@ -201,8 +210,11 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
         result.outcome = Outcome::Compliant;
         result.detail = String::new();
     }
+    let (reports, shown) = reports(plan, &result, namespace_pending);
+    let (announce, detected) = announcements(plan, &memory.reported, correcting, !writes.is_empty(), shown);
     Decision {
         writes,
+        reports,
         result,
         announce,
         corrected: if correcting { plan.corrections.clone() } else { vec![] },
@@ -266,9 +278,33 @@ pub fn retry_delay(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.saturating_sub(1).min(8)).min(Duration::from_secs(300))
 }
 
+/// The reporting writes that make the namespace's condition show `result` (none while the namespace
+/// is terminating, or while a write to it is in flight: its watch event brings the next look), and
+/// whether the condition shows it already.
+fn reports(plan: &Plan, result: &NamespaceResult, namespace_pending: bool) -> (Vec<Action>, bool) {
+    let verdict = condition::verdict(result, plan.desired.as_ref().map(|d| d.mode));
+    let shown = condition::shows(plan.shown.as_ref(), verdict.as_ref());
+    if plan.terminating || namespace_pending {
+        return (vec![], shown);
+    }
+    let writes = condition::write(plan.shown.as_ref(), verdict.as_ref())
+        .map(|c| Action::ApplyCondition(c.map(Box::new)))
+        .into_iter()
+        .collect();
+    (writes, shown)
+}
+
 /// Events for what a reconcile does or finds, sent on change only, so a converged cluster sends
-/// none. Returns them with the drift newly detected in Audit mode.
-fn announcements(plan: &Plan, reported: &Reported, correcting: bool, writing: bool) -> (Vec<Announcement>, Vec<Drift>) {
+/// none. What the namespace's condition already `shown` is not announced again (after a restart or
+/// a leader takeover, memory is empty but the cluster remembers). Returns them with the drift newly
+/// detected in Audit mode.
+fn announcements(
+    plan: &Plan,
+    reported: &Reported,
+    correcting: bool,
+    writing: bool,
+    shown: bool,
+) -> (Vec<Announcement>, Vec<Drift>) {
     let profile = plan.governance.profile_name().unwrap_or_default();
     let mode = plan.desired.as_ref().map(|d| d.mode);
     let overridden = plan.governance.overridden();
@@ -289,7 +325,7 @@ fn announcements(plan: &Plan, reported: &Reported, correcting: bool, writing: bo
         );
     } else if enforcing && plan.first_hardening {
         say(Severity::Normal, "Hardened", "Harden", format!("Hardened to profile {profile}: {}", summary(&plan.drift)));
-    } else if mode == Some(Mode::Audit) && !plan.drift.is_empty() && reported.drift != plan.drift {
+    } else if mode == Some(Mode::Audit) && !plan.drift.is_empty() && reported.drift != plan.drift && !shown {
         detected = plan.drift.clone();
         say(
             Severity::Warning,
@@ -300,6 +336,7 @@ fn announcements(plan: &Plan, reported: &Reported, correcting: bool, writing: bo
     }
     if let Governance::Orphaned { profile } = &plan.governance
         && !reported.orphaned
+        && !shown
     {
         say(
             Severity::Warning,
@@ -322,6 +359,7 @@ fn announcements(plan: &Plan, reported: &Reported, correcting: bool, writing: bo
         && !others.is_empty()
         && reported.overridden != overridden
         && (reported.seen || plan.first_hardening)
+        && !shown
     {
         say(
             Severity::Warning,
@@ -343,6 +381,39 @@ pub fn recreate_after_apply(want: &NetworkPolicy, got: Option<&NetworkPolicySpec
     !same_policy(want.spec.as_ref(), &got.cloned().unwrap_or_default())
 }
 
+/// What an event about a namespace regards. Namespace owners can read events only in their own
+/// namespace, and the Events API accepts an event there only if it regards an object in that
+/// namespace — so it regards one nsguard owns, with the Namespace as `related`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    /// nsguard's NetworkPolicy `name` in the namespace (existing, being created or just deleted).
+    NetworkPolicy { name: String, uid: Option<String> },
+    /// nsguard owns nothing in the namespace (say, Audit mode without NetworkPolicies): the event
+    /// regards the Namespace and lives in `default`; the namespace's condition carries the verdict.
+    Namespace,
+}
+
+/// The subject of events about a namespace whose policies are `observed` and that gets `writes`:
+/// nsguard's default-deny policy when it has one, else any policy of nsguard's.
+pub fn subject(writes: &[Action], observed: &Observed) -> Subject {
+    let mut candidates: Vec<(&str, Option<&String>)> = observed
+        .network_policies
+        .iter()
+        .filter(|np| np.managed_by_nsguard())
+        .map(|np| (np.name.as_str(), np.uid.as_ref()))
+        .collect();
+    for write in writes {
+        if let Action::ApplyNetworkPolicy(np) = write {
+            candidates.push((np.metadata.name.as_deref().unwrap_or_default(), None));
+        }
+    }
+    candidates.sort_by_key(|(name, _)| (*name != DEFAULT_DENY_POLICY, *name));
+    match candidates.first() {
+        Some((name, uid)) if !name.is_empty() => Subject::NetworkPolicy { name: (*name).to_owned(), uid: uid.cloned() },
+        _ => Subject::Namespace,
+    }
+}
+
 /// The object an action writes.
 pub fn action_key(namespace: &str, action: &Action) -> ObjectKey {
     match action {
@@ -352,6 +423,7 @@ pub fn action_key(namespace: &str, action: &Action) -> ObjectKey {
         Action::DisableAutomount { name, .. } | Action::ReleaseAutomount { name, .. } => {
             ObjectKey::new("ServiceAccount", namespace, name)
         }
+        Action::ApplyCondition(_) => ObjectKey::new("Namespace", "", namespace),
     }
 }
 

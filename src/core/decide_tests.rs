@@ -54,6 +54,7 @@ fn plan_for(situation: Situation, mode: &str) -> Plan {
         annotations: want.annotations.clone(),
         terminating: false,
         label_managers: Default::default(),
+        hardened: None,
     };
     let converged = Observed {
         network_policies: want
@@ -304,4 +305,82 @@ fn a_fight_names_the_field_manager_that_set_the_label() {
     let d = decide(NS, &p, &mut Memory::default(), true, now);
     let corrected = d.announce.iter().find(|a| a.reason == "DriftCorrected").expect("DriftCorrected");
     assert!(corrected.note.ends_with("set back (overriding field manager argocd-controller)"), "{}", corrected.note);
+}
+
+fn condition_of(d: &Decision) -> Option<Option<(String, String)>> {
+    d.reports.iter().find_map(|a| match a {
+        Action::ApplyCondition(c) => Some(c.as_ref().map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default()))),
+        _ => None,
+    })
+}
+
+#[test]
+fn the_namespace_condition_follows_the_result() {
+    type Case = (Situation, &'static str, Option<Option<(&'static str, &'static str)>>);
+    let cases: &[Case] = &[
+        (Situation::New, "Enforce", Some(Some(("True", "Compliant")))),
+        (Situation::New, "Audit", Some(Some(("False", "Drifted")))),
+        (Situation::Converged, "Audit", Some(Some(("True", "AuditOnly")))),
+        (Situation::Orphaned, "Enforce", Some(Some(("Unknown", "Orphaned")))),
+        // Never governed, nothing shown: nothing to remove.
+        (Situation::Deselected, "Enforce", None),
+    ];
+    for (situation, mode, want) in cases {
+        let d = decide(NS, &plan_for(*situation, mode), &mut Memory::default(), true, Instant::now());
+        let got = condition_of(&d);
+        let want = want.map(|c| c.map(|(s, r)| (s.to_owned(), r.to_owned())));
+        assert_eq!(got, want, "{situation:?} in {mode}");
+    }
+}
+
+#[test]
+fn what_the_condition_already_shows_is_neither_rewritten_nor_announced_after_a_restart() {
+    let now = Instant::now();
+    // The first run announces the Audit drift and writes the condition.
+    let first = plan_for(Situation::LabelDrifted, "Audit");
+    let d = decide(NS, &first, &mut Memory::default(), true, now);
+    assert_eq!(reasons(&d), ["DriftDetected"]);
+    let Some(Action::ApplyCondition(Some(written))) = d.reports.first() else { panic!("no condition: {d:?}") };
+    // A restart: memory is empty, the cluster shows the condition.
+    let mut again = plan_for(Situation::LabelDrifted, "Audit");
+    again.shown = Some((**written).clone());
+    let d = decide(NS, &again, &mut Memory::default(), true, now);
+    assert_eq!(reasons(&d), Vec::<&str>::new(), "nothing the cluster shows is announced again");
+    assert!(d.reports.is_empty(), "{:?}", d.reports);
+    // The same for an orphan.
+    let orphan = plan_for(Situation::Orphaned, "Enforce");
+    let d = decide(NS, &orphan, &mut Memory::default(), true, now);
+    let Some(Action::ApplyCondition(Some(written))) = d.reports.first() else { panic!("no condition: {d:?}") };
+    let mut again = plan_for(Situation::Orphaned, "Enforce");
+    again.shown = Some((**written).clone());
+    assert_eq!(reasons(&decide(NS, &again, &mut Memory::default(), true, now)), Vec::<&str>::new());
+}
+
+#[test]
+fn a_terminating_namespace_or_a_follower_writes_no_condition() {
+    let mut p = plan_for(Situation::New, "Enforce");
+    p.terminating = true;
+    assert!(decide(NS, &p, &mut Memory::default(), true, Instant::now()).reports.is_empty());
+    let p = plan_for(Situation::New, "Enforce");
+    assert!(decide(NS, &p, &mut Memory::default(), false, Instant::now()).reports.is_empty());
+}
+
+#[test]
+fn a_fight_shows_conflicting_on_the_namespace_while_backing_off() {
+    let now = Instant::now();
+    let p = plan_for(Situation::LabelDrifted, "Enforce");
+    let mut memory = Memory::default();
+    let mut t = now;
+    let mut last = None;
+    for _ in 0..20 {
+        let d = decide(NS, &p, &mut memory, true, t);
+        if d.backoff {
+            last = Some(d);
+            break;
+        }
+        d.succeeded(&p, &mut memory, t);
+        t += Duration::from_millis(200);
+    }
+    let d = last.expect("backs off");
+    assert_eq!(condition_of(&d), Some(Some(("False".to_owned(), "Conflicting".to_owned()))));
 }

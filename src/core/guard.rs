@@ -29,7 +29,8 @@ impl ObjectKey {
 /// Writes whose watch events have not arrived yet.
 #[derive(Debug, Default)]
 pub struct PendingWrites {
-    entries: HashMap<ObjectKey, Instant>,
+    /// When each write was made, and the resourceVersion it produced (when known).
+    entries: HashMap<ObjectKey, (Instant, Option<u64>)>,
 }
 
 impl PendingWrites {
@@ -40,12 +41,23 @@ impl PendingWrites {
     pub const EXPIRY: Duration = Duration::from_secs(30);
 
     pub fn record(&mut self, key: ObjectKey, now: Instant) {
-        self.entries.insert(key, now);
+        self.entries.insert(key, (now, None));
     }
 
-    /// A watch event for `key` arrived: the cache now reflects the write.
-    pub fn observed(&mut self, key: &ObjectKey) {
-        if self.entries.remove(key).is_some() && self.entries.is_empty() {
+    /// Records a write that produced `version`: only a watch event at least that new clears it (two
+    /// writes to one object in a row — the namespace's labels, then its status — are one pending
+    /// write until the second shows).
+    pub fn record_version(&mut self, key: ObjectKey, now: Instant, version: Option<&str>) {
+        self.entries.insert(key, (now, version.and_then(|v| v.parse().ok())));
+    }
+
+    /// A watch event for `key` arrived: the cache now reflects the write. `version` is the event's
+    /// resourceVersion; an older one (or one that is not a number) leaves a versioned write pending
+    /// only if it is a number older than the write's.
+    pub fn observed(&mut self, key: &ObjectKey, version: Option<&str>) {
+        let seen: Option<u64> = version.and_then(|v| v.parse().ok());
+        let older = matches!((self.entries.get(key), seen), (Some((_, Some(wrote))), Some(seen)) if seen < *wrote);
+        if !older && self.entries.remove(key).is_some() && self.entries.is_empty() {
             // One map per namespace: give its memory back once nothing is in flight.
             self.entries = HashMap::new();
         }
@@ -54,9 +66,9 @@ impl PendingWrites {
     /// The cache may not reflect nsguard's last write to `key` yet.
     pub fn is_pending(&mut self, key: &ObjectKey, now: Instant) -> bool {
         match self.entries.get(key) {
-            Some(at) if now.duration_since(*at) < Self::EXPIRY => true,
+            Some((at, _)) if now.duration_since(*at) < Self::EXPIRY => true,
             Some(_) => {
-                self.observed(key);
+                self.observed(key, None);
                 false
             }
             None => false,

@@ -9,7 +9,7 @@ fn pending_write_hides_until_observed_or_expired() {
     let key = ObjectKey::new("ServiceAccount", "a", "default");
     pending.record(key.clone(), t0);
     assert!(pending.is_pending(&key, t0 + Duration::from_secs(1)));
-    pending.observed(&key);
+    pending.observed(&key, None);
     assert!(!pending.is_pending(&key, t0 + Duration::from_secs(1)));
     pending.record(key.clone(), t0);
     assert!(!pending.is_pending(&key, t0 + PendingWrites::EXPIRY));
@@ -58,4 +58,22 @@ fn back_off_is_capped() {
     }
     let Correction::BackOff(wait) = limiter.check(now + Duration::from_secs(1)) else { panic!() };
     assert!(wait <= CorrectionHistory::MAX_DELAY);
+}
+
+#[test]
+fn a_versioned_write_stays_pending_until_an_event_at_least_as_new() {
+    let mut pending = PendingWrites::default();
+    let t0 = Instant::now();
+    let key = ObjectKey::new("Namespace", "", "shop");
+    // The labels were written at 10, then the status at 12: the event of the label write (10)
+    // must not clear the status write.
+    pending.record_version(key.clone(), t0, Some("12"));
+    pending.observed(&key, Some("10"));
+    assert!(pending.is_pending(&key, t0));
+    pending.observed(&key, Some("12"));
+    assert!(!pending.is_pending(&key, t0));
+    // A version that is not a number clears it (resourceVersions are opaque in general).
+    pending.record_version(key.clone(), t0, Some("12"));
+    pending.observed(&key, Some("x"));
+    assert!(!pending.is_pending(&key, t0));
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::{
-    core::v1::ServiceAccount,
+    core::v1::{Namespace, NamespaceCondition, ServiceAccount},
     networking::v1::{NetworkPolicy, NetworkPolicySpec},
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
@@ -34,7 +34,7 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "nsguard";
 
 /// A Namespace as the core needs it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct NamespaceView {
     pub name: String,
     pub uid: Option<String>,
@@ -45,9 +45,21 @@ pub struct NamespaceView {
     /// For each Pod Security label, the field managers other than nsguard that own it (to name a
     /// rival writer).
     pub label_managers: BTreeMap<String, Vec<String>>,
+    /// nsguard's `nsguard.io/Hardened` condition on the namespace's status, if any.
+    pub hardened: Option<NamespaceCondition>,
 }
 
 impl NamespaceView {
+    /// A namespace with its status: nsguard's condition included.
+    pub fn from_namespace(ns: &Namespace) -> Self {
+        let hardened =
+            ns.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|conditions| {
+                conditions.iter().find(|c| c.type_ == crate::core::condition::HARDENED).cloned()
+            });
+        Self { hardened, ..Self::from_meta(&ns.metadata) }
+    }
+
+    /// A namespace from its metadata alone (no condition).
     pub fn from_meta(meta: &ObjectMeta) -> Self {
         Self {
             name: meta.name.clone().unwrap_or_default(),
@@ -56,6 +68,7 @@ impl NamespaceView {
             annotations: meta.annotations.clone().unwrap_or_default(),
             terminating: meta.deletion_timestamp.is_some(),
             label_managers: label_managers(meta),
+            hardened: None,
         }
     }
 
@@ -280,4 +293,15 @@ impl NamespaceGlobs {
     pub fn matches(&self, name: &str) -> bool {
         self.0.is_match(name)
     }
+}
+
+/// The namespace an event of nsguard's is about: the Namespace it regards (such an event lives in
+/// `default`) or is related to (such an event lives in that namespace and regards an object of
+/// nsguard's there).
+pub fn event_namespace(e: &k8s_openapi::api::events::v1::Event) -> Option<&str> {
+    [e.related.as_ref(), e.regarding.as_ref()]
+        .into_iter()
+        .flatten()
+        .find(|r| r.kind.as_deref() == Some("Namespace"))
+        .and_then(|r| r.name.as_deref())
 }

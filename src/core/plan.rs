@@ -113,6 +113,9 @@ pub enum Action {
     DisableAutomount { name: String, uid: Option<String> },
     /// Apply nothing to a ServiceAccount, so nsguard gives up the field it owned.
     ReleaseAutomount { name: String, uid: Option<String> },
+    /// Apply nsguard's condition to the namespace's status (`None`: remove it). A reporting write:
+    /// made in Audit mode too. A condition without a transition time gets the current time.
+    ApplyCondition(Option<Box<k8s_openapi::api::core::v1::NamespaceCondition>>),
 }
 
 /// How a reconcile of one namespace ends.
@@ -149,6 +152,10 @@ pub struct Plan {
     pub corrections: Vec<Drift>,
     /// The field managers that own the labels that drifted: who set them.
     pub rivals: Vec<String>,
+    /// nsguard's condition as the namespace's status shows it now.
+    pub shown: Option<k8s_openapi::api::core::v1::NamespaceCondition>,
+    /// The namespace is being deleted: nsguard writes nothing to it, not even its condition.
+    pub terminating: bool,
 }
 
 /// Decides drift and writes for one namespace.
@@ -162,6 +169,8 @@ pub fn plan(ns: &NamespaceView, governance: Governance, observed: &Observed) -> 
         first_hardening: false,
         corrections: vec![],
         rivals: vec![],
+        shown: ns.hardened.clone(),
+        terminating: ns.terminating,
     };
     if ns.terminating {
         return empty(governance, Outcome::Untouched);
@@ -207,7 +216,15 @@ pub fn plan(ns: &NamespaceView, governance: Governance, observed: &Observed) -> 
                 .collect();
             rivals.sort();
             rivals.dedup();
-            Plan { governance, desired: Some(want), drift, actions, outcome, first_hardening, corrections, rivals }
+            Plan {
+                desired: Some(want),
+                drift,
+                actions,
+                first_hardening,
+                corrections,
+                rivals,
+                ..empty(governance, outcome)
+            }
         }
     }
 }

@@ -38,6 +38,7 @@ fn converged(spec: &HardeningProfileSpec) -> (NamespaceView, Observed) {
         annotations: want.annotations.clone(),
         terminating: false,
         label_managers: Default::default(),
+        hardened: None,
     };
     let observed = Observed {
         network_policies: want.network_policies.values().map(np_view).collect(),

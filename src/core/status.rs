@@ -36,6 +36,8 @@ pub struct NamespaceResult {
     pub fighting: bool,
     /// The field managers whose writes nsguard is correcting (when known).
     pub rivals: Vec<String>,
+    /// NetworkPolicy names another object holds (left alone).
+    pub taken: Vec<String>,
 }
 
 /// The last drift corrected in a profile's namespaces (kept in memory, shown in `Drifted`).

@@ -8,6 +8,7 @@ use std::sync::Arc;
 fn result(profile: &str, outcome: Outcome, overridden: &[&str]) -> NamespaceResult {
     NamespaceResult {
         rivals: vec![],
+        taken: vec![],
         profile: Some(profile.into()),
         overridden: overridden.iter().map(|s| (*s).to_owned()).collect(),
         outcome,

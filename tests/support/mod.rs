@@ -269,20 +269,25 @@ pub mod operator;
 pub mod process;
 pub mod proxy;
 
-/// Events nsguard published about namespace `ns` (they live in namespace `default`).
+/// The namespace an event of nsguard's is about: the Namespace it regards (then it lives in
+/// `default`) or is related to (then it lives in that namespace, regarding an object of nsguard's).
+pub fn event_namespace(e: &k8s_openapi::api::events::v1::Event) -> Option<&str> {
+    [e.related.as_ref(), e.regarding.as_ref()]
+        .into_iter()
+        .flatten()
+        .find(|r| r.kind.as_deref() == Some("Namespace"))
+        .and_then(|r| r.name.as_deref())
+}
+
+/// Events nsguard published about namespace `ns`, wherever they live.
 pub async fn nsguard_events(client: &Client, ns: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
-    Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), "default")
+    Api::<k8s_openapi::api::events::v1::Event>::all(client.clone())
         .list(&Default::default())
         .await
         .expect("events")
         .items
         .into_iter()
-        .filter(|e| {
-            e.reporting_controller.as_deref() == Some("nsguard")
-                && e.regarding
-                    .as_ref()
-                    .is_some_and(|r| r.kind.as_deref() == Some("Namespace") && r.name.as_deref() == Some(ns))
-        })
+        .filter(|e| e.reporting_controller.as_deref() == Some("nsguard") && event_namespace(e) == Some(ns))
         .collect()
 }
 
