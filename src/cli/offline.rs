@@ -85,7 +85,7 @@ pub fn plan_all(inputs: &Inputs, exclusions: &Exclusions) -> Vec<NamespacePlan> 
             let mut network_policies: Vec<Arc<NetworkPolicyView>> =
                 inputs.network_policies.iter().filter(|np| np.namespace == ns.name).cloned().map(Arc::new).collect();
             network_policies.sort_by(|a, b| a.name.cmp(&b.name));
-            let observed = Observed { network_policies, service_accounts };
+            let observed = Observed { network_policies, service_accounts, report: Default::default() };
             {
                 // Offline, the files are the whole truth: a profile missing from them is one the
                 // GitOps tool will delete, which releases its namespaces.

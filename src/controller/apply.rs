@@ -11,15 +11,17 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
 use super::context::Context;
 use super::error::{Error, Result};
+use super::reports;
 use crate::core::decide::{action_key, recreate_after_apply};
 use crate::core::model::{FIELD_MANAGER, NamespaceView, NetworkPolicyView};
 use crate::core::plan::Action;
+use crate::core::report;
 
 /// Writes one namespace sends at once (a namespace with 2,000 ServiceAccounts must not open 2,000
 /// requests, nor hold 2,000 responses in memory).
@@ -130,6 +132,28 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
         Action::DeleteNetworkPolicy { name, uid } => {
             let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace);
             (delete_policy(ctx, &api, namespace, name, uid.clone()).await?, "networkpolicies", "delete")
+        }
+        Action::ApplyReport(body) => {
+            let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), namespace, &reports::resource());
+            let written = match ctx.guarded(api.patch(report::NAME, &apply, &Patch::Apply(body.as_ref()))).await? {
+                Ok(after) => Written::Object(after.resource_version()),
+                Err(e) if gone(&e) => Written::Nothing,
+                Err(source) => return Err(Error::ApplyReport { namespace: namespace.to_owned(), source }),
+            };
+            (written, "reports", "apply")
+        }
+        Action::DeleteReport { uid } => {
+            let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), namespace, &reports::resource());
+            let params = DeleteParams {
+                preconditions: uid.clone().map(|uid| Preconditions { uid: Some(uid), resource_version: None }),
+                ..Default::default()
+            };
+            let written = match ctx.guarded(api.delete(report::NAME, &params)).await? {
+                Ok(_) => Written::Deleted,
+                Err(e) if gone(&e) => Written::Nothing,
+                Err(source) => return Err(Error::DeleteReport { namespace: namespace.to_owned(), source }),
+            };
+            (written, "reports", "delete")
         }
         Action::ApplyCondition(condition) => {
             (apply_condition(ctx, ns, condition.as_deref()).await?, "namespaces/status", "apply")

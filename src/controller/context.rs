@@ -22,6 +22,7 @@ use crate::core::crd::HardeningProfileStatus;
 use crate::core::decide::Memory;
 use crate::core::guard::ObjectKey;
 use crate::core::model::{NetworkPolicyView, Profile, ServiceAccountView};
+use crate::core::report::{ReportView, Seen};
 use crate::core::status::{Correction, NamespaceResult};
 use crate::ops::metrics::{KindLabels, Metrics};
 
@@ -57,6 +58,10 @@ pub struct Context {
     pub namespaces_synced: AtomicBool,
     pub service_accounts: NamespacedIndex<ServiceAccountView>,
     pub network_policies: NamespacedIndex<NetworkPolicyView>,
+    /// nsguard's Reports (meaningful only while `reports_ready`).
+    pub reports: NamespacedIndex<ReportView>,
+    /// The OpenReports CRD is installed and the Report watch has listed: Reports are written.
+    pub reports_ready: AtomicBool,
     pub events: EventQueue,
     pub metrics: Arc<Metrics>,
     pub state: Mutex<State>,
@@ -140,8 +145,17 @@ impl Context {
             "NetworkPolicy" => {
                 self.network_policies.get(&key.namespace, &key.name).map(|v| version(v.resource_version()))
             }
+            "Report" => self.reports.get(&key.namespace, &key.name).map(|v| version(v.resource_version())),
             _ => None,
         }
+    }
+
+    /// nsguard's Report in `namespace` as the cache shows it.
+    pub fn report(&self, namespace: &str) -> Seen {
+        if !self.reports_ready.load(Ordering::Acquire) {
+            return Seen::Unavailable;
+        }
+        ReportView::seen(self.reports.get(namespace, crate::core::report::NAME).as_deref())
     }
 
     /// The namespace is gone: forget everything about it, in one place.

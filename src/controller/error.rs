@@ -14,6 +14,18 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("applying the Report nsguard in namespace {namespace}: {source}")]
+    ApplyReport {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting the Report nsguard in namespace {namespace}: {source}")]
+    DeleteReport {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("applying NetworkPolicy {namespace}/{name}: {source}")]
     ApplyNetworkPolicy {
         namespace: String,

@@ -34,7 +34,7 @@ macro_rules! keyed {
     )+};
 }
 
-keyed!(crate::core::model::ServiceAccountView, crate::core::model::NetworkPolicyView);
+keyed!(crate::core::model::ServiceAccountView, crate::core::model::NetworkPolicyView, crate::core::report::ReportView);
 
 type Groups<V> = HashMap<String, BTreeMap<String, Arc<V>>>;
 

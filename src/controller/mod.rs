@@ -13,6 +13,7 @@ pub mod events;
 pub mod index;
 pub mod leader;
 mod reconcile;
+mod reports;
 mod settings;
 mod status_writer;
 mod watches;
@@ -70,6 +71,7 @@ impl Handle {
             cached_namespaces: self.ctx.namespaces.state().len(),
             service_accounts: self.ctx.service_accounts.len(),
             network_policies: self.ctx.network_policies.len(),
+            reports: self.ctx.reports.len(),
             profiles: self.ctx.profiles.all().len(),
         }
     }
@@ -85,6 +87,7 @@ pub struct Footprint {
     pub cached_namespaces: usize,
     pub service_accounts: usize,
     pub network_policies: usize,
+    pub reports: usize,
     pub profiles: usize,
 }
 
@@ -129,6 +132,8 @@ pub async fn run(
         namespaces_synced: AtomicBool::new(false),
         service_accounts: NamespacedIndex::default(),
         network_policies: NamespacedIndex::default(),
+        reports: NamespacedIndex::default(),
+        reports_ready: AtomicBool::new(false),
         metrics,
         state: std::sync::Mutex::default(),
         status_dirty: Notify::new(),
@@ -147,6 +152,7 @@ pub async fn run(
         .reconcile_on(watches::profiles(ctx.clone()))
         .reconcile_on(watches::service_accounts(ctx.clone()))
         .reconcile_on(watches::network_policies(ctx.clone()))
+        .reconcile_on(reports::watch(ctx.clone()))
         .reconcile_all_on(caches_synced)
         .reconcile_all_on(became_leader(leader))
         .graceful_shutdown_on(shutdown)

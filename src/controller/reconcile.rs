@@ -34,9 +34,10 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
     let observed = Observed {
         network_policies: ctx.network_policies.in_namespace(&ns.name),
         service_accounts: ctx.service_accounts.in_namespace(&ns.name),
+        report: ctx.report(&ns.name),
     };
     let plan = plan(&ns, governance, &observed);
-    let subject = |writes: &[crate::core::plan::Action]| subject(writes, &observed);
+    let subject = |writes: &[crate::core::plan::Action]| subject(writes, &[], &observed);
     let now = Instant::now();
     let decision = {
         let mut state = ctx.state();
@@ -81,7 +82,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
     }
     ctx.status_dirty.notify_one();
     count(&ctx, &decision, plan.outcome);
-    let about = subject(&decision.writes);
+    let about = crate::core::decide::subject(&decision.writes, &decision.reports, &observed);
     for announcement in &decision.announce {
         publish(&ctx, &ns, &about, announcement).await;
     }
@@ -137,17 +138,21 @@ async fn publish(ctx: &Context, ns: &NamespaceView, subject: &Subject, announcem
         uid: ns.uid.clone(),
         ..Default::default()
     };
+    let object = |api_version: &str, kind: &str, name: &str, uid: &Option<String>| ObjectReference {
+        api_version: Some(api_version.into()),
+        kind: Some(kind.into()),
+        namespace: Some(ns.name.clone()),
+        name: Some(name.into()),
+        uid: uid.clone(),
+        ..Default::default()
+    };
     let (regarding, related) = match subject {
+        Subject::Report { uid } => (
+            object(crate::core::report::API_VERSION, crate::core::report::KIND, crate::core::report::NAME, uid),
+            Some(namespace),
+        ),
         Subject::NetworkPolicy { name, uid } => {
-            let policy = ObjectReference {
-                api_version: Some("networking.k8s.io/v1".into()),
-                kind: Some("NetworkPolicy".into()),
-                namespace: Some(ns.name.clone()),
-                name: Some(name.clone()),
-                uid: uid.clone(),
-                ..Default::default()
-            };
-            (policy, Some(namespace))
+            (object("networking.k8s.io/v1", "NetworkPolicy", name, uid), Some(namespace))
         }
         Subject::Namespace => (namespace, None),
     };

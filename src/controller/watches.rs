@@ -30,7 +30,7 @@ use crate::core::model::{
 };
 use crate::core::selection::{fans_out, may_affect};
 
-type Trigger = ObjectRef<NamespaceMeta>;
+pub(super) type Trigger = ObjectRef<NamespaceMeta>;
 
 /// Retry a failed watch after 0.5 s, doubling up to 5 s: after an API-server outage nsguard is back
 /// within seconds (kube's default waits up to 30 s and resets only after 2 minutes).
@@ -63,7 +63,7 @@ impl Backoff for WatchBackoff {
 /// last resourceVersion, which a restarted API server may hold for tens of seconds before it answers
 /// `410 Expired`; changes made meanwhile would wait for that. A fresh list sees them at once (and the
 /// indexes report what changed).
-fn relisting<K>(
+pub(super) fn relisting<K>(
     api: Api<K>,
     config: watcher::Config,
 ) -> impl Stream<Item = Result<WatchEvent<K>, watcher::Error>> + Send
@@ -83,7 +83,7 @@ where
     .backoff(backoff())
 }
 
-fn config(selector: Option<&str>) -> watcher::Config {
+pub(super) fn config(selector: Option<&str>) -> watcher::Config {
     let config = watcher::Config::default();
     match selector {
         Some(s) => config.labels(s),
@@ -187,7 +187,7 @@ pub fn network_policies(ctx: Arc<Context>) -> impl Stream<Item = Trigger> + Send
 
 /// The namespace of a changed object, plus those a completed relist changed. The initial list
 /// needs no triggers: the namespace watch reconciles everything once the caches are synced.
-fn namespaced_triggers<K: Resource>(
+pub(super) fn namespaced_triggers<K: Resource>(
     ctx: &Context,
     kind: &'static str,
     event: &WatchEvent<K>,

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use kube::ResourceExt;
 
-use crate::core::condition;
 use crate::core::crd::Mode;
 use crate::core::desired::DEFAULT_DENY_POLICY;
 use crate::core::guard::{Correction, CorrectionHistory, ObjectKey, PendingWrites};
 use crate::core::plan::{Action, Drift, Observed, Outcome, Plan, same_policy};
 use crate::core::selection::Governance;
 use crate::core::status::NamespaceResult;
+use crate::core::{condition, report};
 
 /// What nsguard remembers of one namespace between reconciles.
 #[derive(Debug, Default)]
@@ -142,7 +142,10 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
         rivals: plan.rivals.clone(),
         taken: vec![],
     };
-    let namespace_pending = memory.pending.is_pending(&ObjectKey::new("Namespace", "", namespace), now);
+    let pending = Pending {
+        namespace: memory.pending.is_pending(&ObjectKey::new("Namespace", "", namespace), now),
+        report: memory.pending.is_pending(&ObjectKey::new("Report", namespace, report::NAME), now),
+    };
     let after_pending = if waiting { Next::After(PendingWrites::EXPIRY) } else { Next::Resync };
     let quiet = |result| Decision {
         writes: vec![],
@@ -171,7 +174,7 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
     }
     if correcting && let Correction::BackOff(wait) = memory.corrections.check(now) {
         result.fighting = true;
-        let reports = reports(plan, &result, namespace_pending).0;
+        let reports = reports(namespace, plan, &result, pending).0;
         let mut decision = Decision { reports, ..quiet(result) };
         decision.next = Next::After(wait);
         decision.backoff = true;
@@ -210,7 +213,7 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
         result.outcome = Outcome::Compliant;
         result.detail = String::new();
     }
-    let (reports, shown) = reports(plan, &result, namespace_pending);
+    let (reports, shown) = reports(namespace, plan, &result, pending);
     let (announce, detected) = announcements(plan, &memory.reported, correcting, !writes.is_empty(), shown);
     Decision {
         writes,
@@ -278,20 +281,33 @@ pub fn retry_delay(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.saturating_sub(1).min(8)).min(Duration::from_secs(300))
 }
 
-/// The reporting writes that make the namespace's condition show `result` (none while the namespace
-/// is terminating, or while a write to it is in flight: its watch event brings the next look), and
-/// whether the condition shows it already.
-fn reports(plan: &Plan, result: &NamespaceResult, namespace_pending: bool) -> (Vec<Action>, bool) {
+/// The reporting writes that make the namespace's condition and Report show `result` (none while
+/// the namespace is terminating, nor to an object whose write is in flight: its watch event brings
+/// the next look), and whether the condition shows it already.
+fn reports(namespace: &str, plan: &Plan, result: &NamespaceResult, pending: Pending) -> (Vec<Action>, bool) {
     let verdict = condition::verdict(result, plan.desired.as_ref().map(|d| d.mode));
     let shown = condition::shows(plan.shown.as_ref(), verdict.as_ref());
-    if plan.terminating || namespace_pending {
-        return (vec![], shown);
+    let mut writes = Vec::new();
+    if plan.terminating {
+        return (writes, shown);
     }
-    let writes = condition::write(plan.shown.as_ref(), verdict.as_ref())
-        .map(|c| Action::ApplyCondition(c.map(Box::new)))
-        .into_iter()
-        .collect();
+    if !pending.namespace
+        && let Some(c) = condition::write(plan.shown.as_ref(), verdict.as_ref())
+    {
+        writes.push(Action::ApplyCondition(c.map(Box::new)));
+    }
+    if !pending.report {
+        let uid = plan.namespace_uid.as_deref();
+        writes.extend(report::write(&plan.report, report::desired(namespace, uid, plan, result)));
+    }
     (writes, shown)
+}
+
+/// Which of nsguard's reporting objects have a write in flight.
+#[derive(Clone, Copy)]
+struct Pending {
+    namespace: bool,
+    report: bool,
 }
 
 /// Events for what a reconcile does or finds, sent on change only, so a converged cluster sends
@@ -386,6 +402,8 @@ pub fn recreate_after_apply(want: &NetworkPolicy, got: Option<&NetworkPolicySpec
 /// namespace — so it regards one nsguard owns, with the Namespace as `related`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Subject {
+    /// nsguard's Report in the namespace (existing, being written or just deleted).
+    Report { uid: Option<String> },
     /// nsguard's NetworkPolicy `name` in the namespace (existing, being created or just deleted).
     NetworkPolicy { name: String, uid: Option<String> },
     /// nsguard owns nothing in the namespace (say, Audit mode without NetworkPolicies): the event
@@ -393,9 +411,16 @@ pub enum Subject {
     Namespace,
 }
 
-/// The subject of events about a namespace whose policies are `observed` and that gets `writes`:
-/// nsguard's default-deny policy when it has one, else any policy of nsguard's.
-pub fn subject(writes: &[Action], observed: &Observed) -> Subject {
+/// The subject of events about a namespace whose objects are `observed` and that gets `writes`
+/// (with `reports`): nsguard's Report when it has one, else its default-deny policy, else any
+/// policy of nsguard's.
+pub fn subject(writes: &[Action], reports: &[Action], observed: &Observed) -> Subject {
+    if let report::Seen::Present { uid, .. } = &observed.report {
+        return Subject::Report { uid: uid.clone() };
+    }
+    if reports.iter().any(|a| matches!(a, Action::ApplyReport(_))) {
+        return Subject::Report { uid: None };
+    }
     let mut candidates: Vec<(&str, Option<&String>)> = observed
         .network_policies
         .iter()
@@ -424,6 +449,7 @@ pub fn action_key(namespace: &str, action: &Action) -> ObjectKey {
             ObjectKey::new("ServiceAccount", namespace, name)
         }
         Action::ApplyCondition(_) => ObjectKey::new("Namespace", "", namespace),
+        Action::ApplyReport(_) | Action::DeleteReport { .. } => ObjectKey::new("Report", namespace, report::NAME),
     }
 }
 

@@ -63,13 +63,18 @@ fn plan_for(situation: Situation, mode: &str) -> Plan {
             .map(|np| Arc::new(NetworkPolicyView::from_object(np)))
             .collect(),
         service_accounts: vec![sa("default", Some(false), true)],
+        report: Default::default(),
     };
     let profiles = [p];
     let ex = Exclusions::default();
     match situation {
         Situation::New => {
             let ns = NamespaceView { name: NS.into(), ..Default::default() };
-            let observed = Observed { network_policies: vec![], service_accounts: vec![sa("default", None, false)] };
+            let observed = Observed {
+                network_policies: vec![],
+                service_accounts: vec![sa("default", None, false)],
+                report: Default::default(),
+            };
             plan(&ns, govern(&ns, &profiles, &ex), &observed)
         }
         Situation::Converged => plan(&converged_ns, govern(&converged_ns, &profiles, &ex), &converged),

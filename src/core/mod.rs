@@ -12,6 +12,7 @@ pub mod desired;
 pub mod guard;
 pub mod model;
 pub mod plan;
+pub mod report;
 pub mod selection;
 pub mod status;
 pub mod validate;

@@ -23,6 +23,8 @@ use crate::core::selection::Governance;
 pub struct Observed {
     pub network_policies: Vec<Arc<NetworkPolicyView>>,
     pub service_accounts: Vec<Arc<ServiceAccountView>>,
+    /// nsguard's Report in the namespace.
+    pub report: crate::core::report::Seen,
 }
 
 /// One difference between a namespace and its baseline.
@@ -116,6 +118,10 @@ pub enum Action {
     /// Apply nsguard's condition to the namespace's status (`None`: remove it). A reporting write:
     /// made in Audit mode too. A condition without a transition time gets the current time.
     ApplyCondition(Option<Box<k8s_openapi::api::core::v1::NamespaceCondition>>),
+    /// Apply nsguard's Report to the namespace (a reporting write).
+    ApplyReport(Box<serde_json::Value>),
+    /// Delete nsguard's Report (the namespace was released).
+    DeleteReport { uid: Option<String> },
 }
 
 /// How a reconcile of one namespace ends.
@@ -156,6 +162,10 @@ pub struct Plan {
     pub shown: Option<k8s_openapi::api::core::v1::NamespaceCondition>,
     /// The namespace is being deleted: nsguard writes nothing to it, not even its condition.
     pub terminating: bool,
+    /// nsguard's Report as seen in the namespace.
+    pub report: crate::core::report::Seen,
+    /// The namespace's UID (the Report's scope names it).
+    pub namespace_uid: Option<String>,
 }
 
 /// Decides drift and writes for one namespace.
@@ -171,6 +181,8 @@ pub fn plan(ns: &NamespaceView, governance: Governance, observed: &Observed) -> 
         rivals: vec![],
         shown: ns.hardened.clone(),
         terminating: ns.terminating,
+        report: observed.report.clone(),
+        namespace_uid: ns.uid.clone(),
     };
     if ns.terminating {
         return empty(governance, Outcome::Untouched);

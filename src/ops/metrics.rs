@@ -52,6 +52,8 @@ pub struct Metrics {
     pub ready: Gauge,
     /// Namespaces whose profile nsguard cannot see (left as they are).
     pub orphaned: Gauge,
+    /// 1 while nsguard writes OpenReports Reports (the CRD is installed and its watch listed).
+    pub reports_enabled: Gauge,
     pub watch_errors: Family<KindLabels, Counter>,
 }
 
@@ -96,11 +98,18 @@ impl Default for Metrics {
             "Namespaces whose annotation names a profile nsguard cannot see; left as they are",
             orphaned.clone(),
         );
+        let reports_enabled = Gauge::default();
+        registry.register(
+            "reports_enabled",
+            "1 while nsguard writes an OpenReports Report per namespace; 0 while the reports.openreports.io CRD is not installed",
+            reports_enabled.clone(),
+        );
         let watch_errors = Family::<KindLabels, Counter>::default();
         registry.register("watch_errors", "Failed watch requests, by kind (each is retried)", watch_errors.clone());
         Self {
             watch_errors,
             orphaned,
+            reports_enabled,
             registry,
             reconciles,
             reconcile_duration,

@@ -168,6 +168,11 @@ start kube-controller-manager "$bin/kube-controller-manager" \
 wait_for "the default ServiceAccount in namespace default" kube-controller-manager \
   "${kubectl[@]}" -n default get serviceaccount default
 
+# --- third-party CRDs nsguard works with ---------------------------------------------------------
+# The OpenReports Report CRD (nsguard writes a Report per governed namespace when it is installed).
+"${kubectl[@]}" apply --server-side -f "$("$here/openreports.sh")" >/dev/null
+"${kubectl[@]}" wait --for=condition=Established --timeout=60s crd/reports.openreports.io >/dev/null
+
 started_ok=true
 log "control plane ready: $("${kubectl[@]}" version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])') at https://127.0.0.1:$api_port"
 log "export KUBECONFIG=$STATE/kubeconfig PATH=$STATE/bin:\$PATH"

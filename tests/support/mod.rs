@@ -78,6 +78,43 @@ pub async fn client_as_service_account(admin: &Client, namespace: &str, name: &s
     Client::try_from(config).expect("client for ServiceAccount")
 }
 
+/// A client acting as user `user` (the admin impersonates it): only the rights RBAC gives `user`.
+pub async fn client_as_user(user: &str) -> Client {
+    let mut config = admin_config().await;
+    config.auth_info.impersonate = Some(user.to_owned());
+    Client::try_from(config).expect("client for user")
+}
+
+/// Binds `user` to the built-in `admin` ClusterRole in `namespace` only: a namespace owner.
+pub async fn bind_namespace_admin(admin: &Client, namespace: &str, user: &str) {
+    use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+    let binding = RoleBinding {
+        metadata: ObjectMeta { name: Some(format!("owner-{user}")), ..Default::default() },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: "admin".into(),
+        },
+        subjects: Some(vec![Subject {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "User".into(),
+            name: user.to_owned(),
+            namespace: None,
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(admin.clone(), namespace)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("RoleBinding to admin");
+}
+
+/// Runs kubectl as user `user` (impersonated by the admin kubeconfig).
+pub fn kubectl_as(user: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["--as", user];
+    all.extend_from_slice(args);
+    kubectl(&all)
+}
+
 /// A name no other test (or earlier run) uses: `prefix-<unique suffix>`.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

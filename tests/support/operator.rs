@@ -44,12 +44,24 @@ impl Operator {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Self {
+        Self::launch(unique_name("s"), tweak).await
+    }
+
+    /// Stops this controller and starts a new one on the same shard (a restart: memory is lost,
+    /// the cluster keeps what nsguard wrote), and waits until its caches are synced.
+    pub async fn restart(self) -> Self {
+        self.task.abort();
+        let shard = self.shard.clone();
+        drop(self);
+        Self::launch(shard, |_| {}).await
+    }
+
+    async fn launch(shard: String, tweak: impl FnOnce(&mut Settings)) -> Self {
         if let Ok(filter) = std::env::var("NSGUARD_TEST_LOG") {
             let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         }
         let admin = admin_client().await;
         let client = nsguard_client(&admin).await;
-        let shard = unique_name("s");
         let selector = format!("{SHARD_LABEL}={shard}");
         let mut settings = Settings {
             exclusions: Exclusions::new(Some("nsguard-system"), false, &[]).expect("exclusions"),
