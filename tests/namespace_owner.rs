@@ -130,6 +130,21 @@ async fn an_owner_sees_hardening_events_and_report_and_can_change_none_of_them()
     let listed = kubectl_as(&user, &["get", "reports", "-n", &ns]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("nsguard"), "{listed:?}");
 
+    // `nsguard status -n` answers with the owner's rights alone.
+    let kubeconfig = kubeconfig_as_user(&user);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
+        .args(["status", "-n", &ns, "-o", "json", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .await
+        .expect("run nsguard status");
+    assert!(out.status.success(), "nsguard status -n: {}", String::from_utf8_lossy(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(status["profile"], profile.as_str());
+    assert_eq!(status["mode"], "Enforce");
+    assert_eq!(status["condition"]["reason"], "Compliant");
+    assert_eq!(status["checks"].as_array().map(Vec::len), Some(7));
+
     // Drift, healed: the owner reads both events in their own namespace, and the condition is True.
     let patch = json!({"metadata": {"labels": {ENFORCE: "privileged"}}});
     Api::<Namespace>::all(op.admin.clone())

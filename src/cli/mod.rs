@@ -3,6 +3,7 @@
 pub mod crd;
 pub mod load;
 pub mod offline;
+mod owner;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -94,6 +95,10 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
     pub output: TextOrJson,
+    /// Only this namespace, answered from the namespace itself (its `nsguard.io/Hardened`
+    /// condition, nsguard's Report and events there): namespace-scoped rights are enough.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
     /// Also list namespaces no profile governs.
     #[arg(long)]
     pub all: bool,
@@ -164,6 +169,9 @@ struct LastDrift {
 /// `nsguard status`: every governed namespace, its profile, whether it matches the baseline now,
 /// and the last drift nsguard corrected or reported.
 pub async fn status(args: &StatusArgs, client: Client) -> anyhow::Result<i32> {
+    if let Some(namespace) = &args.namespace {
+        return owner::status(namespace, args.output, client).await;
+    }
     let ar = ApiResource::erase::<HardeningProfile>(&());
     let all = ListParams::default();
     let selected = |selector: &Option<String>| match selector {

@@ -17,7 +17,6 @@ use serde_json::json;
 
 use super::context::Context;
 use super::error::{Error, Result};
-use super::reports;
 use crate::core::decide::{action_key, recreate_after_apply};
 use crate::core::model::{FIELD_MANAGER, NamespaceView, NetworkPolicyView};
 use crate::core::plan::Action;
@@ -134,7 +133,7 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
             (delete_policy(ctx, &api, namespace, name, uid.clone()).await?, "networkpolicies", "delete")
         }
         Action::ApplyReport(body) => {
-            let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), namespace, &reports::resource());
+            let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), namespace, &report::resource());
             let written = match ctx.guarded(api.patch(report::NAME, &apply, &Patch::Apply(body.as_ref()))).await? {
                 Ok(after) => Written::Object(after.resource_version()),
                 Err(e) if gone(&e) => Written::Nothing,
@@ -143,7 +142,7 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
             (written, "reports", "apply")
         }
         Action::DeleteReport { uid } => {
-            let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), namespace, &reports::resource());
+            let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), namespace, &report::resource());
             let params = DeleteParams {
                 preconditions: uid.clone().map(|uid| Preconditions { uid: Some(uid), resource_version: None }),
                 ..Default::default()

@@ -22,7 +22,7 @@ use crate::core::crd::HardeningProfileStatus;
 use crate::core::decide::Memory;
 use crate::core::guard::ObjectKey;
 use crate::core::model::{NetworkPolicyView, Profile, ServiceAccountView};
-use crate::core::report::{ReportView, Seen};
+use crate::core::model::{ReportSeen as Seen, ReportView};
 use crate::core::status::{Correction, NamespaceResult};
 use crate::ops::metrics::{KindLabels, Metrics};
 

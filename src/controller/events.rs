@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 
 use kube::api::{Api, ObjectMeta, PostParams};
 
-use crate::core::decide::{Severity, truncate};
+use crate::core::announce::Severity;
+use crate::core::model::truncate;
 use crate::ops::metrics::Metrics;
 
 /// Publishes events as controller `nsguard`.

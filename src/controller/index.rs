@@ -34,7 +34,7 @@ macro_rules! keyed {
     )+};
 }
 
-keyed!(crate::core::model::ServiceAccountView, crate::core::model::NetworkPolicyView, crate::core::report::ReportView);
+keyed!(crate::core::model::ServiceAccountView, crate::core::model::NetworkPolicyView, crate::core::model::ReportView);
 
 type Groups<V> = HashMap<String, BTreeMap<String, Arc<V>>>;
 

@@ -12,7 +12,8 @@ use super::apply::execute;
 use super::context::{Context, NamespaceMeta};
 use super::error::Error;
 use super::events::Pending;
-use crate::core::decide::{Announcement, Decision, Next, Subject, decide, subject, summary};
+use crate::core::announce::{Announcement, Subject, subject, summary};
+use crate::core::decide::{Decision, Next, decide};
 use crate::core::model::NamespaceView;
 use crate::core::plan::{Observed, Outcome, plan};
 use crate::core::selection::govern;
@@ -82,7 +83,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
     }
     ctx.status_dirty.notify_one();
     count(&ctx, &decision, plan.outcome);
-    let about = crate::core::decide::subject(&decision.writes, &decision.reports, &observed);
+    let about = crate::core::announce::subject(&decision.writes, &decision.reports, &observed);
     for announcement in &decision.announce {
         publish(&ctx, &ns, &about, announcement).await;
     }
@@ -126,7 +127,7 @@ async fn publish(ctx: &Context, ns: &NamespaceView, subject: &Subject, announcem
         return;
     }
     let Announcement { severity, reason, action, note } = announcement.clone();
-    if severity == crate::core::decide::Severity::Warning {
+    if severity == crate::core::announce::Severity::Warning {
         warn!(reason, note = %note, "event");
     } else {
         info!(reason, note = %note, "event");

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::{Api, DynamicObject};
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
@@ -17,22 +17,12 @@ use tracing::{info, warn};
 
 use super::context::Context;
 use super::watches::{Trigger, config, namespaced_triggers, relisting};
+use crate::core::model::ReportView;
 use crate::core::model::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-use crate::core::report::{self, ReportView};
+use crate::core::report;
 
 /// How often nsguard looks for the OpenReports CRD while it is not installed.
 pub const RECHECK: Duration = Duration::from_secs(15);
-
-/// The OpenReports `Report` resource (`reports.openreports.io/v1alpha1`).
-pub fn resource() -> ApiResource {
-    ApiResource {
-        group: "openreports.io".into(),
-        version: "v1alpha1".into(),
-        api_version: report::API_VERSION.into(),
-        kind: report::KIND.into(),
-        plural: "reports".into(),
-    }
-}
 
 /// The API server serves Reports.
 async fn served(client: &Client) -> bool {
@@ -74,12 +64,14 @@ async fn follow(ctx: Arc<Context>, tx: mpsc::Sender<Trigger>) {
             continue;
         }
         said_missing = false;
-        let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &resource());
+        let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &report::resource());
         let mut events = relisting(api, config(Some(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")))).boxed();
         while let Some(event) = events.next().await {
             let names = match event {
                 Ok(event) => {
-                    let relisted = ctx.reports.apply(&event, |r| ReportView::from_parts(&r.metadata, &r.data));
+                    let relisted = ctx
+                        .reports
+                        .apply(&event, |r| ReportView::from_parts(&r.metadata, report::fingerprint(&r.data)));
                     let listed = matches!(event, WatchEvent::InitDone);
                     let mut names = namespaced_triggers(&ctx, "Report", &event, relisted);
                     if listed && !ctx.reports_ready.swap(true, Ordering::AcqRel) {

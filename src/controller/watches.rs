@@ -116,7 +116,7 @@ pub fn namespaces(
             if let Some(status) = &mut ns.status {
                 status.phase = None;
                 if let Some(conditions) = &mut status.conditions {
-                    conditions.retain(|c| c.type_ == crate::core::condition::HARDENED);
+                    conditions.retain(|c| c.type_ == crate::core::model::HARDENED_CONDITION);
                 }
             }
         })

@@ -19,12 +19,12 @@
 use k8s_openapi::api::core::v1::NamespaceCondition;
 
 use crate::core::crd::Mode;
-use crate::core::decide::truncate;
+use crate::core::model::{HARDENED_CONDITION, truncate};
 use crate::core::plan::Outcome;
 use crate::core::status::NamespaceResult;
 
 /// The condition type nsguard keeps on every governed namespace.
-pub const HARDENED: &str = "nsguard.io/Hardened";
+pub const HARDENED: &str = HARDENED_CONDITION;
 
 /// The longest message nsguard writes into the condition.
 pub const MAX_MESSAGE: usize = 1000;

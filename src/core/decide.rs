@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use kube::ResourceExt;
 
-use crate::core::crd::Mode;
-use crate::core::desired::DEFAULT_DENY_POLICY;
+use crate::core::announce::{Announcement, Reported, Severity, announcements, summary};
 use crate::core::guard::{Correction, CorrectionHistory, ObjectKey, PendingWrites};
-use crate::core::plan::{Action, Drift, Observed, Outcome, Plan, same_policy};
+use crate::core::plan::{Action, Drift, Outcome, Plan, same_policy};
 use crate::core::selection::Governance;
 use crate::core::status::NamespaceResult;
 use crate::core::{condition, report};
@@ -43,33 +42,6 @@ pub struct Memory {
 
 /// How long nsguard leaves a NetworkPolicy name that another object holds before trying again.
 pub const TAKEN_RETRY: Duration = Duration::from_secs(300);
-
-/// What was last announced about a namespace.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Reported {
-    /// A reconcile has announced anything at all (false after a restart).
-    pub seen: bool,
-    pub drift: Vec<Drift>,
-    pub overridden: Vec<String>,
-    pub orphaned: bool,
-}
-
-/// Normal or Warning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Severity {
-    Normal,
-    Warning,
-}
-
-/// A Kubernetes Event to publish about the namespace.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Announcement {
-    pub severity: Severity,
-    /// PascalCase reason: `Hardened`, `DriftCorrected`, `DriftDetected`, `DriftFight`, ...
-    pub reason: &'static str,
-    pub action: &'static str,
-    pub note: String,
-}
 
 /// When to look at the namespace again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -310,133 +282,11 @@ struct Pending {
     report: bool,
 }
 
-/// Events for what a reconcile does or finds, sent on change only, so a converged cluster sends
-/// none. What the namespace's condition already `shown` is not announced again (after a restart or
-/// a leader takeover, memory is empty but the cluster remembers). Returns them with the drift newly
-/// detected in Audit mode.
-fn announcements(
-    plan: &Plan,
-    reported: &Reported,
-    correcting: bool,
-    writing: bool,
-    shown: bool,
-) -> (Vec<Announcement>, Vec<Drift>) {
-    let profile = plan.governance.profile_name().unwrap_or_default();
-    let mode = plan.desired.as_ref().map(|d| d.mode);
-    let overridden = plan.governance.overridden();
-    let mut out = Vec::new();
-    let mut detected = Vec::new();
-    let mut say = |severity, reason, action, note| out.push(Announcement { severity, reason, action, note });
-    let enforcing = mode == Some(Mode::Enforce) && !plan.drift.is_empty() && writing;
-    if correcting {
-        let by = match plan.rivals.as_slice() {
-            [] => String::new(),
-            rivals => format!(" (overriding field manager {})", rivals.join(", ")),
-        };
-        say(
-            Severity::Warning,
-            "DriftCorrected",
-            "Correct",
-            format!("Profile {profile}: {}; set back{by}", summary(&plan.drift)),
-        );
-    } else if enforcing && plan.first_hardening {
-        say(Severity::Normal, "Hardened", "Harden", format!("Hardened to profile {profile}: {}", summary(&plan.drift)));
-    } else if mode == Some(Mode::Audit) && !plan.drift.is_empty() && reported.drift != plan.drift && !shown {
-        detected = plan.drift.clone();
-        say(
-            Severity::Warning,
-            "DriftDetected",
-            "Audit",
-            format!("Profile {profile} (Audit mode, not corrected): {}", summary(&plan.drift)),
-        );
-    }
-    if let Governance::Orphaned { profile } = &plan.governance
-        && !reported.orphaned
-        && !shown
-    {
-        say(
-            Severity::Warning,
-            "Orphaned",
-            "Hold",
-            format!(
-                "Profile {profile} is not visible to nsguard (filtered out by --profile-selector, unreadable, or deleted without nsguard's finalizer); the namespace keeps its hardening and is not released"
-            ),
-        );
-    }
-    if plan.outcome == Outcome::Releasing && writing {
-        say(
-            Severity::Normal,
-            "Released",
-            "Release",
-            "No profile governs this namespace any more; nsguard released what it applied".to_owned(),
-        );
-    }
-    if let Governance::Governed { overridden: others, .. } = &plan.governance
-        && !others.is_empty()
-        && reported.overridden != overridden
-        && (reported.seen || plan.first_hardening)
-        && !shown
-    {
-        say(
-            Severity::Warning,
-            "ProfileConflict",
-            "Resolve",
-            format!(
-                "Profiles {} also select this namespace; {profile} governs it (higher priority, or the first name on a tie)",
-                others.join(", ")
-            ),
-        );
-    }
-    (out, detected)
-}
-
 /// After an apply of NetworkPolicy `want` returned `got`: another manager owns a field that was
 /// edited (say, rules added to a list nsguard leaves empty), so applying cannot take it back, and
 /// the policy must be deleted; its watch event brings a reconcile that re-creates it whole.
 pub fn recreate_after_apply(want: &NetworkPolicy, got: Option<&NetworkPolicySpec>) -> bool {
     !same_policy(want.spec.as_ref(), &got.cloned().unwrap_or_default())
-}
-
-/// What an event about a namespace regards. Namespace owners can read events only in their own
-/// namespace, and the Events API accepts an event there only if it regards an object in that
-/// namespace — so it regards one nsguard owns, with the Namespace as `related`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Subject {
-    /// nsguard's Report in the namespace (existing, being written or just deleted).
-    Report { uid: Option<String> },
-    /// nsguard's NetworkPolicy `name` in the namespace (existing, being created or just deleted).
-    NetworkPolicy { name: String, uid: Option<String> },
-    /// nsguard owns nothing in the namespace (say, Audit mode without NetworkPolicies): the event
-    /// regards the Namespace and lives in `default`; the namespace's condition carries the verdict.
-    Namespace,
-}
-
-/// The subject of events about a namespace whose objects are `observed` and that gets `writes`
-/// (with `reports`): nsguard's Report when it has one, else its default-deny policy, else any
-/// policy of nsguard's.
-pub fn subject(writes: &[Action], reports: &[Action], observed: &Observed) -> Subject {
-    if let report::Seen::Present { uid, .. } = &observed.report {
-        return Subject::Report { uid: uid.clone() };
-    }
-    if reports.iter().any(|a| matches!(a, Action::ApplyReport(_))) {
-        return Subject::Report { uid: None };
-    }
-    let mut candidates: Vec<(&str, Option<&String>)> = observed
-        .network_policies
-        .iter()
-        .filter(|np| np.managed_by_nsguard())
-        .map(|np| (np.name.as_str(), np.uid.as_ref()))
-        .collect();
-    for write in writes {
-        if let Action::ApplyNetworkPolicy(np) = write {
-            candidates.push((np.metadata.name.as_deref().unwrap_or_default(), None));
-        }
-    }
-    candidates.sort_by_key(|(name, _)| (*name != DEFAULT_DENY_POLICY, *name));
-    match candidates.first() {
-        Some((name, uid)) if !name.is_empty() => Subject::NetworkPolicy { name: (*name).to_owned(), uid: uid.cloned() },
-        _ => Subject::Namespace,
-    }
 }
 
 /// The object an action writes.
@@ -453,13 +303,6 @@ pub fn action_key(namespace: &str, action: &Action) -> ObjectKey {
     }
 }
 
-/// Drift as one line, short enough for an Event's note and for the profile status.
-pub fn summary(drift: &[Drift]) -> String {
-    let mut text = drift.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-    truncate(&mut text, 900);
-    text
-}
-
 /// Why a namespace is not compliant, for its result.
 fn describe(plan: &Plan) -> String {
     match (&plan.governance, plan.outcome) {
@@ -472,19 +315,6 @@ fn describe(plan: &Plan) -> String {
             format!("profile {profile} is not visible to nsguard; keeping the namespace as it is")
         }
         _ => summary(&plan.drift),
-    }
-}
-
-/// Shortens `text` to at most `max` bytes, on a character boundary, marking the cut with " …".
-pub fn truncate(text: &mut String, max: usize) {
-    const MARK: &str = " …";
-    if text.len() > max {
-        let mut cut = max.saturating_sub(MARK.len());
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str(MARK);
     }
 }
 

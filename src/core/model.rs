@@ -33,6 +33,9 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// The value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY_VALUE: &str = "nsguard";
 
+/// The condition type nsguard keeps on every governed namespace's status.
+pub const HARDENED_CONDITION: &str = "nsguard.io/Hardened";
+
 /// A Namespace as the core needs it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NamespaceView {
@@ -52,10 +55,11 @@ pub struct NamespaceView {
 impl NamespaceView {
     /// A namespace with its status: nsguard's condition included.
     pub fn from_namespace(ns: &Namespace) -> Self {
-        let hardened =
-            ns.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|conditions| {
-                conditions.iter().find(|c| c.type_ == crate::core::condition::HARDENED).cloned()
-            });
+        let hardened = ns
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|conditions| conditions.iter().find(|c| c.type_ == HARDENED_CONDITION).cloned());
         Self { hardened, ..Self::from_meta(&ns.metadata) }
     }
 
@@ -304,4 +308,62 @@ pub fn event_namespace(e: &k8s_openapi::api::events::v1::Event) -> Option<&str> 
         .flatten()
         .find(|r| r.kind.as_deref() == Some("Namespace"))
         .and_then(|r| r.name.as_deref())
+}
+
+/// What nsguard sees of its Report in a namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ReportSeen {
+    /// Reports are not available (the OpenReports CRD is not installed, or its watch has not
+    /// listed yet): nothing is written or deleted.
+    #[default]
+    Unavailable,
+    Absent,
+    /// nsguard's Report, by the fingerprint of its content.
+    Present {
+        fingerprint: u64,
+        uid: Option<String>,
+    },
+}
+
+/// nsguard's Report as the cache keeps it: where it is and the fingerprint of its content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportView {
+    pub namespace: String,
+    pub name: String,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub fingerprint: u64,
+}
+
+impl ReportView {
+    /// The view of a Report with `meta` whose content has `fingerprint`.
+    pub fn from_parts(meta: &ObjectMeta, fingerprint: u64) -> Self {
+        Self {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+            fingerprint,
+        }
+    }
+
+    pub fn seen(view: Option<&Self>) -> ReportSeen {
+        match view {
+            Some(v) => ReportSeen::Present { fingerprint: v.fingerprint, uid: v.uid.clone() },
+            None => ReportSeen::Absent,
+        }
+    }
+}
+
+/// Shortens `text` to at most `max` bytes, on a character boundary, marking the cut with " …".
+pub fn truncate(text: &mut String, max: usize) {
+    const MARK: &str = " …";
+    if text.len() > max {
+        let mut cut = max.saturating_sub(MARK.len());
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(MARK);
+    }
 }

@@ -24,7 +24,7 @@ pub struct Observed {
     pub network_policies: Vec<Arc<NetworkPolicyView>>,
     pub service_accounts: Vec<Arc<ServiceAccountView>>,
     /// nsguard's Report in the namespace.
-    pub report: crate::core::report::Seen,
+    pub report: crate::core::model::ReportSeen,
 }
 
 /// One difference between a namespace and its baseline.
@@ -163,7 +163,7 @@ pub struct Plan {
     /// The namespace is being deleted: nsguard writes nothing to it, not even its condition.
     pub terminating: bool,
     /// nsguard's Report as seen in the namespace.
-    pub report: crate::core::report::Seen,
+    pub report: crate::core::model::ReportSeen,
     /// The namespace's UID (the Report's scope names it).
     pub namespace_uid: Option<String>,
 }

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::core::crd::Mode;
 use crate::core::desired::{ALLOW_DNS_POLICY, DEFAULT_DENY_POLICY, Desired};
+pub use crate::core::model::ReportSeen as Seen;
 use crate::core::model::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PSA_PREFIX};
 use crate::core::plan::{Drift, Outcome, Plan};
 use crate::core::status::NamespaceResult;
@@ -23,23 +24,19 @@ use crate::core::status::NamespaceResult;
 pub const API_VERSION: &str = "openreports.io/v1alpha1";
 pub const KIND: &str = "Report";
 pub const NAME: &str = "nsguard";
+/// The OpenReports `Report` resource (`reports.openreports.io/v1alpha1`).
+pub fn resource() -> kube::core::ApiResource {
+    kube::core::ApiResource {
+        group: "openreports.io".into(),
+        version: "v1alpha1".into(),
+        api_version: API_VERSION.into(),
+        kind: KIND.into(),
+        plural: "reports".into(),
+    }
+}
+
 /// The fields of a Report nsguard writes, and compares to tell whether it changed.
 const CONTENT: [&str; 4] = ["scope", "source", "results", "summary"];
-
-/// What nsguard sees of the Report in a namespace.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Seen {
-    /// Reports are not available (the OpenReports CRD is not installed, or its watch has not
-    /// listed yet): nothing is written or deleted.
-    #[default]
-    Unavailable,
-    Absent,
-    /// nsguard's Report, by the fingerprint of its content.
-    Present {
-        fingerprint: u64,
-        uid: Option<String>,
-    },
-}
 
 /// The outcome of one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,33 +258,3 @@ pub fn write(seen: &Seen, want: Option<Option<Value>>) -> Option<crate::core::pl
 #[cfg(test)]
 #[path = "report_tests.rs"]
 mod tests;
-
-/// nsguard's Report as the cache keeps it: where it is and the fingerprint of its content.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReportView {
-    pub namespace: String,
-    pub name: String,
-    pub uid: Option<String>,
-    pub resource_version: Option<String>,
-    pub fingerprint: u64,
-}
-
-impl ReportView {
-    /// The view of a Report with `meta` whose other fields are `data`.
-    pub fn from_parts(meta: &kube::api::ObjectMeta, data: &Value) -> Self {
-        Self {
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            name: meta.name.clone().unwrap_or_default(),
-            uid: meta.uid.clone(),
-            resource_version: meta.resource_version.clone(),
-            fingerprint: fingerprint(data),
-        }
-    }
-
-    pub fn seen(view: Option<&Self>) -> Seen {
-        match view {
-            Some(v) => Seen::Present { fingerprint: v.fingerprint, uid: v.uid.clone() },
-            None => Seen::Absent,
-        }
-    }
-}

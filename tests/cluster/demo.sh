@@ -69,11 +69,16 @@ kubectl wait --for=jsonpath='{.metadata.labels.pod-security\.kubernetes\.io/enfo
 kubectl -n "$NS" wait --for=create networkpolicy/nsguard-default-deny --timeout=30s | sed 's/^/  /'
 kubectl -n "$NS" wait --for=jsonpath='{.automountServiceAccountToken}'=false serviceaccount/default --timeout=30s | sed 's/^/  /'
 
-step "What the platform team and on-call see"
+step "What the namespace's owners see, with nothing but a RoleBinding in $NS"
 sleep 1 # let the status aggregate settle
+show kubectl get namespace "$NS" -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
+show kubectl events -n "$NS"
+show kubectl get reports -n "$NS"
+show "$repo/target/debug/nsguard" status -n "$NS" --kubeconfig "$KUBECONFIG"
+
+step "What the platform team and on-call see"
 show kubectl get hardeningprofiles
 show kubectl get hp production-restricted -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
-show kubectl events -n default --for "namespace/$NS"
 printf '\n%s$ curl -s .../metrics | grep drift_corrected%s\n' "$bold" "$plain"
 curl -fsS "http://127.0.0.1:$port/metrics" | grep '^nsguard_drift_corrected' || true
 

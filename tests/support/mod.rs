@@ -108,6 +108,20 @@ pub async fn bind_namespace_admin(admin: &Client, namespace: &str, user: &str) {
         .expect("RoleBinding to admin");
 }
 
+/// A kubeconfig file (JSON, in the cluster's directory) acting as user `user`: the admin's, with
+/// `as: user`, for programs run as a process.
+pub fn kubeconfig_as_user(user: &str) -> PathBuf {
+    let mut kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("kubeconfig");
+    for named in &mut kubeconfig.auth_infos {
+        if let Some(info) = &mut named.auth_info {
+            info.impersonate = Some(user.to_owned());
+        }
+    }
+    let path = kubeconfig_path().with_file_name(format!("kubeconfig-{user}.json"));
+    std::fs::write(&path, serde_json::to_vec(&kubeconfig).expect("kubeconfig json")).expect("write kubeconfig");
+    path
+}
+
 /// Runs kubectl as user `user` (impersonated by the admin kubeconfig).
 pub fn kubectl_as(user: &str, args: &[&str]) -> std::process::Output {
     let mut all = vec!["--as", user];
