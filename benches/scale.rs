@@ -3,7 +3,8 @@
 //! nsguard runs as its own process (the release binary) with the ServiceAccount token `config/rbac`
 //! grants, so API Priority and Fairness treats it as in production. An admin-side watcher observes
 //! when each namespace becomes compliant (PSA labels, both NetworkPolicies, the `default`
-//! ServiceAccount's token off). The API server's audit log attributes every request to nsguard's
+//! ServiceAccount's token off, the `nsguard.io/Hardened` condition True and the `nsguard` Report —
+//! what namespace owners read). The API server's audit log attributes every request to nsguard's
 //! identity. Writes `target/bench/report.json` and `target/bench/report.md`.
 
 #[path = "../tests/support/mod.rs"]
@@ -83,6 +84,10 @@ struct NsState {
     policies: std::collections::BTreeSet<String>,
     default_sa_exists: bool,
     default_sa_ok: bool,
+    /// The namespace's `nsguard.io/Hardened` condition is True.
+    hardened: bool,
+    /// The `nsguard` Report exists.
+    report: bool,
     /// (when, compliant) each time compliance changed.
     transitions: Vec<(Instant, bool)>,
 }
@@ -93,6 +98,8 @@ impl NsState {
             && self.policies.contains("nsguard-default-deny")
             && self.policies.contains("nsguard-allow-dns")
             && self.default_sa_ok
+            && self.hardened
+            && self.report
     }
     fn compliant_since(&self) -> Option<Instant> {
         match self.transitions.last() {
@@ -155,7 +162,15 @@ fn start_observer(client: Client, run: &str) -> Arc<Observer> {
         while let Some(Ok(event)) = stream.next().await {
             if let Event::Apply(ns) | Event::InitApply(ns) = event {
                 let ok = RESTRICTED.iter().all(|(k, v)| ns.labels().get(*k).map(String::as_str) == Some(*v));
-                o.update(&ns.name_any(), |s| s.labels_ok = ok);
+                let hardened = ns
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "nsguard.io/Hardened" && c.status == "True"));
+                o.update(&ns.name_any(), |s| {
+                    s.labels_ok = ok;
+                    s.hardened = hardened;
+                });
             }
         }
     });
@@ -176,6 +191,21 @@ fn start_observer(client: Client, run: &str) -> Arc<Observer> {
                         s.policies.remove(&np.name_any());
                     });
                 }
+                _ => {}
+            }
+        }
+    });
+    let o = observer.clone();
+    let report_api = Api::<DynamicObject>::all_with(client.clone(), &nsguard::core::report::resource());
+    tokio::spawn(async move {
+        let stream = watcher(report_api, watcher::Config::default().labels("app.kubernetes.io/managed-by=nsguard"));
+        futures::pin_mut!(stream);
+        while let Some(Ok(event)) = stream.next().await {
+            match event {
+                Event::Apply(r) | Event::InitApply(r) => {
+                    o.update(&r.namespace().unwrap_or_default(), |s| s.report = true)
+                }
+                Event::Delete(r) => o.update(&r.namespace().unwrap_or_default(), |s| s.report = false),
                 _ => {}
             }
         }
@@ -312,6 +342,20 @@ fn summary(mut seconds: Vec<f64>) -> Value {
 }
 
 /// nsguard's requests in the audit log from `offset`: (all but leases, writes but leases, leases).
+/// nsguard's writes per namespace since `offset`, by resource (`namespaces/status`, `reports`, ...).
+fn nsguard_writes_per_namespace(offset: u64, namespaces: usize) -> BTreeMap<String, f64> {
+    let mut by: BTreeMap<String, f64> = BTreeMap::new();
+    for e in audited_requests(NSGUARD_USER, offset).iter().filter(|e| is_write(e)) {
+        let r = &e["objectRef"];
+        let resource = match r["subresource"].as_str() {
+            Some(sub) => format!("{}/{sub}", r["resource"].as_str().unwrap_or_default()),
+            None => r["resource"].as_str().unwrap_or_default().to_owned(),
+        };
+        *by.entry(resource).or_default() += 1.0 / namespaces as f64;
+    }
+    by
+}
+
 fn nsguard_requests(offset: u64) -> (usize, usize, usize) {
     let events = audited_requests(NSGUARD_USER, offset);
     let lease = |e: &Value| e["objectRef"]["resource"] == "leases";
@@ -424,6 +468,7 @@ impl Bench {
                 "nsguard_writes": writes,
                 "requests_per_namespace": requests as f64 / n as f64,
                 "writes_per_namespace": writes as f64 / n as f64,
+                "writes_per_namespace_by_resource": nsguard_writes_per_namespace(offset, n),
                 "nsguard_cpu_seconds": nsguard.cpu_seconds(),
             }),
         );
@@ -449,8 +494,9 @@ impl Bench {
         (latencies, last)
     }
 
-    /// The same writes as nsguard, issued directly: labels and annotations, both policies, the
-    /// `default` ServiceAccount (once the controller-manager has created it).
+    /// The same writes as nsguard, issued directly: both policies, labels and annotations, the
+    /// condition and the Report, the `default` ServiceAccount (once the controller-manager has
+    /// created it).
     async fn floor(&mut self) {
         let n = self.args.namespaces;
         let names: Vec<String> = (0..n).map(|i| format!("f-{}-{i:05}", self.run)).collect();
@@ -481,6 +527,18 @@ impl Bench {
                     )
                     .expect("floor policy writes");
                     namespaces.patch(&ns, &apply, &ns_patch).await.expect("floor namespace write");
+                    let (condition, report) = floor_reporting(&ns);
+                    let reports = Api::<DynamicObject>::namespaced_with(
+                        writer.clone(),
+                        &ns,
+                        &nsguard::core::report::resource(),
+                    );
+                    let (condition, report) = (Patch::Apply(&condition), Patch::Apply(&report));
+                    futures::try_join!(
+                        namespaces.patch_status(&ns, &apply, &condition),
+                        reports.patch("nsguard", &apply, &report),
+                    )
+                    .expect("floor condition and Report writes");
                     // The `default` ServiceAccount comes from the controller-manager.
                     loop {
                         let notified = observer.changed.notified();
@@ -707,6 +765,34 @@ impl Bench {
     }
 }
 
+/// The condition and the Report the floor writes: the same objects, of the same size, as nsguard's.
+fn floor_reporting(ns: &str) -> (Value, Value) {
+    let condition = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns},
+        "status": {"conditions": [{"type": "nsguard.io/Hardened", "status": "True", "reason": "Compliant",
+            "message": "Profile floor: hardened, matches the baseline", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    let checks = [
+        ("pod-security-enforce", "enforce level restricted, version latest"),
+        ("pod-security-audit", "audit level restricted, version latest"),
+        ("pod-security-warn", "warn level restricted, version latest"),
+        ("network-default-deny-ingress", "NetworkPolicy nsguard-default-deny denies all ingress"),
+        ("network-default-deny-egress", "NetworkPolicy nsguard-default-deny denies all egress"),
+        ("network-dns-egress", "NetworkPolicy nsguard-allow-dns allows DNS to the cluster DNS pods only"),
+        ("serviceaccount-token-automount", "every ServiceAccount in scope has automountServiceAccountToken: false"),
+    ];
+    let results: Vec<Value> = checks
+        .iter()
+        .map(|(rule, message)| {
+            json!({"policy": "floor", "rule": rule, "result": "pass", "message": message, "category": "Pod Security",
+                "severity": "high", "properties": {"cis-kubernetes": "5.2.1,5.2.2,5.2.3", "mode": "Enforce"}})
+        })
+        .collect();
+    let report = json!({"apiVersion": "openreports.io/v1alpha1", "kind": "Report",
+        "metadata": {"name": "nsguard", "namespace": ns, "labels": {"app.kubernetes.io/managed-by": "nsguard"}},
+        "scope": {"apiVersion": "v1", "kind": "Namespace", "name": ns}, "source": "nsguard", "results": results,
+        "summary": {"pass": 7, "fail": 0, "warn": 0, "error": 0, "skip": 0}});
+    (condition, report)
+}
+
 fn policies_for_floor() -> Arc<Vec<Value>> {
     let deny = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"name": "nsguard-default-deny", "labels": {"app.kubernetes.io/managed-by": "nsguard"}},
@@ -791,6 +877,10 @@ fn markdown(report: &serde_json::Map<String, Value>) -> String {
                 b["writes_per_namespace"].as_f64().unwrap_or(0.0)
             ),
         );
+        if let Some(by) = b["writes_per_namespace_by_resource"].as_object() {
+            let parts: Vec<String> = by.iter().map(|(r, n)| format!("{r} {:.2}", n.as_f64().unwrap_or(0.0))).collect();
+            row("burst: writes per namespace, by resource", parts.join(", "));
+        }
     }
     if let Some(f) = report.get("floor") {
         row(

@@ -381,6 +381,61 @@ async fn a_writer_fighting_for_90_seconds_meets_bounded_writes_and_one_report() 
 }
 
 /// Runs last (tests run one at a time, by name): it deletes the CRD.
+/// Installs the OpenReports Report CRD, fetched by the test tooling (tests/cluster/openreports.sh).
+fn install_reports_crd() {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/openreports.sh");
+    let out = std::process::Command::new(&script).output().expect("openreports.sh");
+    assert!(out.status.success(), "openreports.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let crd = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let applied = kubectl(&["apply", "--server-side", "-f", &crd]);
+    assert!(applied.status.success(), "apply the Report CRD: {}", String::from_utf8_lossy(&applied.stderr));
+    let wait = kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd/reports.openreports.io"]);
+    assert!(wait.status.success(), "Report CRD not established: {}", String::from_utf8_lossy(&wait.stderr));
+}
+
+async fn report_exists(client: &Client, ns: &str) -> bool {
+    let reports = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &nsguard::core::report::resource());
+    matches!(reports.get_opt("nsguard").await, Ok(Some(_)))
+}
+
+#[tokio::test]
+async fn reports_start_when_the_openreports_crd_appears_and_hardening_never_waits_for_it() {
+    let admin = admin_client().await;
+    let _ = install();
+    let kubeconfig = service_account_kubeconfig(&admin, "nsguard-system", "nsguard").await;
+    // The CRD is not nsguard's; start without it.
+    let out = kubectl(&["delete", "crd", "reports.openreports.io", "--ignore-not-found", "--wait=true"]);
+    assert!(out.status.success(), "delete the Report CRD: {}", String::from_utf8_lossy(&out.stderr));
+    let shard = unique_name("reports");
+    let lease_name = unique_name("nsguard-reports");
+    let nsguard = Instance::spawn("reports", &kubeconfig, &shard, &lease_name, LEASE_SECONDS).await;
+    eventually("nsguard to lead", || async { nsguard.is_leader().await.then_some(()) }).await;
+    apply_profile(&admin, &shard).await;
+    let namespaces = new_namespaces(&admin, &shard, 3).await;
+    // Hardened and ready without Reports, and it says so.
+    eventually("the namespaces exactly hardened without Reports", || async {
+        all_exactly_hardened(&admin, &namespaces).await.then_some(())
+    })
+    .await;
+    assert_eq!(nsguard.sample("nsguard_reports_enabled ").await, 0.0);
+    assert_eq!(http_get(nsguard.port, "/readyz").await.map(|(code, _)| code), Some(200), "ready without Reports");
+
+    // The CRD appears: every governed namespace gets its Report, without a restart.
+    let installed = Instant::now();
+    install_reports_crd();
+    eventually_within("a Report in every namespace", Duration::from_secs(120), || async {
+        for ns in &namespaces {
+            if !report_exists(&admin, ns).await {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    record("reports-after-crd-installed", installed.elapsed());
+    assert_eq!(nsguard.sample("nsguard_reports_enabled ").await, 1.0);
+}
+
 #[tokio::test]
 async fn zz_deleting_the_crd_releases_every_namespace_and_the_finalizer_command_unblocks_the_rest() {
     let admin = admin_client().await;

@@ -152,6 +152,10 @@ async fn an_owner_sees_hardening_events_and_report_and_can_change_none_of_them()
         .await
         .expect("drift");
     wait_kubectl_events(&user, &ns, &["Hardened", "DriftCorrected"]).await;
+    // On-call finds every event nsguard sent, cluster-wide, with one command (the README's).
+    let all = kubectl(&["get", "events", "-A", "--field-selector", "reportingComponent=nsguard", "-o", "name"]);
+    let listed = String::from_utf8_lossy(&all.stdout);
+    assert!(all.status.success() && listed.contains(&ns), "kubectl get events -A --field-selector ...: {listed}");
     let healed = wait_condition(&me, &ns, "True", "Compliant").await;
     assert_eq!(healed.last_transition_time, compliant.last_transition_time, "never left True");
 
