@@ -48,8 +48,9 @@ pub fn verdict(result: &NamespaceResult, mode: Option<Mode>) -> Option<Verdict> 
                 [] => String::new(),
                 rivals => format!(" (field manager {})", rivals.join(", ")),
             };
+            // One message for the whole episode (the drift comes and goes with each correction).
             let detail = if result.fighting {
-                format!("another writer{rivals} keeps reverting nsguard; corrections back off: {}", result.detail)
+                format!("another writer{rivals} keeps reverting nsguard's settings; corrections back off exponentially")
             } else {
                 result.detail.clone()
             };

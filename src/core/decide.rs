@@ -32,6 +32,9 @@ pub struct Memory {
     pub failures: u32,
     /// A fight with another writer is going on (announced once per episode).
     pub fighting: bool,
+    /// The field managers of the current fight episode (kept while it lasts, so what nsguard shows
+    /// about it stays the same between corrections).
+    pub rivals: Vec<String>,
     /// When drift that needed correcting was last seen (corrected or backed off from): a fight
     /// episode ends only a whole window after it.
     pub last_contested: Option<Instant>,
@@ -118,7 +121,13 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
         namespace: memory.pending.is_pending(&ObjectKey::new("Namespace", "", namespace), now),
         report: memory.pending.is_pending(&ObjectKey::new("Report", namespace, report::NAME), now),
     };
-    let after_pending = if waiting { Next::After(PendingWrites::EXPIRY) } else { Next::Resync };
+    let after_pending = if waiting {
+        Next::After(PendingWrites::EXPIRY)
+    } else if memory.fighting {
+        Next::After(CorrectionHistory::WINDOW + Duration::from_secs(1))
+    } else {
+        Next::Resync
+    };
     let quiet = |result| Decision {
         writes: vec![],
         reports: vec![],
@@ -139,13 +148,18 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
     // limiter's burst allowance nor its long back-offs start a new episode (and announcement).
     if memory.fighting && memory.last_contested.is_none_or(|t| now.duration_since(t) > CorrectionHistory::WINDOW) {
         memory.fighting = false;
+        memory.rivals = Vec::new();
     }
     let correcting = !plan.corrections.is_empty() && !writes.is_empty();
     if correcting {
         memory.last_contested = Some(now);
     }
     if correcting && let Correction::BackOff(wait) = memory.corrections.check(now) {
+        if !plan.rivals.is_empty() {
+            memory.rivals = plan.rivals.clone();
+        }
         result.fighting = true;
+        result.rivals = memory.rivals.clone();
         let reports = reports(namespace, plan, &result, pending).0;
         let mut decision = Decision { reports, ..quiet(result) };
         decision.next = Next::After(wait);
@@ -166,9 +180,13 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
         }
         return decision;
     }
-    // The result says "fighting" while a rival's drift is present; the episode (and its single
-    // announcement) lasts until a calm window.
-    result.fighting = memory.fighting && !plan.drift.is_empty();
+    // The result says "fighting" for the whole episode, which (like its single announcement) lasts
+    // until a calm window: the namespace's condition stays `Conflicting` rather than flapping with
+    // each correction, and a look after the window ends it.
+    result.fighting = memory.fighting;
+    if memory.fighting {
+        result.rivals = memory.rivals.clone();
+    }
 
     if !taken.is_empty() && plan.desired.is_some() {
         result.taken = taken.clone();
@@ -269,8 +287,13 @@ fn reports(namespace: &str, plan: &Plan, result: &NamespaceResult, pending: Pend
         writes.push(Action::ApplyCondition(c.map(Box::new)));
     }
     if !pending.report {
-        let uid = plan.namespace_uid.as_deref();
-        writes.extend(report::write(&plan.report, report::desired(namespace, uid, plan, result)));
+        let want = report::desired(namespace, plan.namespace_uid.as_deref(), plan, result);
+        // During a fight episode a passing Report is not written: it would flip between pass and
+        // fail with each correction. The failing one stands until the episode ends.
+        let passing = matches!(&want, Some(Some(body)) if body["summary"]["fail"] == 0);
+        if !(result.fighting && passing && matches!(plan.report, report::Seen::Present { .. })) {
+            writes.extend(report::write(&plan.report, want));
+        }
     }
     (writes, shown)
 }

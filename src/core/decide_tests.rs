@@ -389,3 +389,36 @@ fn a_fight_shows_conflicting_on_the_namespace_while_backing_off() {
     let d = last.expect("backs off");
     assert_eq!(condition_of(&d), Some(Some(("False".to_owned(), "Conflicting".to_owned()))));
 }
+
+#[test]
+fn the_condition_stays_conflicting_for_the_whole_episode_and_clears_after_a_calm_window() {
+    let drifted = plan_for(Situation::LabelDrifted, "Enforce");
+    let calm = plan_for(Situation::Converged, "Enforce");
+    let mut memory = Memory::default();
+    let mut now = Instant::now();
+    let mut reasons_written = Vec::new();
+    let mut shown: Option<k8s_openapi::api::core::v1::NamespaceCondition> = None;
+    // The rival reverts, nsguard corrects, the namespace is momentarily compliant, and again.
+    for i in 0..100 {
+        let mut p = if i % 2 == 0 { drifted.clone() } else { calm.clone() };
+        p.shown = shown.clone();
+        let d = decide(NS, &p, &mut memory, true, now);
+        for a in &d.reports {
+            if let Action::ApplyCondition(c) = a {
+                shown = c.as_deref().cloned();
+                reasons_written.push(shown.as_ref().and_then(|c| c.reason.clone()).unwrap_or_default());
+            }
+        }
+        d.succeeded(&p, &mut memory, now);
+        now += Duration::from_millis(200);
+    }
+    let flips = reasons_written.iter().filter(|r| *r == "Compliant").count();
+    assert!(reasons_written.contains(&"Conflicting".to_owned()), "{reasons_written:?}");
+    assert!(flips <= 1, "the condition flapped during the episode: {reasons_written:?}");
+    // A calm window later, the next look says Compliant again.
+    now += CorrectionHistory::WINDOW + Duration::from_secs(2);
+    let mut p = calm.clone();
+    p.shown = shown.clone();
+    let d = decide(NS, &p, &mut memory, true, now);
+    assert_eq!(condition_of(&d), Some(Some(("True".to_owned(), "Compliant".to_owned()))));
+}
