@@ -198,7 +198,9 @@ fn start_observer(client: Client, run: &str) -> Arc<Observer> {
     let o = observer.clone();
     let report_api = Api::<DynamicObject>::all_with(client.clone(), &nsguard::core::report::resource());
     tokio::spawn(async move {
-        let stream = watcher(report_api, watcher::Config::default().labels("app.kubernetes.io/managed-by=nsguard"));
+        // nsguard's Reports and the floor's (which carries its own manager label: nsguard must not
+        // take it for one of its own in a namespace it does not govern).
+        let stream = watcher(report_api, watcher::Config::default().fields("metadata.name=nsguard"));
         futures::pin_mut!(stream);
         while let Some(Ok(event)) = stream.next().await {
             match event {
@@ -787,7 +789,7 @@ fn floor_reporting(ns: &str) -> (Value, Value) {
         })
         .collect();
     let report = json!({"apiVersion": "openreports.io/v1alpha1", "kind": "Report",
-        "metadata": {"name": "nsguard", "namespace": ns, "labels": {"app.kubernetes.io/managed-by": "nsguard"}},
+        "metadata": {"name": "nsguard", "namespace": ns, "labels": {"app.kubernetes.io/managed-by": "bench-floor"}},
         "scope": {"apiVersion": "v1", "kind": "Namespace", "name": ns}, "source": "nsguard", "results": results,
         "summary": {"pass": 7, "fail": 0, "warn": 0, "error": 0, "skip": 0}});
     (condition, report)

@@ -26,7 +26,7 @@ use crate::core::crd::{HardeningProfile, HardeningProfileStatus};
 use crate::core::guard::ObjectKey;
 use crate::core::model::{
     MANAGED_BY_LABEL, MANAGED_BY_VALUE, NamespaceView, NetworkPolicyView, Profile, ServiceAccountView,
-    compact_managed_fields,
+    compact_managed_fields, owns_condition,
 };
 use crate::core::selection::{fans_out, may_affect};
 
@@ -110,13 +110,15 @@ pub fn namespaces(
     relisting(api, config(ctx.settings.namespace_selector.as_deref()))
         .inspect_err(move |e| failed.watch_failed("Namespace", e))
         .modify(|ns| {
+            // Of the status, only nsguard's own condition is read (one another manager wrote is
+            // not nsguard's to show or remove): keep 10,000 namespaces small.
+            let ours = owns_condition(&ns.metadata);
             compact_managed_fields(ns.managed_fields_mut());
-            // Only nsguard's condition is read of the rest: keep 10,000 namespaces small.
             ns.spec = None;
             if let Some(status) = &mut ns.status {
                 status.phase = None;
                 if let Some(conditions) = &mut status.conditions {
-                    conditions.retain(|c| c.type_ == crate::core::model::HARDENED_CONDITION);
+                    conditions.retain(|c| ours && c.type_ == crate::core::model::HARDENED_CONDITION);
                 }
             }
         })

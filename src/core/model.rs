@@ -105,6 +105,17 @@ fn psa_labels_owned(entry: &ManagedFieldsEntry) -> impl Iterator<Item = &str> {
         .filter_map(|key| key.strip_prefix("f:").filter(|k| k.starts_with(PSA_PREFIX)))
 }
 
+/// nsguard's field manager owns the `nsguard.io/Hardened` condition on the namespace's status (it
+/// applied it). A condition of that type someone else wrote is not nsguard's to show or remove.
+pub fn owns_condition(meta: &ObjectMeta) -> bool {
+    let key = format!("k:{{\"type\":\"{HARDENED_CONDITION}\"}}");
+    meta.managed_fields.iter().flatten().any(|entry| {
+        entry.manager.as_deref() == Some(FIELD_MANAGER)
+            && entry.subresource.as_deref() == Some("status")
+            && entry.fields_v1.as_ref().and_then(|f| f.0.get("f:status")?.get("f:conditions")?.get(&key)).is_some()
+    })
+}
+
 /// Keeps of a namespace's managedFields only what [`NamespaceView`] reads — which other managers
 /// own Pod Security labels — so that the cache of 10,000 namespaces stays small.
 pub fn compact_managed_fields(entries: &mut Vec<ManagedFieldsEntry>) {

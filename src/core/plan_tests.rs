@@ -278,3 +278,23 @@ fn the_field_manager_that_set_a_drifted_label_is_named() {
     let p = plan(&drifted, governed(spec), &observed);
     assert_eq!(p.rivals, ["argocd"]);
 }
+
+#[test]
+fn only_a_condition_nsguard_applied_is_nsguards() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    let entry = |manager: &str| ManagedFieldsEntry {
+        manager: Some(manager.into()),
+        operation: Some("Apply".into()),
+        subresource: Some("status".into()),
+        fields_v1: Some(FieldsV1(serde_json::json!({"f:status": {"f:conditions": {
+            "k:{\"type\":\"nsguard.io/Hardened\"}": {".": {}, "f:status": {}}}}}))),
+        ..Default::default()
+    };
+    let meta = |managers: &[&str]| kube::api::ObjectMeta {
+        managed_fields: Some(managers.iter().map(|m| entry(m)).collect()),
+        ..Default::default()
+    };
+    assert!(crate::core::model::owns_condition(&meta(&["nsguard"])));
+    assert!(!crate::core::model::owns_condition(&meta(&["bench-floor"])));
+    assert!(!crate::core::model::owns_condition(&meta(&[])));
+}
