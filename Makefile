@@ -30,10 +30,10 @@ test: ## Every test, unit and integration, against a local control plane started
 FAULT_CLUSTER := $(CURDIR)/target/fault-cluster
 
 .PHONY: faults
-faults: ## Fault tests (API server and etcd restarts) on a control plane of their own, one at a time.
+faults: ## Fault tests (API server and etcd restarts) and the cluster-wide tamper guard, on a control plane of their own, one at a time.
 	@NSGUARD_CLUSTER_DIR=$(FAULT_CLUSTER) $(CLUSTER_TOOLS)/up.sh
 	@status=0; mkdir -p target; \
-	NSGUARD_KUBECONFIG=$(FAULT_CLUSTER)/kubeconfig cargo test $(CARGO_FLAGS) --test faults -- --test-threads=1 2>&1 | tee target/faults.log || status=$$?; \
+	NSGUARD_KUBECONFIG=$(FAULT_CLUSTER)/kubeconfig cargo test $(CARGO_FLAGS) --test guard --test faults -- --test-threads=1 2>&1 | tee target/faults.log || status=$$?; \
 	NSGUARD_CLUSTER_DIR=$(FAULT_CLUSTER) $(CLUSTER_TOOLS)/down.sh; \
 	awk '/^test result:/ {p += $$4; f += $$6} END {printf "fault tests: %d passed, %d failed\n", p, f}' target/faults.log; \
 	exit $$status

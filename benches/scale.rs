@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event, watcher};
@@ -42,8 +42,8 @@ struct Args {
     /// Namespaces in the burst (and in the floor).
     #[arg(long, default_value_t = 1000)]
     namespaces: usize,
-    /// Scenarios to run (comma-separated): burst, floor, steady, drift, restart, memory.
-    #[arg(long, value_delimiter = ',', default_value = "burst,floor,steady,drift,restart,memory")]
+    /// Scenarios to run (comma-separated): burst, floor, steady, drift, restart, guard, memory.
+    #[arg(long, value_delimiter = ',', default_value = "burst,floor,steady,drift,restart,guard,memory")]
     scenarios: Vec<String>,
     /// Drift events in the drift scenario.
     #[arg(long, default_value_t = 200)]
@@ -60,6 +60,10 @@ struct Args {
     /// Namespaces created at once (by the "users" of the burst and the floor alike).
     #[arg(long, default_value_t = 32)]
     create_concurrency: usize,
+    /// Install the tamper guard (config/guard) before the scenarios run: the burst and the floor
+    /// then measure with it in force (the `guard` scenario measures its cost separately).
+    #[arg(long)]
+    guard_installed: bool,
     /// Where to write report.json and report.md.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -343,7 +347,6 @@ fn summary(mut seconds: Vec<f64>) -> Value {
     })
 }
 
-/// nsguard's requests in the audit log from `offset`: (all but leases, writes but leases, leases).
 /// nsguard's writes per namespace since `offset`, by resource (`namespaces/status`, `reports`, ...).
 fn nsguard_writes_per_namespace(offset: u64, namespaces: usize) -> BTreeMap<String, f64> {
     let mut by: BTreeMap<String, f64> = BTreeMap::new();
@@ -358,6 +361,7 @@ fn nsguard_writes_per_namespace(offset: u64, namespaces: usize) -> BTreeMap<Stri
     by
 }
 
+/// nsguard's requests in the audit log from `offset`: (all but leases, writes but leases, leases).
 fn nsguard_requests(offset: u64) -> (usize, usize, usize) {
     let events = audited_requests(NSGUARD_USER, offset);
     let lease = |e: &Value| e["objectRef"]["resource"] == "leases";
@@ -610,6 +614,90 @@ impl Bench {
         }
     }
 
+    /// The tamper guard's cost on the API server: the latency of requests it evaluates (and lets
+    /// through) in hardened namespaces — a namespace label patch, an update of a user's
+    /// NetworkPolicy, a Pod server-side dry-run create — without and then with `config/guard`.
+    async fn guard(&mut self) {
+        const EACH: usize = 200;
+        let names: Vec<String> = self.burst_names.iter().take(EACH).cloned().collect();
+        let admin = self.admin.clone();
+        for ns in &names {
+            let np = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "bench-user-policy"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}});
+            Api::<NetworkPolicy>::namespaced(admin.clone(), ns)
+                .patch("bench-user-policy", &PatchParams::apply("bench-user").force(), &Patch::Apply(&np))
+                .await
+                .expect("user policy");
+        }
+        let pod: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bench-pod"},
+            "spec": {"securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
+                    "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}}))
+        .expect("pod");
+        let measure = |round: &'static str| {
+            let (admin, names, pod) = (admin.clone(), names.clone(), pod.clone());
+            async move {
+                let mut out = serde_json::Map::new();
+                let mut times = |name: &str, v: Vec<f64>| out.insert(name.to_owned(), summary(v));
+                let mut label = Vec::new();
+                for (i, ns) in names.iter().enumerate() {
+                    let patch = json!({"metadata": {"labels": {"bench-touch": format!("{round}-{i}")}}});
+                    let t = Instant::now();
+                    Api::<Namespace>::all(admin.clone())
+                        .patch(ns, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .expect("label patch");
+                    label.push(t.elapsed().as_secs_f64());
+                }
+                times("namespace_label_patch", label);
+                let mut update = Vec::new();
+                for (i, ns) in names.iter().enumerate() {
+                    let patch = json!({"metadata": {"labels": {"bench-touch": format!("{round}-{i}")}}});
+                    let t = Instant::now();
+                    Api::<NetworkPolicy>::namespaced(admin.clone(), ns)
+                        .patch("bench-user-policy", &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .expect("policy update");
+                    update.push(t.elapsed().as_secs_f64());
+                }
+                times("networkpolicy_update", update);
+                let mut create = Vec::new();
+                for ns in &names {
+                    let t = Instant::now();
+                    Api::<Pod>::namespaced(admin.clone(), ns)
+                        .create(&PostParams { dry_run: true, ..Default::default() }, &pod)
+                        .await
+                        .expect("pod dry-run");
+                    create.push(t.elapsed().as_secs_f64());
+                }
+                times("pod_dry_run_create", create);
+                Value::Object(out)
+            }
+        };
+        let without = measure("without").await;
+        let out = kubectl(&["apply", "-k", "config/guard"]);
+        assert!(out.status.success(), "install the guard: {}", String::from_utf8_lossy(&out.stderr));
+        // The guard is in force once it denies what it must (the API server loads it within moments).
+        let ns = names[0].clone();
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let patch = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}});
+            let denied = Api::<Namespace>::all(admin.clone())
+                .patch(&ns, &PatchParams { dry_run: true, ..Default::default() }, &Patch::Merge(&patch))
+                .await
+                .is_err();
+            if denied {
+                break;
+            }
+            assert!(Instant::now() < end, "the guard never took effect");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let with = measure("with").await;
+        let _ = kubectl(&["delete", "-k", "config/guard"]);
+        println!("guard: without {without}\nguard: with {with}");
+        self.report.insert("guard".into(), json!({"requests_each": EACH, "without": without, "with": with}));
+    }
+
     async fn steady(&mut self, nsguard: &Nsguard) {
         let offset = audit_log_offset();
         let writes_before = nsguard.metric("nsguard_write_requests_total{").await;
@@ -856,6 +944,9 @@ fn markdown(report: &serde_json::Map<String, Value>) -> String {
         m["nsguard"].as_str().unwrap_or(""),
         report["concurrency"]
     );
+    if report.get("guard_installed").is_some() {
+        out += "With the tamper guard (config/guard) installed for the whole run.\n\n";
+    }
     out += "| measure | value |\n| --- | --- |\n";
     let mut row = |k: &str, v: String| out += &format!("| {k} | {v} |\n");
     if let Some(b) = report.get("burst") {
@@ -894,6 +985,19 @@ fn markdown(report: &serde_json::Map<String, Value>) -> String {
                 f["latency"]["p99_ms"]
             ),
         );
+    }
+    if let Some(g) = report.get("guard") {
+        for (key, what) in [
+            ("namespace_label_patch", "namespace label patch"),
+            ("networkpolicy_update", "NetworkPolicy update"),
+            ("pod_dry_run_create", "Pod dry-run create"),
+        ] {
+            let (a, b) = (&g["without"][key], &g["with"][key]);
+            row(
+                &format!("guard: {what}, p50 / p99 without → with the policy"),
+                format!("{} / {} ms → {} / {} ms", a["p50_ms"], a["p99_ms"], b["p50_ms"], b["p99_ms"]),
+            );
+        }
     }
     if let Some(r) = report.get("floor_ratio") {
         row("**floor_ratio** (burst ÷ floor)", format!("**{:.2}**", r.as_f64().unwrap_or(0.0)));
@@ -969,6 +1073,12 @@ async fn main() {
         burst_names: vec![],
     };
 
+    if args.guard_installed {
+        let out = kubectl(&["apply", "-k", "config/guard"]);
+        assert!(out.status.success(), "install the guard: {}", String::from_utf8_lossy(&out.stderr));
+        bench.report.insert("guard_installed".into(), json!(true));
+        println!("tamper guard installed (config/guard)");
+    }
     let (mut nsguard, ready) = Nsguard::start(&bench.kubeconfig, args.concurrency, &bench.log).await;
     println!("nsguard ready in {:.2}s", ready.as_secs_f64());
     let profile = json!({"apiVersion": "nsguard.io/v1alpha1", "kind": "HardeningProfile",
@@ -993,6 +1103,9 @@ async fn main() {
     }
     if args.runs("restart") {
         nsguard = bench.restart(nsguard).await;
+    }
+    if args.runs("guard") && !bench.burst_names.is_empty() {
+        bench.guard().await;
     }
     if args.runs("memory") && !bench.burst_names.is_empty() {
         bench.memory(&nsguard).await;

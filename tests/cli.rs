@@ -44,7 +44,7 @@ fn plan_resolves_overlapping_profiles_by_priority_then_name() {
 fn plan_shows_labels_policies_and_service_accounts() {
     let plan = plan_json();
     let shop = entry(&plan, "shop");
-    let labels: Value = ["enforce", "audit", "warn"]
+    let mut labels: serde_json::Map<String, Value> = ["enforce", "audit", "warn"]
         .iter()
         .flat_map(|m| {
             [
@@ -52,8 +52,10 @@ fn plan_shows_labels_policies_and_service_accounts() {
                 (format!("pod-security.kubernetes.io/{m}-version"), json!("latest")),
             ]
         })
-        .collect::<serde_json::Map<_, _>>()
-        .into();
+        .collect();
+    // Enforce mode also marks the namespace for the tamper guard.
+    labels.insert("nsguard.io/guarded".into(), json!("true"));
+    let labels = Value::Object(labels);
     assert_eq!(shop["labels"], labels);
     assert_eq!(
         shop["networkPolicies"],

@@ -204,7 +204,18 @@ async fn audit_drift_is_shown_to_the_owner_kept_across_a_restart_and_cleared_on_
     let detected = |events: &[k8s_openapi::api::events::v1::Event]| {
         events.iter().filter(|e| e.reason.as_deref() == Some("DriftDetected")).count()
     };
-    assert_eq!(detected(&nsguard_events(&op.admin, &ns).await), 1);
+    // One per distinct set of differences (the `default` ServiceAccount may arrive after the
+    // first look, making a second); none of them repeated.
+    let before_restart = eventually("DriftDetected naming the default ServiceAccount", || async {
+        let events = nsguard_events(&op.admin, &ns).await;
+        let named = events.iter().any(|e| {
+            e.reason.as_deref() == Some("DriftDetected")
+                && e.note.as_deref().is_some_and(|n| n.contains("ServiceAccount default"))
+        });
+        named.then(|| detected(&events))
+    })
+    .await;
+    assert!(before_restart <= 2, "{before_restart} DriftDetected events");
 
     // A restart: nothing the condition already shows is announced or written again. A new
     // difference after it is announced (and proves the restarted controller has looked).
@@ -227,7 +238,7 @@ async fn audit_drift_is_shown_to_the_owner_kept_across_a_restart_and_cleared_on_
     .await;
     assert_eq!(changed.last_transition_time, drifted.last_transition_time, "still False: no transition");
     eventually("the new difference announced", || async {
-        (detected(&nsguard_events(&op.admin, &ns).await) == 2).then_some(())
+        (detected(&nsguard_events(&op.admin, &ns).await) == before_restart + 1).then_some(())
     })
     .await;
 
@@ -239,7 +250,7 @@ async fn audit_drift_is_shown_to_the_owner_kept_across_a_restart_and_cleared_on_
     eventually("the condition removed", || async { hardened(&me, &ns).await.is_none().then_some(()) }).await;
     eventually("the Report deleted", || async { report(&me, &ns).await.is_none().then_some(()) }).await;
     let events = nsguard_events(&op.admin, &ns).await;
-    assert_eq!(detected(&events), 2, "no DriftDetected was announced again by the restart");
+    assert_eq!(detected(&events), before_restart + 1, "no DriftDetected was announced again by the restart");
     let ns_object = Api::<Namespace>::all(op.admin.clone()).get(&ns).await.expect("ns");
     assert!(ns_object.labels().get(ENFORCE).is_some_and(|v| v == "privileged"), "Audit mode never wrote the labels");
 }

@@ -77,10 +77,11 @@ fn shard_fixture(shard: &str) -> Vec<Value> {
     docs
 }
 
+/// The labels nsguard sets: Pod Security's, and (Enforce mode) the tamper guard's marker.
 fn psa_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     labels
         .iter()
-        .filter(|(k, _)| k.starts_with("pod-security.kubernetes.io/"))
+        .filter(|(k, _)| k.starts_with("pod-security.kubernetes.io/") || *k == "nsguard.io/guarded")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }

@@ -78,6 +78,7 @@ pub fn plan_all(inputs: &Inputs, exclusions: &Exclusions) -> Vec<NamespacePlan> 
                     resource_version: None,
                     automount_token: None,
                     automount_owned: false,
+                    guarded: false,
                 }));
             }
             // In name order, as the controller's cache returns them.

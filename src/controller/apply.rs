@@ -18,7 +18,7 @@ use serde_json::json;
 use super::context::Context;
 use super::error::{Error, Result};
 use crate::core::decide::{action_key, recreate_after_apply};
-use crate::core::model::{FIELD_MANAGER, NamespaceView, NetworkPolicyView};
+use crate::core::model::{FIELD_MANAGER, NamespaceView, NetworkPolicyView, TOKEN_GUARD_LABEL};
 use crate::core::plan::Action;
 use crate::core::report;
 
@@ -167,6 +167,8 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
             }
             if matches!(action, Action::DisableAutomount { .. }) {
                 patch["automountServiceAccountToken"] = json!(false);
+                // The tamper guard's marker: this ServiceAccount's token stays off.
+                patch["metadata"]["labels"] = json!({TOKEN_GUARD_LABEL: "true"});
             }
             let api = Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace);
             let written = match ctx.guarded(api.patch(name, &apply, &Patch::Apply(&patch))).await? {

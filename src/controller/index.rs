@@ -209,6 +209,7 @@ mod tests {
             resource_version: None,
             automount_token: None,
             automount_owned: false,
+            guarded: false,
         }
     }
 

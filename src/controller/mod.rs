@@ -16,6 +16,7 @@ mod reconcile;
 mod reports;
 mod settings;
 mod status_writer;
+mod tamper;
 mod watches;
 
 use std::sync::Arc;
@@ -168,6 +169,7 @@ pub async fn run(
     tokio::select! {
         () = controller => {},
         () = status_writer::run(ctx.clone()) => warn!("status writer ended"),
+        () = tamper::watch(ctx.clone()) => {},
     }
     info!("controller stopped");
     Ok(())

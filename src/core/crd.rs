@@ -317,10 +317,13 @@ impl Default for AllowDns {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceAccountSettings {
     /// Set `automountServiceAccountToken: false` on the ServiceAccounts in scope (default true).
-    /// Pods that need a token can still opt in with `automountServiceAccountToken: true` in their
-    /// own spec.
     #[serde(default = "yes")]
     pub disable_token_automount: bool,
+    /// Whether Pods may opt back in with `automountServiceAccountToken: true` for a ServiceAccount
+    /// in scope that is not exempt: `Deny` (the default; enforced by the tamper guard,
+    /// `config/guard`, CIS 5.1.6) or `Allow`.
+    #[serde(default)]
+    pub pod_override: PodOverride,
     /// Which ServiceAccounts are in scope: `All` (the default) or `Default` (only the ServiceAccount
     /// named `default`).
     #[serde(default)]
@@ -334,8 +337,21 @@ pub struct ServiceAccountSettings {
 
 impl Default for ServiceAccountSettings {
     fn default() -> Self {
-        Self { disable_token_automount: true, scope: ServiceAccountScope::All, exempt: Vec::new() }
+        Self {
+            disable_token_automount: true,
+            pod_override: PodOverride::Deny,
+            scope: ServiceAccountScope::All,
+            exempt: Vec::new(),
+        }
     }
+}
+
+/// Whether Pods may mount a token that nsguard turned off on their ServiceAccount.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PodOverride {
+    #[default]
+    Deny,
+    Allow,
 }
 
 /// Which ServiceAccounts nsguard manages.

@@ -11,8 +11,9 @@ use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use kube::ResourceExt;
 
 use crate::core::announce::{Announcement, Reported, Severity, announcements, summary};
+use crate::core::desired::same_policy;
 use crate::core::guard::{Correction, CorrectionHistory, ObjectKey, PendingWrites};
-use crate::core::plan::{Action, Drift, Outcome, Plan, same_policy};
+use crate::core::plan::{Action, Drift, Outcome, Plan};
 use crate::core::selection::Governance;
 use crate::core::status::NamespaceResult;
 use crate::core::{condition, report};
@@ -344,3 +345,7 @@ fn describe(plan: &Plan) -> String {
 #[cfg(test)]
 #[path = "decide_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "decide_condition_tests.rs"]
+mod condition_tests;

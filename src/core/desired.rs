@@ -10,10 +10,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 
 use crate::core::crd::{
-    HardeningProfileSpec, LabelSelector, Mode, ReleasePolicy, SelectorOperator, ServiceAccountScope,
+    HardeningProfileSpec, LabelSelector, Mode, PodOverride, ReleasePolicy, SelectorOperator, ServiceAccountScope,
 };
 use crate::core::model::{
-    MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_ANNOTATION, PSA_PREFIX, RELEASE_POLICY_ANNOTATION,
+    EXEMPT_ANNOTATION, GUARD_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, POD_TOKEN_GUARD_ANNOTATION, PROFILE_ANNOTATION,
+    PSA_PREFIX, RELEASE_POLICY_ANNOTATION,
 };
 
 /// Name of the default-deny NetworkPolicy.
@@ -27,7 +28,8 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 #[derive(Clone, Debug, PartialEq)]
 pub struct Desired {
     pub mode: Mode,
-    /// Labels nsguard sets on the namespace (the Pod Security Admission labels).
+    /// Labels nsguard sets on the namespace (the Pod Security Admission labels, and in Enforce
+    /// mode the tamper guard's marker).
     pub labels: BTreeMap<String, String>,
     /// Annotations nsguard sets on the namespace (its bookkeeping). Empty in Audit mode.
     pub annotations: BTreeMap<String, String>,
@@ -65,13 +67,28 @@ pub fn desired(profile_name: &str, spec: &HardeningProfileSpec, namespace: &str)
         labels.insert(format!("{PSA_PREFIX}{mode}"), setting.level.as_str().to_owned());
         labels.insert(format!("{PSA_PREFIX}{mode}-version"), setting.version.clone());
     }
-    let annotations = match spec.mode {
+    let mut annotations = match spec.mode {
         Mode::Audit => BTreeMap::new(),
         Mode::Enforce => BTreeMap::from([
             (PROFILE_ANNOTATION.to_owned(), profile_name.to_owned()),
             (RELEASE_POLICY_ANNOTATION.to_owned(), release_policy_str(spec.release_policy).to_owned()),
         ]),
     };
+    // The tamper guard's markers (Enforce mode only: nothing is guarded in Audit mode).
+    let sa = &spec.service_accounts;
+    if spec.mode == Mode::Enforce {
+        labels.insert(GUARD_LABEL.to_owned(), "true".to_owned());
+        if sa.disable_token_automount && sa.pod_override == PodOverride::Deny {
+            let scope = match sa.scope {
+                ServiceAccountScope::All => "All",
+                ServiceAccountScope::Default => "Default",
+            };
+            annotations.insert(POD_TOKEN_GUARD_ANNOTATION.to_owned(), scope.to_owned());
+            if !sa.exempt.is_empty() {
+                annotations.insert(EXEMPT_ANNOTATION.to_owned(), sa.exempt.join(","));
+            }
+        }
+    }
     let mut network_policies = BTreeMap::new();
     let deny = &spec.network_policy.default_deny;
     if deny.ingress || deny.egress {
@@ -116,7 +133,6 @@ pub fn desired(profile_name: &str, spec: &HardeningProfileSpec, namespace: &str)
         };
         network_policies.insert(ALLOW_DNS_POLICY.to_owned(), policy(ALLOW_DNS_POLICY, namespace, profile_name, spec));
     }
-    let sa = &spec.service_accounts;
     Desired {
         mode: spec.mode,
         labels,
@@ -177,6 +193,22 @@ pub fn to_k8s_selector(selector: &LabelSelector) -> K8sSelector {
     }
 }
 
+/// Compares two NetworkPolicy specs, treating absent and empty lists alike (the API server drops
+/// empty lists, so a desired `[]` reads back as absent).
+pub fn same_policy(want: Option<&NetworkPolicySpec>, got: &NetworkPolicySpec) -> bool {
+    fn norm(spec: &NetworkPolicySpec) -> serde_json::Value {
+        let mut spec = spec.clone();
+        if spec.ingress.as_ref().is_some_and(Vec::is_empty) {
+            spec.ingress = None;
+        }
+        if spec.egress.as_ref().is_some_and(Vec::is_empty) {
+            spec.egress = None;
+        }
+        serde_json::to_value(spec).unwrap_or_default()
+    }
+    norm(&want.cloned().unwrap_or_default()) == norm(got)
+}
+
 #[cfg(test)]
 #[allow(clippy::field_reassign_with_default)]
 mod tests {
@@ -186,7 +218,7 @@ mod tests {
     #[test]
     fn default_profile_enforces_restricted_latest_in_all_three_modes() {
         let d = desired("p", &HardeningProfileSpec::default(), "team-a");
-        let expected: BTreeMap<String, String> = ["enforce", "audit", "warn"]
+        let mut expected: BTreeMap<String, String> = ["enforce", "audit", "warn"]
             .iter()
             .flat_map(|m| {
                 [
@@ -195,6 +227,8 @@ mod tests {
                 ]
             })
             .collect();
+        // And, in Enforce mode, the tamper guard's marker.
+        expected.insert(GUARD_LABEL.to_owned(), "true".to_owned());
         assert_eq!(d.labels, expected);
         assert_eq!(d.annotations[PROFILE_ANNOTATION], "p");
         assert!(d.service_accounts.includes("default") && d.service_accounts.includes("builder"));

@@ -33,6 +33,20 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// The value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY_VALUE: &str = "nsguard";
 
+/// The tamper guard's markers (`config/guard`): nsguard writes them in Enforce mode only, as
+/// bookkeeping (a missing or stale marker is rewritten without being reported as drift). The
+/// Namespace label says the namespace is guarded; the annotations carry what the Pod rule needs.
+pub const GUARD_LABEL: &str = "nsguard.io/guarded";
+pub const POD_TOKEN_GUARD_ANNOTATION: &str = "nsguard.io/pod-token-guard";
+pub const EXEMPT_ANNOTATION: &str = "nsguard.io/exempt-service-accounts";
+/// Label on every ServiceAccount whose token setting nsguard manages (the guard keeps it off).
+pub const TOKEN_GUARD_LABEL: &str = "nsguard.io/token-guard";
+
+/// A namespace label or annotation that is one of the tamper guard's markers.
+pub fn is_marker(key: &str) -> bool {
+    [GUARD_LABEL, POD_TOKEN_GUARD_ANNOTATION, EXEMPT_ANNOTATION].contains(&key)
+}
+
 /// The condition type nsguard keeps on every governed namespace's status.
 pub const HARDENED_CONDITION: &str = "nsguard.io/Hardened";
 
@@ -150,6 +164,8 @@ pub struct ServiceAccountView {
     pub automount_token: Option<bool>,
     /// nsguard's field manager owns `automountServiceAccountToken` (it applied the value).
     pub automount_owned: bool,
+    /// The ServiceAccount carries the tamper guard's [`TOKEN_GUARD_LABEL`].
+    pub guarded: bool,
 }
 
 impl ServiceAccountView {
@@ -166,6 +182,7 @@ impl ServiceAccountView {
             resource_version: sa.metadata.resource_version.clone(),
             automount_token: sa.automount_service_account_token,
             automount_owned,
+            guarded: sa.metadata.labels.as_ref().and_then(|l| l.get(TOKEN_GUARD_LABEL)).is_some_and(|v| v == "true"),
         }
     }
 }

@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Serialize;
 
 use crate::core::crd::{Mode, ReleasePolicy};
-use crate::core::desired::{Desired, desired};
+use crate::core::desired::{Desired, desired, same_policy};
 use crate::core::model::{
-    NamespaceView, NetworkPolicyView, PROFILE_ANNOTATION, RELEASE_POLICY_ANNOTATION, ServiceAccountView,
+    GUARD_LABEL, NamespaceView, NetworkPolicyView, PROFILE_ANNOTATION, PSA_PREFIX, RELEASE_POLICY_ANNOTATION,
+    ServiceAccountView, is_marker,
 };
 use crate::core::selection::Governance;
 
@@ -205,14 +206,16 @@ pub fn plan(ns: &NamespaceView, governance: Governance, observed: &Observed) -> 
             let first_hardening =
                 want.mode == Mode::Enforce && ns.governing_annotation() != Some(profile.name.as_str());
             let (actions, outcome) = match want.mode {
-                Mode::Audit if drift.is_empty() => (vec![], Outcome::Compliant),
-                Mode::Audit => (vec![], Outcome::Drifted),
+                // Audit mode writes nothing it audits; it only takes down the tamper guard's markers
+                // an earlier Enforce mode left (nothing is guarded in Audit mode).
+                Mode::Audit if drift.is_empty() => (unguard(ns), Outcome::Compliant),
+                Mode::Audit => (unguard(ns), Outcome::Drifted),
                 // Enforce may have writes without drift: giving back fields on ServiceAccounts the
                 // profile no longer targets.
-                Mode::Enforce if drift.is_empty() => (enforce(&want, &drift, observed), Outcome::Compliant),
-                Mode::Enforce => (enforce(&want, &drift, observed), Outcome::Converging),
+                Mode::Enforce if drift.is_empty() => (enforce(ns, &want, &drift, observed), Outcome::Compliant),
+                Mode::Enforce => (enforce(ns, &want, &drift, observed), Outcome::Converging),
             };
-            let corrections = if first_hardening {
+            let corrections = if first_hardening || want.mode == Mode::Audit {
                 vec![]
             } else {
                 drift.iter().filter(|d| d.is_correction(observed)).cloned().collect()
@@ -243,13 +246,13 @@ pub fn plan(ns: &NamespaceView, governance: Governance, observed: &Observed) -> 
 
 fn drift(ns: &NamespaceView, want: &Desired, observed: &Observed) -> Vec<Drift> {
     let mut drift = Vec::new();
-    for (key, expected) in &want.labels {
+    for (key, expected) in want.labels.iter().filter(|(k, _)| !is_marker(k)) {
         let actual = ns.labels.get(key);
         if actual != Some(expected) {
             drift.push(Drift::Label { key: key.clone(), expected: expected.clone(), actual: actual.cloned() });
         }
     }
-    for (key, expected) in &want.annotations {
+    for (key, expected) in want.annotations.iter().filter(|(k, _)| !is_marker(k)) {
         let actual = ns.annotations.get(key);
         if actual != Some(expected) {
             drift.push(Drift::Annotation { key: key.clone(), expected: expected.clone(), actual: actual.cloned() });
@@ -279,26 +282,20 @@ fn drift(ns: &NamespaceView, want: &Desired, observed: &Observed) -> Vec<Drift> 
     drift
 }
 
-/// Compares two NetworkPolicy specs, treating absent and empty lists alike (the API server drops
-/// empty lists, so a desired `[]` reads back as absent).
-pub fn same_policy(want: Option<&NetworkPolicySpec>, got: &NetworkPolicySpec) -> bool {
-    fn norm(spec: &NetworkPolicySpec) -> serde_json::Value {
-        let mut spec = spec.clone();
-        if spec.ingress.as_ref().is_some_and(Vec::is_empty) {
-            spec.ingress = None;
-        }
-        if spec.egress.as_ref().is_some_and(Vec::is_empty) {
-            spec.egress = None;
-        }
-        serde_json::to_value(spec).unwrap_or_default()
-    }
-    norm(&want.cloned().unwrap_or_default()) == norm(got)
+/// The tamper guard's markers on the namespace differ from what `want` has (bookkeeping: rewritten,
+/// never reported as drift).
+fn markers_stale(ns: &NamespaceView, want: &Desired) -> bool {
+    let stale = |wanted: &BTreeMap<String, String>, seen: &BTreeMap<String, String>| {
+        wanted.iter().filter(|(k, _)| is_marker(k)).any(|(k, v)| seen.get(k) != Some(v))
+            || seen.keys().filter(|k| is_marker(k)).any(|k| !wanted.contains_key(k))
+    };
+    stale(&want.labels, &ns.labels) || stale(&want.annotations, &ns.annotations)
 }
 
-fn enforce(want: &Desired, drift: &[Drift], observed: &Observed) -> Vec<Action> {
+fn enforce(ns: &NamespaceView, want: &Desired, drift: &[Drift], observed: &Observed) -> Vec<Action> {
     let mut actions = Vec::new();
     let find_np = |name: &str| observed.network_policies.iter().find(|o| o.name == name);
-    let mut namespace_drift = false;
+    let mut namespace_drift = markers_stale(ns, want);
     for d in drift {
         match d {
             Drift::Label { .. } | Drift::Annotation { .. } => namespace_drift = true,
@@ -319,6 +316,14 @@ fn enforce(want: &Desired, drift: &[Drift], observed: &Observed) -> Vec<Action> 
             }
         }
     }
+    // ServiceAccounts whose token is off but that lack the guard's label get it (bookkeeping).
+    for sa in &observed.service_accounts {
+        let drifted =
+            drift.iter().any(|d| matches!(d, Drift::ServiceAccountAutomount { name, .. } if *name == sa.name));
+        if want.service_accounts.includes(&sa.name) && !sa.guarded && !drifted {
+            actions.push(Action::DisableAutomount { name: sa.name.clone(), uid: sa.uid.clone() });
+        }
+    }
     // ServiceAccounts nsguard no longer targets (exempted, or out of scope) give back the field.
     if want.release_policy == ReleasePolicy::Release {
         for sa in &observed.service_accounts {
@@ -332,6 +337,24 @@ fn enforce(want: &Desired, drift: &[Drift], observed: &Observed) -> Vec<Action> 
         actions.push(Action::ApplyNamespace { labels: want.labels.clone(), annotations: want.annotations.clone() });
     }
     actions
+}
+
+/// In Audit mode, the write that removes the tamper guard's markers from a namespace an earlier
+/// Enforce mode marked, re-applying what else nsguard holds there unchanged.
+fn unguard(ns: &NamespaceView) -> Vec<Action> {
+    if !ns.labels.contains_key(GUARD_LABEL) {
+        return vec![];
+    }
+    let keep = |map: &BTreeMap<String, String>, prefix: &str| -> BTreeMap<String, String> {
+        map.iter()
+            .filter(|(k, _)| k.starts_with(prefix) && !is_marker(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    vec![Action::ApplyNamespace {
+        labels: keep(&ns.labels, PSA_PREFIX),
+        annotations: keep(&ns.annotations, "nsguard.io/"),
+    }]
 }
 
 /// Writes that hand back what nsguard applied to a namespace no profile governs any more.

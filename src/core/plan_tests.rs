@@ -19,6 +19,7 @@ fn sa(name: &str, automount: Option<bool>, owned: bool) -> Arc<ServiceAccountVie
         resource_version: Some("1".into()),
         automount_token: automount,
         automount_owned: owned,
+        guarded: owned,
     })
 }
 
@@ -96,7 +97,8 @@ fn drifted_label_is_reported_and_reapplied() {
             "label pod-security.kubernetes.io/warn was missing, want \"restricted\"",
         ]
     );
-    assert!(matches!(&p.actions[..], [Action::ApplyNamespace { labels, .. }] if labels.len() == 6));
+    // The six Pod Security labels and the tamper guard's marker.
+    assert!(matches!(&p.actions[..], [Action::ApplyNamespace { labels, .. }] if labels.len() == 7));
 }
 
 #[test]
@@ -226,7 +228,10 @@ fn exempted_service_account_is_released_when_nsguard_owned_its_field() {
     let (ns, observed) = converged(&spec);
     spec.service_accounts.exempt = vec!["builder".into()];
     let p = plan(&ns, governed(spec), &observed);
-    assert_eq!(p.actions, [Action::ReleaseAutomount { name: "builder".into(), uid: Some("uid-builder".into()) }]);
+    assert_eq!(p.actions[0], Action::ReleaseAutomount { name: "builder".into(), uid: Some("uid-builder".into()) });
+    // The guard's marker of exempt ServiceAccounts changes with the list (bookkeeping, not drift).
+    assert!(matches!(&p.actions[1..], [Action::ApplyNamespace { annotations, .. }]
+        if annotations.get(crate::core::model::EXEMPT_ANNOTATION).map(String::as_str) == Some("builder")));
     // There is nothing to correct, so the namespace is otherwise compliant.
     assert!(p.drift.is_empty());
 }
@@ -297,4 +302,55 @@ fn only_a_condition_nsguard_applied_is_nsguards() {
     assert!(crate::core::model::owns_condition(&meta(&["nsguard"])));
     assert!(!crate::core::model::owns_condition(&meta(&["bench-floor"])));
     assert!(!crate::core::model::owns_condition(&meta(&[])));
+}
+
+#[test]
+fn enforce_mode_marks_the_namespace_for_the_tamper_guard_and_audit_mode_does_not() {
+    use crate::core::model::{EXEMPT_ANNOTATION, GUARD_LABEL, POD_TOKEN_GUARD_ANNOTATION};
+    let spec = |v: serde_json::Value| -> HardeningProfileSpec { serde_json::from_value(v).expect("spec") };
+    let enforce = desired("prod", &spec(serde_json::json!({"serviceAccounts": {"exempt": ["ci", "bot"]}})), "team-a");
+    assert_eq!(enforce.labels.get(GUARD_LABEL).map(String::as_str), Some("true"));
+    assert_eq!(enforce.annotations.get(POD_TOKEN_GUARD_ANNOTATION).map(String::as_str), Some("All"));
+    assert_eq!(enforce.annotations.get(EXEMPT_ANNOTATION).map(String::as_str), Some("ci,bot"));
+    let allow = desired("prod", &spec(serde_json::json!({"serviceAccounts": {"podOverride": "Allow"}})), "team-a");
+    assert!(!allow.annotations.contains_key(POD_TOKEN_GUARD_ANNOTATION));
+    let audit = desired("prod", &spec(serde_json::json!({"mode": "Audit"})), "team-a");
+    assert!(!audit.labels.contains_key(GUARD_LABEL) && audit.annotations.is_empty());
+}
+
+#[test]
+fn missing_markers_are_rewritten_as_bookkeeping_never_as_drift() {
+    use crate::core::model::GUARD_LABEL;
+    let (mut ns, mut observed) = converged(&HardeningProfileSpec::default());
+    ns.labels.remove(GUARD_LABEL);
+    // A ServiceAccount whose token is off but that lacks the guard's label.
+    observed.service_accounts =
+        vec![Arc::new(ServiceAccountView { guarded: false, ..(*sa("default", Some(false), true)).clone() })];
+    let p = plan(&ns, governed(HardeningProfileSpec::default()), &observed);
+    assert!(p.drift.is_empty() && p.corrections.is_empty(), "{:?}", p.drift);
+    assert_eq!(p.outcome, Outcome::Compliant);
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::ApplyNamespace { labels, .. } if labels.contains_key(GUARD_LABEL)))
+    );
+    assert!(p.actions.iter().any(|a| matches!(a, Action::DisableAutomount { name, .. } if name == "default")));
+}
+
+#[test]
+fn audit_mode_takes_the_markers_down_and_keeps_everything_else() {
+    use crate::core::model::{GUARD_LABEL, POD_TOKEN_GUARD_ANNOTATION};
+    // Enforced before, now Audit: the markers go; the labels and annotations stay as they are.
+    let (ns, observed) = converged(&HardeningProfileSpec::default());
+    let audit: HardeningProfileSpec = serde_json::from_value(serde_json::json!({"mode": "Audit"})).expect("spec");
+    let p = plan(&ns, governed(audit.clone()), &observed);
+    let [Action::ApplyNamespace { labels, annotations }] = p.actions.as_slice() else { panic!("{:?}", p.actions) };
+    assert!(!labels.contains_key(GUARD_LABEL) && !annotations.contains_key(POD_TOKEN_GUARD_ANNOTATION));
+    assert_eq!(labels.get("pod-security.kubernetes.io/enforce").map(String::as_str), Some("restricted"));
+    assert!(annotations.contains_key(PROFILE_ANNOTATION));
+    assert!(p.corrections.is_empty());
+    // Once they are down, Audit mode writes nothing.
+    let mut unmarked = ns.clone();
+    unmarked.labels.remove(GUARD_LABEL);
+    assert!(plan(&unmarked, governed(audit), &observed).actions.is_empty());
 }

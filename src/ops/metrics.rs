@@ -54,6 +54,8 @@ pub struct Metrics {
     pub orphaned: Gauge,
     /// 1 while nsguard writes OpenReports Reports (the CRD is installed and its watch listed).
     pub reports_enabled: Gauge,
+    /// 1 while the tamper guard (config/guard) is installed, every policy and binding of it.
+    pub guard_active: Gauge,
     pub watch_errors: Family<KindLabels, Counter>,
 }
 
@@ -104,12 +106,19 @@ impl Default for Metrics {
             "1 while nsguard writes an OpenReports Report per namespace; 0 while the reports.openreports.io CRD is not installed",
             reports_enabled.clone(),
         );
+        let guard_active = Gauge::default();
+        registry.register(
+            "guard_active",
+            "1 while nsguard's tamper guard (ValidatingAdmissionPolicies from config/guard) is installed",
+            guard_active.clone(),
+        );
         let watch_errors = Family::<KindLabels, Counter>::default();
         registry.register("watch_errors", "Failed watch requests, by kind (each is retried)", watch_errors.clone());
         Self {
             watch_errors,
             orphaned,
             reports_enabled,
+            guard_active,
             registry,
             reconciles,
             reconcile_duration,

@@ -85,6 +85,14 @@ pub async fn client_as_user(user: &str) -> Client {
     Client::try_from(config).expect("client for user")
 }
 
+/// A client acting as user `user` in `groups` (the admin impersonates them).
+pub async fn client_as_member(user: &str, groups: &[&str]) -> Client {
+    let mut config = admin_config().await;
+    config.auth_info.impersonate = Some(user.to_owned());
+    config.auth_info.impersonate_groups = Some(groups.iter().map(|g| (*g).to_owned()).collect());
+    Client::try_from(config).expect("client for user in groups")
+}
+
 /// Binds `user` to the built-in `admin` ClusterRole in `namespace` only: a namespace owner.
 pub async fn bind_namespace_admin(admin: &Client, namespace: &str, user: &str) {
     use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
