@@ -328,6 +328,9 @@ async fn in_warn_mode_the_same_requests_succeed_with_a_warning_naming_the_profil
     let profile = op.profile("warned", json!({})).await;
     let ns = op.namespace("warned", &[]).await;
     wait_guarded(&admin, &ns).await;
+    // nsguard says whether the guard is installed: it looks at start (and every minute).
+    let op = op.restart().await;
+    eventually("nsguard_guard_active = 1", || async { (op.metrics.guard_active.get() == 1).then_some(()) }).await;
     let owner = format!("owner-{ns}");
     bind_namespace_admin(&admin, &ns, &owner).await;
     // The API server loads the policies within moments: edit until the warning shows.
