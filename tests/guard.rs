@@ -245,6 +245,11 @@ async fn the_guard_denies_tampering_lets_nsguard_and_break_glass_through_and_nev
     );
     let unannotate = Patch::Merge(json!({"metadata": {"annotations": {"nsguard.io/profile": null}}}));
     denied(namespaces.patch(&ns, &PatchParams::default(), &unannotate).await, &profile, "remove nsguard's annotation");
+    let exempt_all =
+        Patch::Merge(json!({"metadata": {"annotations": {"nsguard.io/exempt-service-accounts": "default"}}}));
+    denied(namespaces.patch(&ns, &PatchParams::default(), &exempt_all).await, &profile, "change the exemption marker");
+    let added = Patch::Merge(json!({"metadata": {"annotations": {"nsguard.io/pod-token-override": "Allow"}}}));
+    denied(namespaces.patch(&ns, &PatchParams::default(), &added).await, &profile, "add an nsguard.io annotation");
     // Other labels are the owner's to change.
     allowed(
         namespaces.patch(&ns, &PatchParams::default(), &merge(json!({"team": "shop"}))).await,

@@ -18,9 +18,10 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde::Serialize;
 
 use self::offline::{Inputs, Origin};
+use crate::core::announce::event_namespace;
 use crate::core::crd::HardeningProfile;
 use crate::core::model::{
-    MANAGED_BY_LABEL, MANAGED_BY_VALUE, NamespaceView, NetworkPolicyView, Profile, ServiceAccountView, event_namespace,
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE, NamespaceView, NetworkPolicyView, Profile, ServiceAccountView,
 };
 use crate::core::selection::Exclusions;
 

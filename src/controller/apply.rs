@@ -157,7 +157,9 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
         Action::ApplyCondition(condition) => {
             (apply_condition(ctx, ns, condition.as_deref()).await?, "namespaces/status", "apply")
         }
-        Action::DisableAutomount { name, uid } | Action::ReleaseAutomount { name, uid } => {
+        Action::DisableAutomount { name, uid }
+        | Action::ReleaseAutomount { name, uid }
+        | Action::UnguardAccount { name, uid } => {
             let mut patch = json!({
                 "apiVersion": "v1", "kind": "ServiceAccount",
                 "metadata": {"name": name, "namespace": namespace},
@@ -165,8 +167,10 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
             if let Some(uid) = uid {
                 patch["metadata"]["uid"] = json!(uid);
             }
-            if matches!(action, Action::DisableAutomount { .. }) {
+            if matches!(action, Action::DisableAutomount { .. } | Action::UnguardAccount { .. }) {
                 patch["automountServiceAccountToken"] = json!(false);
+            }
+            if matches!(action, Action::DisableAutomount { .. }) {
                 // The tamper guard's marker: this ServiceAccount's token stays off.
                 patch["metadata"]["labels"] = json!({TOKEN_GUARD_LABEL: "true"});
             }

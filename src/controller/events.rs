@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use kube::api::{Api, ObjectMeta, PostParams};
 
 use crate::core::announce::Severity;
-use crate::core::model::truncate;
+use crate::core::announce::truncate;
 use crate::ops::metrics::Metrics;
 
 /// Publishes events as controller `nsguard`.

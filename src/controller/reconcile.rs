@@ -64,9 +64,15 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
             return Ok(Requeue::requeue(Duration::from_millis(200)));
         }
         if !e.not_leading() {
-            let mut state = ctx.state();
-            let memory = state.namespaces.entry(ns.name.clone()).or_default();
-            decision.failed(memory, e.to_string());
+            let reports = {
+                let mut state = ctx.state();
+                let memory = state.namespaces.entry(ns.name.clone()).or_default();
+                decision.failed(&ns.name, &plan, memory, e.to_string(), now)
+            };
+            // Best effort: the condition and Report say the writes failed (the retry follows).
+            if let Err(report_error) = execute(&ctx, &ns, &reports).await {
+                debug!(error = %report_error, "could not report the failed write");
+            }
         }
         ctx.status_dirty.notify_one();
         return Err(e);

@@ -32,13 +32,14 @@ async fn served(client: &Client) -> bool {
     }
 }
 
-/// The CRD is gone (or not served any more).
-fn not_found(error: &watcher::Error) -> bool {
+/// The CRD is gone (or not served any more), or nsguard may not read Reports (an older RBAC):
+/// Reports are optional, so either means "run without them", not "unready".
+fn unavailable(error: &watcher::Error) -> bool {
     matches!(
         error,
         watcher::Error::InitialListFailed(kube::Error::Api(s))
             | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-            | watcher::Error::WatchFailed(kube::Error::Api(s)) if s.code == 404
+            | watcher::Error::WatchFailed(kube::Error::Api(s)) if matches!(s.code, 401 | 403 | 404)
     )
 }
 
@@ -81,8 +82,8 @@ async fn follow(ctx: Arc<Context>, tx: mpsc::Sender<Trigger>) {
                     }
                     names
                 }
-                Err(e) if not_found(&e) => {
-                    warn!("the OpenReports CRD went away: running without Reports until it is back");
+                Err(e) if unavailable(&e) => {
+                    warn!(error = %e, "Reports unavailable (the OpenReports CRD went away, or RBAC forbids them): running without Reports; looking again every 15 s");
                     ctx.reports_ready.store(false, Ordering::Release);
                     ctx.metrics.reports_enabled.set(0);
                     break;
@@ -98,5 +99,7 @@ async fn follow(ctx: Arc<Context>, tx: mpsc::Sender<Trigger>) {
                 }
             }
         }
+        // The watch ended (Reports unavailable): wait before looking again.
+        tokio::time::sleep(RECHECK).await;
     }
 }

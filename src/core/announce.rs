@@ -3,7 +3,7 @@
 
 use crate::core::crd::Mode;
 use crate::core::desired::DEFAULT_DENY_POLICY;
-use crate::core::model::{ReportSeen, truncate};
+use crate::core::model::ReportSeen;
 use crate::core::plan::{Action, Drift, Observed, Outcome, Plan};
 use crate::core::selection::Governance;
 
@@ -161,4 +161,28 @@ pub fn summary(drift: &[Drift]) -> String {
     let mut text = drift.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
     truncate(&mut text, 900);
     text
+}
+
+/// The namespace an event of nsguard's is about: the Namespace it regards (such an event lives in
+/// `default`) or is related to (such an event lives in that namespace and regards an object of
+/// nsguard's there).
+pub fn event_namespace(e: &k8s_openapi::api::events::v1::Event) -> Option<&str> {
+    [e.related.as_ref(), e.regarding.as_ref()]
+        .into_iter()
+        .flatten()
+        .find(|r| r.kind.as_deref() == Some("Namespace"))
+        .and_then(|r| r.name.as_deref())
+}
+
+/// Shortens `text` to at most `max` bytes, on a character boundary, marking the cut with " …".
+pub fn truncate(text: &mut String, max: usize) {
+    const MARK: &str = " …";
+    if text.len() > max {
+        let mut cut = max.saturating_sub(MARK.len());
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(MARK);
+    }
 }

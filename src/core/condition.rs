@@ -18,8 +18,9 @@
 
 use k8s_openapi::api::core::v1::NamespaceCondition;
 
+use crate::core::announce::truncate;
 use crate::core::crd::Mode;
-use crate::core::model::{HARDENED_CONDITION, truncate};
+use crate::core::model::HARDENED_CONDITION;
 use crate::core::plan::Outcome;
 use crate::core::status::NamespaceResult;
 

@@ -204,7 +204,14 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
         result.outcome = Outcome::Compliant;
         result.detail = String::new();
     }
-    let (reports, shown) = reports(namespace, plan, &result, pending);
+    // While nsguard's own writes are in flight the plan's drift is stale: their watch events bring
+    // the look that reports (otherwise the condition and Report would flap during a hardening).
+    let (reports, shown) = reports(
+        namespace,
+        plan,
+        &result,
+        Pending { namespace: pending.namespace || waiting, report: pending.report || waiting },
+    );
     let (announce, detected) = announcements(plan, &memory.reported, correcting, !writes.is_empty(), shown);
     Decision {
         writes,
@@ -255,15 +262,30 @@ impl Decision {
     }
 
     /// A write failed: the namespace is retried with back-off (1 s, 2 s, 4 s, … at most 5 minutes).
-    pub fn failed(&self, memory: &mut Memory, error: String) -> Duration {
+    /// Returns the reporting writes that make the namespace's condition and Report say so (they
+    /// must not keep showing a state the failed writes did not reach).
+    pub fn failed(
+        &self,
+        namespace: &str,
+        plan: &Plan,
+        memory: &mut Memory,
+        error: String,
+        now: Instant,
+    ) -> Vec<Action> {
         memory.failures = memory.failures.saturating_add(1);
         let mut result = self.result.clone();
         // Not written, so not compliant: the namespace is still what the plan found.
         result.outcome = self.planned;
         result.failed = true;
-        result.detail = error;
+        // The error's first line: retries of the same failure show the same message.
+        result.detail = error.lines().next().unwrap_or_default().to_owned();
+        let pending = Pending {
+            namespace: memory.pending.is_pending(&ObjectKey::new("Namespace", "", namespace), now),
+            report: memory.pending.is_pending(&ObjectKey::new("Report", namespace, report::NAME), now),
+        };
+        let writes = reports(namespace, plan, &result, pending).0;
         memory.result = Some(result);
-        retry_delay(memory.failures)
+        writes
     }
 }
 
@@ -319,9 +341,9 @@ pub fn action_key(namespace: &str, action: &Action) -> ObjectKey {
         Action::ApplyNamespace { .. } => ObjectKey::new("Namespace", "", namespace),
         Action::ApplyNetworkPolicy(np) => ObjectKey::new("NetworkPolicy", namespace, &np.name_any()),
         Action::DeleteNetworkPolicy { name, .. } => ObjectKey::new("NetworkPolicy", namespace, name),
-        Action::DisableAutomount { name, .. } | Action::ReleaseAutomount { name, .. } => {
-            ObjectKey::new("ServiceAccount", namespace, name)
-        }
+        Action::DisableAutomount { name, .. }
+        | Action::ReleaseAutomount { name, .. }
+        | Action::UnguardAccount { name, .. } => ObjectKey::new("ServiceAccount", namespace, name),
         Action::ApplyCondition(_) => ObjectKey::new("Namespace", "", namespace),
         Action::ApplyReport(_) | Action::DeleteReport { .. } => ObjectKey::new("Report", namespace, report::NAME),
     }

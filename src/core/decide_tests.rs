@@ -56,6 +56,14 @@ pub(super) fn plan_for(situation: Situation, mode: &str) -> Plan {
         terminating: false,
         label_managers: Default::default(),
         hardened: None,
+        // nsguard applied them, so it holds the tamper guard's markers.
+        owned_markers: want
+            .labels
+            .keys()
+            .chain(want.annotations.keys())
+            .filter(|k| crate::core::model::is_marker(k))
+            .cloned()
+            .collect(),
     };
     let converged = Observed {
         network_policies: want
@@ -239,8 +247,18 @@ fn a_failed_write_backs_off_and_keeps_the_error() {
     let mut memory = Memory::default();
     let d = decide(NS, &p, &mut memory, true, Instant::now());
     assert_eq!(d.result.outcome, Outcome::Compliant, "compliant once written");
-    let delays: Vec<u64> = (0..4).map(|_| d.failed(&mut memory, "refused".into()).as_secs()).collect();
+    let mut reported = Vec::new();
+    let delays: Vec<u64> = (0..4)
+        .map(|_| {
+            reported = d.failed(NS, &p, &mut memory, "refused\ndetails".into(), Instant::now());
+            retry_delay(memory.failures).as_secs()
+        })
+        .collect();
     assert_eq!(delays, [1, 2, 4, 8]);
+    // The namespace's condition says so rather than keep showing what the writes did not reach.
+    let Some(Action::ApplyCondition(Some(c))) = reported.first() else { panic!("{reported:?}") };
+    assert_eq!((c.status.as_str(), c.reason.as_deref()), ("Unknown", Some("Converging")));
+    assert!(c.message.as_deref().is_some_and(|m| m.contains("a write failed") && m.contains("refused")), "{c:?}");
     let result = memory.result.as_ref().expect("recorded");
     assert!(result.failed && result.detail == "refused");
     assert_eq!(result.outcome, Outcome::Converging, "a namespace whose writes failed is not compliant");

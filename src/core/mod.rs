@@ -14,6 +14,7 @@ pub mod guard;
 pub mod model;
 pub mod plan;
 pub mod report;
+pub mod report_view;
 pub mod selection;
 pub mod status;
 pub mod validate;

@@ -11,6 +11,8 @@ use k8s_openapi::api::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::api::ObjectMeta;
 
+pub use crate::core::report_view::{ReportSeen, ReportView};
+
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use kube::core::{Expression, Selector};
 
@@ -64,6 +66,8 @@ pub struct NamespaceView {
     pub label_managers: BTreeMap<String, Vec<String>>,
     /// nsguard's `nsguard.io/Hardened` condition on the namespace's status, if any.
     pub hardened: Option<NamespaceCondition>,
+    /// The tamper-guard markers nsguard's field manager holds (it may take down only these).
+    pub owned_markers: Vec<String>,
 }
 
 impl NamespaceView {
@@ -87,6 +91,7 @@ impl NamespaceView {
             terminating: meta.deletion_timestamp.is_some(),
             label_managers: label_managers(meta),
             hardened: None,
+            owned_markers: nsguard_markers(meta),
         }
     }
 
@@ -106,6 +111,41 @@ fn label_managers(meta: &ObjectMeta) -> BTreeMap<String, Vec<String>> {
         }
     }
     owners
+}
+
+/// The tamper-guard markers (label or annotation keys) a managedFields entry owns, as
+/// (`f:labels` or `f:annotations`, key) — read from a full entry or a compacted one.
+fn markers_owned(entry: &ManagedFieldsEntry) -> Vec<(&'static str, String)> {
+    let Some(fields) = entry.fields_v1.as_ref().map(|f| &f.0) else { return vec![] };
+    if let Some(compact) = fields.get("f:markers").and_then(|m| m.as_object()) {
+        return compact
+            .keys()
+            .filter_map(|k| {
+                let (path, key) = k.split_once('/')?;
+                let path = if path == "f:labels" { "f:labels" } else { "f:annotations" };
+                Some((path, key.to_owned()))
+            })
+            .collect();
+    }
+    let mut owned = Vec::new();
+    for path in ["f:labels", "f:annotations"] {
+        let keys = fields.get("f:metadata").and_then(|m| m.get(path)).and_then(|m| m.as_object());
+        for key in keys.into_iter().flat_map(|m| m.keys()) {
+            if let Some(key) = key.strip_prefix("f:").filter(|k| is_marker(k)) {
+                owned.push((path, key.to_owned()));
+            }
+        }
+    }
+    owned
+}
+
+/// The tamper-guard markers nsguard's field manager holds on a namespace.
+fn nsguard_markers(meta: &ObjectMeta) -> Vec<String> {
+    let ours = meta.managed_fields.iter().flatten().filter(|e| e.manager.as_deref() == Some(FIELD_MANAGER));
+    ours.filter(|e| e.subresource.as_deref().is_none_or(str::is_empty))
+        .flat_map(markers_owned)
+        .map(|(_, k)| k)
+        .collect()
 }
 
 /// The Pod Security labels a managedFields entry owns.
@@ -135,7 +175,19 @@ pub fn owns_condition(meta: &ObjectMeta) -> bool {
 pub fn compact_managed_fields(entries: &mut Vec<ManagedFieldsEntry>) {
     entries.retain_mut(|entry| {
         if entry.manager.as_deref() == Some(FIELD_MANAGER) {
-            return false;
+            // Of nsguard's own entries, only which tamper-guard markers it holds.
+            let owned = markers_owned(entry);
+            if owned.is_empty() || entry.subresource.as_deref().is_some_and(|s| !s.is_empty()) {
+                return false;
+            }
+            let fields: serde_json::Map<String, serde_json::Value> =
+                owned.into_iter().map(|(path, key)| (format!("{path}/{key}"), serde_json::json!({}))).collect();
+            *entry = ManagedFieldsEntry {
+                manager: entry.manager.take(),
+                fields_v1: Some(FieldsV1(serde_json::json!({"f:markers": fields}))),
+                ..Default::default()
+            };
+            return true;
         }
         let labels: serde_json::Map<String, serde_json::Value> =
             psa_labels_owned(entry).map(|label| (format!("f:{label}"), serde_json::json!({}))).collect();
@@ -324,74 +376,5 @@ impl NamespaceGlobs {
 
     pub fn matches(&self, name: &str) -> bool {
         self.0.is_match(name)
-    }
-}
-
-/// The namespace an event of nsguard's is about: the Namespace it regards (such an event lives in
-/// `default`) or is related to (such an event lives in that namespace and regards an object of
-/// nsguard's there).
-pub fn event_namespace(e: &k8s_openapi::api::events::v1::Event) -> Option<&str> {
-    [e.related.as_ref(), e.regarding.as_ref()]
-        .into_iter()
-        .flatten()
-        .find(|r| r.kind.as_deref() == Some("Namespace"))
-        .and_then(|r| r.name.as_deref())
-}
-
-/// What nsguard sees of its Report in a namespace.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum ReportSeen {
-    /// Reports are not available (the OpenReports CRD is not installed, or its watch has not
-    /// listed yet): nothing is written or deleted.
-    #[default]
-    Unavailable,
-    Absent,
-    /// nsguard's Report, by the fingerprint of its content.
-    Present {
-        fingerprint: u64,
-        uid: Option<String>,
-    },
-}
-
-/// nsguard's Report as the cache keeps it: where it is and the fingerprint of its content.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReportView {
-    pub namespace: String,
-    pub name: String,
-    pub uid: Option<String>,
-    pub resource_version: Option<String>,
-    pub fingerprint: u64,
-}
-
-impl ReportView {
-    /// The view of a Report with `meta` whose content has `fingerprint`.
-    pub fn from_parts(meta: &ObjectMeta, fingerprint: u64) -> Self {
-        Self {
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            name: meta.name.clone().unwrap_or_default(),
-            uid: meta.uid.clone(),
-            resource_version: meta.resource_version.clone(),
-            fingerprint,
-        }
-    }
-
-    pub fn seen(view: Option<&Self>) -> ReportSeen {
-        match view {
-            Some(v) => ReportSeen::Present { fingerprint: v.fingerprint, uid: v.uid.clone() },
-            None => ReportSeen::Absent,
-        }
-    }
-}
-
-/// Shortens `text` to at most `max` bytes, on a character boundary, marking the cut with " …".
-pub fn truncate(text: &mut String, max: usize) {
-    const MARK: &str = " …";
-    if text.len() > max {
-        let mut cut = max.saturating_sub(MARK.len());
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str(MARK);
     }
 }

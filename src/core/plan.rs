@@ -116,6 +116,9 @@ pub enum Action {
     DisableAutomount { name: String, uid: Option<String> },
     /// Apply nothing to a ServiceAccount, so nsguard gives up the field it owned.
     ReleaseAutomount { name: String, uid: Option<String> },
+    /// Keep `automountServiceAccountToken: false` but drop the tamper guard's label (a
+    /// ServiceAccount the profile no longer manages, under `releasePolicy: Retain`).
+    UnguardAccount { name: String, uid: Option<String> },
     /// Apply nsguard's condition to the namespace's status (`None`: remove it). A reporting write:
     /// made in Audit mode too. A condition without a transition time gets the current time.
     ApplyCondition(Option<Box<k8s_openapi::api::core::v1::NamespaceCondition>>),
@@ -285,9 +288,11 @@ fn drift(ns: &NamespaceView, want: &Desired, observed: &Observed) -> Vec<Drift> 
 /// The tamper guard's markers on the namespace differ from what `want` has (bookkeeping: rewritten,
 /// never reported as drift).
 fn markers_stale(ns: &NamespaceView, want: &Desired) -> bool {
+    // A marker nsguard no longer wants counts only if nsguard holds it: applying cannot take down
+    // one another manager set (and would be repeated on every look).
     let stale = |wanted: &BTreeMap<String, String>, seen: &BTreeMap<String, String>| {
         wanted.iter().filter(|(k, _)| is_marker(k)).any(|(k, v)| seen.get(k) != Some(v))
-            || seen.keys().filter(|k| is_marker(k)).any(|k| !wanted.contains_key(k))
+            || seen.keys().filter(|k| is_marker(k)).any(|k| !wanted.contains_key(k) && ns.owned_markers.contains(k))
     };
     stale(&want.labels, &ns.labels) || stale(&want.annotations, &ns.annotations)
 }
@@ -325,11 +330,13 @@ fn enforce(ns: &NamespaceView, want: &Desired, drift: &[Drift], observed: &Obser
         }
     }
     // ServiceAccounts nsguard no longer targets (exempted, or out of scope) give back the field.
-    if want.release_policy == ReleasePolicy::Release {
-        for sa in &observed.service_accounts {
-            if sa.automount_owned && !want.service_accounts.includes(&sa.name) {
-                actions.push(Action::ReleaseAutomount { name: sa.name.clone(), uid: sa.uid.clone() });
-            }
+    for sa in observed.service_accounts.iter().filter(|sa| !want.service_accounts.includes(&sa.name)) {
+        let (name, uid) = (sa.name.clone(), sa.uid.clone());
+        if want.release_policy == ReleasePolicy::Release && sa.automount_owned {
+            actions.push(Action::ReleaseAutomount { name, uid });
+        } else if sa.guarded {
+            // Retained: the token stays off, but the guard no longer holds it there.
+            actions.push(Action::UnguardAccount { name, uid });
         }
     }
     // The namespace is applied last: its annotation marks the namespace as hardened.
@@ -342,7 +349,7 @@ fn enforce(ns: &NamespaceView, want: &Desired, drift: &[Drift], observed: &Obser
 /// In Audit mode, the write that removes the tamper guard's markers from a namespace an earlier
 /// Enforce mode marked, re-applying what else nsguard holds there unchanged.
 fn unguard(ns: &NamespaceView) -> Vec<Action> {
-    if !ns.labels.contains_key(GUARD_LABEL) {
+    if !ns.owned_markers.iter().any(|k| k == GUARD_LABEL) {
         return vec![];
     }
     let keep = |map: &BTreeMap<String, String>, prefix: &str| -> BTreeMap<String, String> {

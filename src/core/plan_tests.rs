@@ -40,6 +40,14 @@ fn converged(spec: &HardeningProfileSpec) -> (NamespaceView, Observed) {
         terminating: false,
         label_managers: Default::default(),
         hardened: None,
+        // nsguard applied them, so it holds the tamper guard's markers.
+        owned_markers: want
+            .labels
+            .keys()
+            .chain(want.annotations.keys())
+            .filter(|k| crate::core::model::is_marker(k))
+            .cloned()
+            .collect(),
     };
     let observed = Observed {
         network_policies: want.network_policies.values().map(np_view).collect(),
@@ -352,5 +360,21 @@ fn audit_mode_takes_the_markers_down_and_keeps_everything_else() {
     // Once they are down, Audit mode writes nothing.
     let mut unmarked = ns.clone();
     unmarked.labels.remove(GUARD_LABEL);
+    unmarked.owned_markers.clear();
     assert!(plan(&unmarked, governed(audit), &observed).actions.is_empty());
+}
+
+#[test]
+fn a_marker_another_manager_set_is_not_nsguards_to_take_down() {
+    use crate::core::model::EXEMPT_ANNOTATION;
+    let (mut ns, observed) = converged(&HardeningProfileSpec::default());
+    ns.annotations.insert(EXEMPT_ANNOTATION.into(), "default".into());
+    // Someone else's: applying cannot remove it, so nsguard does not try (on every look).
+    assert!(plan(&ns, governed(HardeningProfileSpec::default()), &observed).actions.is_empty());
+    // nsguard's own (the profile's exemptions were emptied): taken down.
+    ns.owned_markers.push(EXEMPT_ANNOTATION.into());
+    let p = plan(&ns, governed(HardeningProfileSpec::default()), &observed);
+    assert!(
+        matches!(&p.actions[..], [Action::ApplyNamespace { annotations, .. }] if !annotations.contains_key(EXEMPT_ANNOTATION))
+    );
 }

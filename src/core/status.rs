@@ -87,7 +87,9 @@ pub fn aggregate<'a>(
         if result.failed {
             t.failed.push((namespace, &result.detail));
         }
-        if result.fighting {
+        // The profile lists a fight while the rival's change stands (the namespace's own condition
+        // keeps saying Conflicting for the whole episode).
+        if result.fighting && result.outcome != Outcome::Compliant {
             t.fighting.push(match result.rivals.as_slice() {
                 [] => namespace.to_owned(),
                 rivals => format!("{namespace} (field manager {})", rivals.join(", ")),
