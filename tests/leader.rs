@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use openmetrics_parser::OpenMetricsValue;
@@ -141,10 +141,31 @@ async fn a_stalled_leader_writes_nothing_once_another_took_over() {
         })
         .await;
     }
+    // Everything a writes for them done: the condition last, the default ServiceAccount's token,
+    // and a's write counter no longer moving (a response still in flight when a is stopped would
+    // count after it resumes, for a write made while it led).
+    for ns in [&drifting, &quiet] {
+        eventually("the namespaces' condition and tokens", || async {
+            let n = namespaces.get(ns).await.ok()?;
+            let hardened = n.status?.conditions?.iter().any(|c| c.type_ == "nsguard.io/Hardened" && c.status == "True");
+            let sa = Api::<ServiceAccount>::namespaced(admin.clone(), ns).get("default").await.ok()?;
+            (hardened && sa.automount_service_account_token == Some(false)).then_some(())
+        })
+        .await;
+    }
+    let last = std::sync::Mutex::new(a.writes().await);
+    let a_writes = eventually("a's writes to settle", || async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = a.writes().await;
+        let mut previous = last.lock().expect("lock");
+        let settled = now == *previous;
+        *previous = now;
+        settled.then_some(now)
+    })
+    .await;
     let quiet_events = nsguard_events(&admin, &quiet).await.len();
 
     // a stalls (SIGSTOP) past its lease; b takes over and heals drift made meanwhile.
-    let a_writes = a.writes().await;
     signal(&a.child, "-STOP");
     let drift = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}});
     namespaces.patch(&drifting, &PatchParams::default(), &Patch::Merge(&drift)).await.expect("drift");
