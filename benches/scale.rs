@@ -629,11 +629,7 @@ impl Bench {
                 .await
                 .expect("user policy");
         }
-        let pod: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bench-pod"},
-            "spec": {"securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
-                    "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}}))
-        .expect("pod");
+        let pod = restricted_pod("bench-pod", "default", None);
         let measure = |round: &'static str| {
             let (admin, names, pod) = (admin.clone(), names.clone(), pod.clone());
             async move {

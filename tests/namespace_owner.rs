@@ -6,23 +6,14 @@
 mod support;
 
 use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Client, ResourceExt};
+use nsguard::core::report::resource as reports;
 use serde_json::{Value, json};
 use support::operator::{Operator, profile_resource};
 use support::*;
 
 const ENFORCE: &str = "pod-security.kubernetes.io/enforce";
-
-fn reports() -> ApiResource {
-    ApiResource {
-        group: "openreports.io".into(),
-        version: "v1alpha1".into(),
-        api_version: "openreports.io/v1alpha1".into(),
-        kind: "Report".into(),
-        plural: "reports".into(),
-    }
-}
 
 /// The namespace's `nsguard.io/Hardened` condition, read as `client`.
 async fn hardened(client: &Client, ns: &str) -> Option<NamespaceCondition> {

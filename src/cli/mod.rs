@@ -196,11 +196,7 @@ pub async fn status(args: &StatusArgs, client: Client) -> anyhow::Result<i32> {
     inputs.network_policies = policies.iter().map(NetworkPolicyView::from_object).collect();
 
     let mut last: std::collections::HashMap<String, LastDrift> = std::collections::HashMap::new();
-    let mut drift_events: Vec<&Event> = events
-        .iter()
-        .filter(|e| e.reporting_controller.as_deref() == Some("nsguard"))
-        .filter(|e| matches!(e.reason.as_deref(), Some("DriftCorrected" | "DriftDetected" | "DriftFight")))
-        .collect();
+    let mut drift_events: Vec<&Event> = events.iter().filter(|e| is_drift_event(e)).collect();
     drift_events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
     for e in drift_events {
         if let (Some(ns), Some(time)) = (event_namespace(e), &e.event_time) {
@@ -233,6 +229,12 @@ pub async fn status(args: &StatusArgs, client: Client) -> anyhow::Result<i32> {
         TextOrJson::Text => print!("{}", status_table(&rows)),
     }
     Ok(0)
+}
+
+/// An event of nsguard's about drift (corrected, detected, or fought over).
+fn is_drift_event(e: &Event) -> bool {
+    e.reporting_controller.as_deref() == Some("nsguard")
+        && matches!(e.reason.as_deref(), Some("DriftCorrected" | "DriftDetected" | "DriftFight"))
 }
 
 fn status_table(rows: &[StatusRow]) -> String {

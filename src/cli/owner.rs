@@ -9,8 +9,8 @@ use kube::api::{Api, DynamicObject, ListParams};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::TextOrJson;
 use super::offline::columns;
+use super::{TextOrJson, is_drift_event};
 use crate::core::condition::HARDENED;
 use crate::core::model::PROFILE_ANNOTATION;
 use crate::core::report;
@@ -49,13 +49,8 @@ pub async fn status(namespace: &str, output: TextOrJson, client: Client) -> anyh
         .or_else(|| ns.metadata.annotations.as_ref().and_then(|a| a.get(PROFILE_ANNOTATION).cloned()));
     let mode = first.and_then(|c| c["properties"]["mode"].as_str().map(str::to_owned));
     let events = Api::<Event>::namespaced(client, namespace).list(&ListParams::default()).await?;
-    let last_drift = events
-        .items
-        .iter()
-        .filter(|e| e.reporting_controller.as_deref() == Some("nsguard"))
-        .filter(|e| matches!(e.reason.as_deref(), Some("DriftCorrected" | "DriftDetected" | "DriftFight")))
-        .max_by_key(|e| e.event_time.as_ref().map(|t| t.0))
-        .map(|e| {
+    let last_drift =
+        events.items.iter().filter(|e| is_drift_event(e)).max_by_key(|e| e.event_time.as_ref().map(|t| t.0)).map(|e| {
             let at = e.event_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
             format!("{} at {at}: {}", e.reason.as_deref().unwrap_or_default(), e.note.as_deref().unwrap_or_default())
         });

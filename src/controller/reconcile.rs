@@ -38,7 +38,6 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
         report: ctx.report(&ns.name),
     };
     let plan = plan(&ns, governance, &observed);
-    let subject = |writes: &[crate::core::plan::Action]| subject(writes, &[], &observed);
     let now = Instant::now();
     let decision = {
         let mut state = ctx.state();
@@ -58,7 +57,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
                 decision.taken(state.namespaces.entry(ns.name.clone()).or_default(), name, now)
             };
             if let Some(announcement) = announcement {
-                publish(&ctx, &ns, &subject(&[]), &announcement).await;
+                publish(&ctx, &ns, &subject(&[], &[], &observed), &announcement).await;
             }
             // The rest of the hardening goes ahead at once, without that policy.
             return Ok(Requeue::requeue(Duration::from_millis(200)));
@@ -89,7 +88,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
     }
     ctx.status_dirty.notify_one();
     count(&ctx, &decision, plan.outcome);
-    let about = crate::core::announce::subject(&decision.writes, &decision.reports, &observed);
+    let about = subject(&decision.writes, &decision.reports, &observed);
     for announcement in &decision.announce {
         publish(&ctx, &ns, &about, announcement).await;
     }

@@ -118,10 +118,7 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
         rivals: plan.rivals.clone(),
         taken: vec![],
     };
-    let pending = Pending {
-        namespace: memory.pending.is_pending(&ObjectKey::new("Namespace", "", namespace), now),
-        report: memory.pending.is_pending(&ObjectKey::new("Report", namespace, report::NAME), now),
-    };
+    let pending = Pending::of(memory, namespace, now);
     let after_pending = if waiting {
         Next::After(PendingWrites::EXPIRY)
     } else if memory.fighting {
@@ -279,11 +276,7 @@ impl Decision {
         result.failed = true;
         // The error's first line: retries of the same failure show the same message.
         result.detail = error.lines().next().unwrap_or_default().to_owned();
-        let pending = Pending {
-            namespace: memory.pending.is_pending(&ObjectKey::new("Namespace", "", namespace), now),
-            report: memory.pending.is_pending(&ObjectKey::new("Report", namespace, report::NAME), now),
-        };
-        let writes = reports(namespace, plan, &result, pending).0;
+        let writes = reports(namespace, plan, &result, Pending::of(memory, namespace, now)).0;
         memory.result = Some(result);
         writes
     }
@@ -326,6 +319,15 @@ fn reports(namespace: &str, plan: &Plan, result: &NamespaceResult, pending: Pend
 struct Pending {
     namespace: bool,
     report: bool,
+}
+
+impl Pending {
+    fn of(memory: &mut Memory, namespace: &str, now: Instant) -> Self {
+        Self {
+            namespace: memory.pending.is_pending(&ObjectKey::new("Namespace", "", namespace), now),
+            report: memory.pending.is_pending(&ObjectKey::new("Report", namespace, report::NAME), now),
+        }
+    }
 }
 
 /// After an apply of NetworkPolicy `want` returned `got`: another manager owns a field that was

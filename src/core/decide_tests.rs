@@ -57,13 +57,7 @@ pub(super) fn plan_for(situation: Situation, mode: &str) -> Plan {
         label_managers: Default::default(),
         hardened: None,
         // nsguard applied them, so it holds the tamper guard's markers.
-        owned_markers: want
-            .labels
-            .keys()
-            .chain(want.annotations.keys())
-            .filter(|k| crate::core::model::is_marker(k))
-            .cloned()
-            .collect(),
+        owned_markers: want.marker_keys(),
     };
     let converged = Observed {
         network_policies: want

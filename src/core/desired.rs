@@ -12,6 +12,8 @@ use kube::api::ObjectMeta;
 use crate::core::crd::{
     HardeningProfileSpec, LabelSelector, Mode, PodOverride, ReleasePolicy, SelectorOperator, ServiceAccountScope,
 };
+#[cfg(test)]
+use crate::core::model::is_marker;
 use crate::core::model::{
     EXEMPT_ANNOTATION, GUARD_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, POD_TOKEN_GUARD_ANNOTATION, PROFILE_ANNOTATION,
     PSA_PREFIX, RELEASE_POLICY_ANNOTATION,
@@ -144,6 +146,15 @@ pub fn desired(profile_name: &str, spec: &HardeningProfileSpec, namespace: &str)
             exempt: sa.exempt.clone(),
         },
         release_policy: spec.release_policy,
+    }
+}
+
+impl Desired {
+    /// The tamper guard's marker keys (labels and annotations) this desired state sets: what
+    /// nsguard holds on a namespace it applied.
+    #[cfg(test)]
+    pub fn marker_keys(&self) -> Vec<String> {
+        self.labels.keys().chain(self.annotations.keys()).filter(|k| is_marker(k)).cloned().collect()
     }
 }
 

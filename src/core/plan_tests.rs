@@ -41,13 +41,7 @@ fn converged(spec: &HardeningProfileSpec) -> (NamespaceView, Observed) {
         label_managers: Default::default(),
         hardened: None,
         // nsguard applied them, so it holds the tamper guard's markers.
-        owned_markers: want
-            .labels
-            .keys()
-            .chain(want.annotations.keys())
-            .filter(|k| crate::core::model::is_marker(k))
-            .cloned()
-            .collect(),
+        owned_markers: want.marker_keys(),
     };
     let observed = Observed {
         network_policies: want.network_policies.values().map(np_view).collect(),

@@ -328,14 +328,24 @@ pub mod operator;
 pub mod process;
 pub mod proxy;
 
-/// The namespace an event of nsguard's is about: the Namespace it regards (then it lives in
-/// `default`) or is related to (then it lives in that namespace, regarding an object of nsguard's).
-pub fn event_namespace(e: &k8s_openapi::api::events::v1::Event) -> Option<&str> {
-    [e.related.as_ref(), e.regarding.as_ref()]
-        .into_iter()
-        .flatten()
-        .find(|r| r.kind.as_deref() == Some("Namespace"))
-        .and_then(|r| r.name.as_deref())
+pub use nsguard::core::announce::event_namespace;
+
+/// A Pod that passes Pod Security `restricted`, running as `service_account`, with
+/// `automountServiceAccountToken` set to `mount_token` (or left unset).
+pub fn restricted_pod(name: &str, service_account: &str, mount_token: Option<bool>) -> k8s_openapi::api::core::v1::Pod {
+    let mut pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "serviceAccountName": service_account,
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}],
+        }
+    });
+    if let Some(mount) = mount_token {
+        pod["spec"]["automountServiceAccountToken"] = serde_json::json!(mount);
+    }
+    serde_json::from_value(pod).expect("pod")
 }
 
 /// Events nsguard published about namespace `ns`, wherever they live.
