@@ -116,6 +116,11 @@ struct RunArgs {
     /// Seconds between full re-checks of every namespace (a backstop; drift is handled from watches).
     #[arg(long, env = "NSGUARD_RESYNC_SECONDS", default_value_t = 1800)]
     resync_seconds: u64,
+
+    /// Seconds between re-checks of a namespace whose Pod Security enforce level is held below its
+    /// profile's (rollout: Gated), plus up to a fifth more, spread by namespace name.
+    #[arg(long, env = "NSGUARD_ENFORCE_RECHECK_SECONDS", default_value_t = 300)]
+    enforce_recheck_seconds: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -219,6 +224,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         profile_selector: args.profile_selector.clone(),
         concurrency: args.concurrency.max(1),
         resync: Duration::from_secs(args.resync_seconds.max(10)),
+        enforce_recheck: Duration::from_secs(args.enforce_recheck_seconds.max(1)),
         instance: Some(identity.clone()),
         ..Settings::default()
     };

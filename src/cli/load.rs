@@ -227,7 +227,24 @@ fn profile_from(value: &Value) -> Result<Profile, FieldError> {
 }
 
 /// Checks every HardeningProfile in the files. Returns the errors and how many profiles were read.
-pub fn validate(paths: &[PathBuf]) -> Result<(Vec<FileError>, usize), String> {
+/// What `nsguard validate` finds at `now`: errors (invalid profiles, and exceptions nsguard
+/// refuses), warnings (exceptions expiring within 7 days), and how many profiles were read.
+pub fn validate(
+    paths: &[PathBuf],
+    now: k8s_openapi::jiff::Timestamp,
+) -> Result<(Vec<FileError>, Vec<FileError>, usize), String> {
     let inputs = load(paths)?;
-    Ok((inputs.errors, inputs.profiles.len()))
+    let mut errors = inputs.errors;
+    let mut warnings = Vec::new();
+    for (origin, profile) in &inputs.profiles {
+        let Ok(valid) = &profile.spec else { continue };
+        let located = |field: String, message: String| FileError { origin: origin.clone(), field, message };
+        for e in crate::core::exceptions::refusals(&valid.spec, now) {
+            errors.push(located(e.field, e.message));
+        }
+        for soon in crate::core::exceptions::summary(&valid.exceptions, now).expiring_soon {
+            warnings.push(located(String::new(), format!("expires within 7 days: {soon}")));
+        }
+    }
+    Ok((errors, warnings, inputs.profiles.len()))
 }

@@ -129,12 +129,19 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<i32> {
     Ok(if inputs.errors.is_empty() { 0 } else { 1 })
 }
 
-/// `nsguard validate`. Exit status 1 on any error.
+/// `nsguard validate`. Exit status 1 on any error (an exception whose `expires` lies more than 90
+/// days ahead is one); exceptions expiring within 7 days are warnings.
 pub fn validate(args: &ValidateArgs) -> anyhow::Result<i32> {
-    let (errors, profiles) = offline::validate(&args.paths).map_err(anyhow::Error::msg)?;
+    let (errors, warnings, profiles) =
+        offline::validate(&args.paths, k8s_openapi::jiff::Timestamp::now()).map_err(anyhow::Error::msg)?;
     match args.output {
-        TextOrJson::Json => println!("{}", serde_json::json!({"profiles": profiles, "errors": errors})),
+        TextOrJson::Json => {
+            println!("{}", serde_json::json!({"profiles": profiles, "errors": errors, "warnings": warnings}));
+        }
         TextOrJson::Text => {
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
             for e in &errors {
                 println!("{e}");
             }

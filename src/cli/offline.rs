@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 pub use super::load::{FileError, Inputs, Origin, load, validate};
-use crate::core::crd::Mode;
+use crate::core::crd::{Mode, Rollout};
 use crate::core::desired::release_policy_str;
 use crate::core::model::{NamespaceView, NetworkPolicyView, Profile, ServiceAccountView};
 use crate::core::plan::{Action, Drift, Observed, Outcome, Plan, plan};
@@ -37,8 +37,26 @@ pub struct NamespacePlan {
     pub service_accounts: Vec<ServiceAccountChange>,
     /// What differs from the baseline now.
     pub drift: Vec<Drift>,
+    /// The Pod Security enforce level nsguard would set, and how (Enforce mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enforce: Option<EnforcePreview>,
     #[serde(skip)]
     plan: Plan,
+}
+
+/// The enforce level a namespace would get: the profile's, or an exception's, through the rollout
+/// gate when it is raised.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnforcePreview {
+    /// `level:version` nsguard aims for (an exception's, while one applies).
+    pub level: String,
+    /// The exception that lowers it, if any.
+    pub exception: Option<String>,
+    /// `Unchanged`, `Immediate`, or `Gated`: raised only as far as the existing pods allow.
+    pub rollout: &'static str,
+    /// What the gate depends on.
+    pub note: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -86,7 +104,12 @@ pub fn plan_all(inputs: &Inputs, exclusions: &Exclusions) -> Vec<NamespacePlan> 
             let mut network_policies: Vec<Arc<NetworkPolicyView>> =
                 inputs.network_policies.iter().filter(|np| np.namespace == ns.name).cloned().map(Arc::new).collect();
             network_policies.sort_by(|a, b| a.name.cmp(&b.name));
-            let observed = Observed { network_policies, service_accounts, report: Default::default() };
+            let observed = Observed {
+                network_policies,
+                service_accounts,
+                now: k8s_openapi::jiff::Timestamp::now(),
+                ..Default::default()
+            };
             {
                 // Offline, the files are the whole truth: a profile missing from them is one the
                 // GitOps tool will delete, which releases its namespaces.
@@ -159,8 +182,26 @@ fn namespace_plan(ns: &NamespaceView, plan: Plan) -> NamespacePlan {
         network_policies,
         service_accounts,
         drift: plan.drift.clone(),
+        enforce: enforce_preview(ns, &plan),
         plan,
     }
+}
+
+fn enforce_preview(ns: &NamespaceView, plan: &Plan) -> Option<EnforcePreview> {
+    let want = plan.desired.as_ref().filter(|d| d.mode == Mode::Enforce)?;
+    let level = format!("{}:{}", want.enforce.level.as_str(), want.enforce.version);
+    let raised = crate::core::gate::raises(crate::core::gate::enforced(ns), &want.enforce);
+    let (rollout, note) = match want.rollout {
+        _ if !raised => ("Unchanged", None),
+        Rollout::Immediate => ("Immediate", None),
+        Rollout::Gated => (
+            "Gated",
+            Some(format!(
+                "before enforcing {level}, nsguard asks the API server (a dry-run) whether existing pods would violate it, and holds enforce at the strictest level they pass until they do not; that check needs the cluster"
+            )),
+        ),
+    };
+    Some(EnforcePreview { level, exception: plan.exception.as_ref().map(|e| e.describe()), rollout, note })
 }
 
 /// `-o json`: `{"namespaces": [...]}`.
@@ -190,7 +231,21 @@ pub fn render_table(plans: &[NamespacePlan]) -> String {
             ]
         })
         .collect();
-    columns(&["NAMESPACE", "PROFILE", "ACTION", "OVERRIDDEN", "CHANGES"], &rows)
+    let mut out = columns(&["NAMESPACE", "PROFILE", "ACTION", "OVERRIDDEN", "CHANGES"], &rows);
+    for p in plans {
+        if let Some(e) = &p.enforce
+            && let Some(exception) = &e.exception
+        {
+            out.push_str(&format!("{}: enforce {} by {exception}\n", p.namespace, e.level));
+        }
+    }
+    let gated = plans.iter().filter(|p| p.enforce.as_ref().is_some_and(|e| e.rollout == "Gated")).count();
+    if gated > 0 {
+        out.push_str(&format!(
+            "{gated} namespace(s) raise enforce through the rollout gate (rollout: Gated): whether existing pods allow it is decided by a dry-run on the cluster, which a plan cannot do; enforce may be held at a lower level until they do\n"
+        ));
+    }
+    out
 }
 
 /// Left-aligned columns separated by three spaces, as kubectl prints tables.

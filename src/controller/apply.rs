@@ -17,6 +17,7 @@ use serde_json::json;
 
 use super::context::Context;
 use super::error::{Error, Result};
+use super::gate::send_warned;
 use crate::core::decide::{action_key, recreate_after_apply};
 use crate::core::model::{FIELD_MANAGER, NamespaceView, NetworkPolicyView, TOKEN_GUARD_LABEL};
 use crate::core::plan::Action;
@@ -44,23 +45,25 @@ pub fn gone(e: &kube::Error) -> bool {
 }
 
 /// Runs `writes`: everything but the namespace, a bounded number at a time; the namespace (its
-/// annotation marks it hardened) last.
-pub async fn execute(ctx: &Context, ns: &NamespaceView, writes: &[Action]) -> Result<()> {
+/// annotation marks it hardened) last. Returns the API's warnings to the namespace writes.
+pub async fn execute(ctx: &Context, ns: &NamespaceView, writes: &[Action]) -> Result<Vec<String>> {
     let (namespace_writes, others): (Vec<&Action>, Vec<&Action>) =
         writes.iter().partition(|a| matches!(a, Action::ApplyNamespace { .. }));
     // Boxed: keeps the future's type nameable, so the controller's stream stays `Send`. Every
     // write runs to its end (and is recorded) even when another fails; the first error is returned.
-    let writes: Vec<futures::future::BoxFuture<'_, Result<()>>> =
+    let writes: Vec<futures::future::BoxFuture<'_, Result<Vec<String>>>> =
         others.into_iter().map(|a| execute_one(ctx, ns, a).boxed()).collect();
-    let results: Vec<Result<()>> = stream::iter(writes).buffer_unordered(WRITE_CONCURRENCY).collect().await;
-    results.into_iter().collect::<Result<Vec<()>>>()?;
+    let results: Vec<Result<Vec<String>>> = stream::iter(writes).buffer_unordered(WRITE_CONCURRENCY).collect().await;
+    results.into_iter().collect::<Result<Vec<_>>>()?;
+    let mut warnings = Vec::new();
     for a in namespace_writes {
-        execute_one(ctx, ns, a).await?;
+        warnings.extend(execute_one(ctx, ns, a).await?);
     }
-    Ok(())
+    Ok(warnings)
 }
 
-async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Result<()> {
+async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let namespace = ns.name.as_str();
     let (written, resource, verb) = match action {
@@ -77,10 +80,22 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
             }
             let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata});
             let before = ctx.namespaces.get(&ObjectRef::new(namespace)).and_then(|n| n.resource_version());
-            let api = Api::<Namespace>::all(ctx.client.clone());
-            let written = match ctx.guarded(api.patch(namespace, &apply, &Patch::Apply(&patch))).await? {
-                Ok(after) if after.resource_version() == before => Written::Nothing,
-                Ok(after) => Written::Object(after.resource_version()),
+            // Through the raw path, to read Pod Security Admission's warnings about existing pods.
+            let request = kube::core::Request::new("/api/v1/namespaces")
+                .patch(namespace, &apply, &Patch::Apply(&patch))
+                .map_err(|e| Error::ApplyNamespace {
+                    namespace: namespace.to_owned(),
+                    source: kube::Error::BuildRequest(e),
+                })?;
+            let written = match ctx.guarded(send_warned::<Namespace>(&ctx.client, request)).await? {
+                Ok((after, said)) => {
+                    warnings = said;
+                    if after.resource_version() == before {
+                        Written::Nothing
+                    } else {
+                        Written::Object(after.resource_version())
+                    }
+                }
                 Err(e) if gone(&e) => Written::Nothing,
                 Err(source) => return Err(Error::ApplyNamespace { namespace: namespace.to_owned(), source }),
             };
@@ -205,7 +220,7 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
         let pending = &mut state.namespaces.entry(namespace.to_owned()).or_default().pending;
         pending.record_version(key, Instant::now(), version.as_deref());
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// Applies nsguard's condition to the namespace's status subresource (only that condition: the list

@@ -47,6 +47,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("dry-running a raised Pod Security enforce level on namespace {namespace}: {source}")]
+    DryRun {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("NetworkPolicy {namespace}/{name} exists and was not created by nsguard")]
     Taken { namespace: String, name: String },
     #[error("not written: this replica does not hold the leader lease")]

@@ -10,6 +10,7 @@ mod apply;
 mod context;
 mod error;
 pub mod events;
+mod gate;
 pub mod index;
 pub mod leader;
 mod reconcile;

@@ -12,8 +12,11 @@ use super::apply::execute;
 use super::context::{Context, NamespaceMeta};
 use super::error::Error;
 use super::events::Pending;
+use super::gate::probe;
 use crate::core::announce::{Announcement, Subject, subject, summary};
+use crate::core::crd::Rollout;
 use crate::core::decide::{Decision, Next, decide};
+use crate::core::gate::{self, Step};
 use crate::core::model::NamespaceView;
 use crate::core::plan::{Observed, Outcome, plan};
 use crate::core::selection::govern;
@@ -32,13 +35,15 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
     if let Some(p) = governance.profile_name() {
         tracing::Span::current().record("profile", p);
     }
-    let observed = Observed {
+    let mut observed = Observed {
         network_policies: ctx.network_policies.in_namespace(&ns.name),
         service_accounts: ctx.service_accounts.in_namespace(&ns.name),
         report: ctx.report(&ns.name),
+        now: k8s_openapi::jiff::Timestamp::now(),
+        hold: None,
     };
-    let plan = plan(&ns, governance, &observed);
     let now = Instant::now();
+    let plan = gated_plan(&ctx, &ns, governance, &mut observed, now).await?;
     let decision = {
         let mut state = ctx.state();
         let memory = state.namespaces.entry(ns.name.clone()).or_default();
@@ -46,8 +51,22 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
     };
 
     let executed = match execute(&ctx, &ns, &decision.writes).await {
-        Ok(()) => execute(&ctx, &ns, &decision.reports).await,
-        failed => failed,
+        Ok(warnings) => {
+            if let Some(want) = plan.desired.as_ref().filter(|d| d.rollout == Rollout::Gated)
+                && gate::violated(&warnings)
+            {
+                // Pods the view did not show violate what was just enforced: back to where enforce
+                // was, and through the gate at once.
+                warn!(warnings = ?warnings, "existing pods violate the enforce level just set; holding it back");
+                let mut state = ctx.state();
+                let memory = state.namespaces.entry(ns.name.clone()).or_default();
+                memory.hold = Some(gate::provisional(&ns, &want.enforce, &warnings, now));
+                memory.suspect = true;
+                return Ok(Requeue::requeue(Duration::from_millis(50)));
+            }
+            execute(&ctx, &ns, &decision.reports).await.map(drop)
+        }
+        Err(e) => Err(e),
     };
     if let Err(e) = executed {
         if let Error::Taken { name, .. } = &e {
@@ -97,6 +116,50 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
         Next::Resync => Requeue::requeue(ctx.settings.resync),
         Next::After(wait) => Requeue::requeue(wait),
     })
+}
+
+/// The plan, through the rollout gate: when raising enforce needs a dry-run first, run it and
+/// plan again with the hold it finds (or none).
+async fn gated_plan(
+    ctx: &Context,
+    ns: &NamespaceView,
+    governance: crate::core::selection::Governance,
+    observed: &mut Observed,
+    now: Instant,
+) -> Result<crate::core::plan::Plan, Error> {
+    let first = plan(ns, governance.clone(), observed);
+    let Some(want) = &first.desired else { return Ok(first) };
+    let (cached, suspect) = {
+        let state = ctx.state();
+        state.namespaces.get(&ns.name).map(|m| (m.hold.clone(), m.suspect)).unwrap_or_default()
+    };
+    let hold = match gate::step(ns, want, observed.service_accounts.len(), cached.as_ref(), suspect, now) {
+        Step::Pass => None,
+        Step::Held(hold) => Some(hold),
+        // Followers write nothing: they keep what the leader's view would be without asking.
+        Step::Probe(_) if !ctx.is_leader() => cached,
+        Step::Probe(levels) => {
+            let results = probe(ctx, &ns.name, &want.enforce, &levels).await?;
+            let recheck = gate::jittered(ctx.settings.enforce_recheck, &ns.name);
+            let hold = gate::resolve(ns, &want.enforce, &results, now, recheck);
+            if let Some(h) = &hold {
+                info!(level = h.level.as_str(), detail = %h.describe(), "enforce held");
+            }
+            let mut state = ctx.state();
+            let memory = state.namespaces.entry(ns.name.clone()).or_default();
+            memory.suspect = false;
+            memory.hold = hold.clone();
+            hold
+        }
+    };
+    if hold.is_none() {
+        if let Some(memory) = ctx.state().namespaces.get_mut(&ns.name) {
+            memory.hold = None;
+        }
+        return Ok(first);
+    }
+    observed.hold = hold;
+    Ok(plan(ns, governance, observed))
 }
 
 /// Metrics and logs for what a reconcile did.

@@ -21,6 +21,9 @@ pub struct Settings {
     pub instance: Option<String>,
     /// How long status updates are coalesced.
     pub status_interval: Duration,
+    /// How often a namespace whose enforce level is held is checked again (plus up to a fifth,
+    /// spread by name).
+    pub enforce_recheck: Duration,
 }
 
 impl Default for Settings {
@@ -33,6 +36,7 @@ impl Default for Settings {
             resync: Duration::from_secs(30 * 60),
             instance: None,
             status_interval: Duration::from_millis(500),
+            enforce_recheck: Duration::from_secs(300),
         }
     }
 }

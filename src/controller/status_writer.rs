@@ -59,6 +59,8 @@ pub async fn run(ctx: Arc<Context>) {
             let results = || state.namespaces.iter().filter_map(|(ns, m)| Some((ns.as_str(), m.result.as_ref()?)));
             let orphaned = results().filter(|(_, r)| r.outcome == Outcome::Orphaned).count();
             ctx.metrics.orphaned.set(i64::try_from(orphaned).unwrap_or(i64::MAX));
+            let held = results().filter(|(_, r)| r.held.is_some()).count();
+            ctx.metrics.enforce_held.set(i64::try_from(held).unwrap_or(i64::MAX));
             let now = Time(k8s_openapi::jiff::Timestamp::now());
             aggregate(&profiles, results(), &previous, &state.corrections, &now)
         };
@@ -67,6 +69,8 @@ pub async fn run(ctx: Arc<Context>) {
             let labels = ProfileLabels { profile: name.clone() };
             ctx.metrics.matched.get_or_create(&labels).set(i64::from(status.matched_namespaces));
             ctx.metrics.compliant.get_or_create(&labels).set(i64::from(status.compliant_namespaces));
+            let active = status.exceptions.as_ref().map_or(0, |e| e.active);
+            ctx.metrics.exceptions_active.get_or_create(&labels).set(i64::from(active));
             gauged.insert(name.clone());
             if ctx.is_leader() {
                 ok &= write_status(&ctx, &name, status).await;
@@ -90,6 +94,7 @@ fn forget_gone_profiles(ctx: &Context, profiles: &[Arc<Profile>], gauged: &mut H
             let labels = ProfileLabels { profile: name.clone() };
             ctx.metrics.matched.remove(&labels);
             ctx.metrics.compliant.remove(&labels);
+            ctx.metrics.exceptions_active.remove(&labels);
         }
         keep
     });

@@ -15,6 +15,10 @@ pub struct Reported {
     pub drift: Vec<Drift>,
     pub overridden: Vec<String>,
     pub orphaned: bool,
+    /// The level the rollout gate held enforce at.
+    pub held: Option<crate::core::crd::PodSecurityLevel>,
+    /// The exception that applied, and when it expires.
+    pub exception: Option<(String, k8s_openapi::jiff::Timestamp)>,
 }
 
 /// Normal or Warning.
@@ -111,7 +115,52 @@ pub fn announcements(
             ),
         );
     }
+    gate_announcements(plan, reported, writing, shown, &mut say);
     (out, detected)
+}
+
+/// The rollout gate's and the exceptions' events.
+fn gate_announcements(
+    plan: &Plan,
+    reported: &Reported,
+    writing: bool,
+    shown: bool,
+    say: &mut impl FnMut(Severity, &'static str, &'static str, String),
+) {
+    let profile = plan.governance.profile_name().unwrap_or_default();
+    let shown_held = plan.shown.as_ref().and_then(|c| c.reason.as_deref()) == Some("EnforceHeld");
+    match (&plan.held, plan.desired.as_ref()) {
+        (Some(hold), _) if reported.held != Some(hold.level) && !shown => say(
+            Severity::Warning,
+            "EnforceHeld",
+            "Hold",
+            format!("Profile {profile}: {}; re-checked periodically, promoted once clean", hold.describe()),
+        ),
+        (None, Some(want)) if (reported.held.is_some() || shown_held) && writing => say(
+            Severity::Normal,
+            "EnforcePromoted",
+            "Promote",
+            format!(
+                "Profile {profile}: no existing pod violates {}:{} any more; enforcing it",
+                want.enforce.level.as_str(),
+                want.enforce.version
+            ),
+        ),
+        _ => {}
+    }
+    if let Some((what, expires)) = &reported.exception
+        && *expires <= plan.now
+        && plan.exception.as_ref().is_none_or(|e| e.describe() != *what)
+    {
+        say(
+            Severity::Warning,
+            "ExceptionExpired",
+            "Expire",
+            format!(
+                "Profile {profile}: {what} has expired; the profile's level is enforced again (through the rollout gate)"
+            ),
+        );
+    }
 }
 
 /// What an event about a namespace regards. Namespace owners can read events only in their own

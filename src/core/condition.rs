@@ -10,6 +10,7 @@
 //! | True    | `AuditOnly`      | Audit mode, the namespace matches its profile                  |
 //! | False   | `Drifted`        | Audit mode, the namespace differs (reported, not corrected)    |
 //! | False   | `Conflicting`    | another writer keeps reverting nsguard, or holds a policy name |
+//! | False   | `EnforceHeld`    | existing pods would violate the enforce level: held below it   |
 //! | Unknown | `Converging`     | nsguard's writes are in flight, or failed and are retried      |
 //! | Unknown | `ProfileInvalid` | the profile is invalid; the last good state is kept            |
 //! | Unknown | `Orphaned`       | the profile is out of nsguard's view; nothing is released      |
@@ -60,7 +61,10 @@ pub fn verdict(result: &NamespaceResult, mode: Option<Mode>) -> Option<Verdict> 
         Outcome::Compliant if mode == Some(Mode::Audit) => {
             format!("Profile {profile} (Audit mode): matches the baseline; drift is reported, not corrected")
         }
-        Outcome::Compliant => format!("Profile {profile}: hardened, matches the baseline"),
+        Outcome::Compliant => match &result.held {
+            Some(held) => format!("Profile {profile}: {held}; re-checked periodically, promoted once clean"),
+            None => format!("Profile {profile}: hardened, matches the baseline"),
+        },
         Outcome::Drifted => format!("Profile {profile} (Audit mode, not corrected): {}", result.detail),
         Outcome::Converging if result.failed => {
             format!("Profile {profile}: a write failed and is retried: {}", result.detail)
@@ -68,6 +72,9 @@ pub fn verdict(result: &NamespaceResult, mode: Option<Mode>) -> Option<Verdict> 
         Outcome::Converging => format!("Profile {profile}: converging: {}", result.detail),
         Outcome::Held | Outcome::Orphaned => format!("Profile {profile}: {}", result.detail),
     };
+    if let Some(exception) = &result.exception {
+        message.push_str(&format!("; {exception}"));
+    }
     if !result.overridden.is_empty() {
         message.push_str(&format!(
             "; profiles {} also select this namespace, {profile} governs it",
@@ -76,6 +83,7 @@ pub fn verdict(result: &NamespaceResult, mode: Option<Mode>) -> Option<Verdict> 
     }
     let (status, reason) = match result.outcome {
         Outcome::Compliant if mode == Some(Mode::Audit) => ("True", "AuditOnly"),
+        Outcome::Compliant if result.held.is_some() => ("False", "EnforceHeld"),
         Outcome::Compliant => ("True", "Compliant"),
         Outcome::Drifted => ("False", "Drifted"),
         Outcome::Held => ("Unknown", "ProfileInvalid"),

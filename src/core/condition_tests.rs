@@ -15,6 +15,8 @@ fn result(outcome: Outcome) -> NamespaceResult {
         fighting: false,
         rivals: vec![],
         taken: vec![],
+        held: None,
+        exception: None,
     }
 }
 

@@ -15,6 +15,11 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::core::pod_security::{
+    ExceptionPodSecurity, ExceptionsStatus, PodSecurity, PodSecurityException, PodSecurityLevel, PodSecurityMode,
+    Rollout,
+};
+
 /// API group of nsguard's resources.
 pub const GROUP: &str = "nsguard.io";
 
@@ -98,6 +103,14 @@ pub struct HardeningProfileSpec {
     /// ServiceAccount settings. By default, token automount is turned off for every ServiceAccount.
     #[serde(default)]
     pub service_accounts: ServiceAccountSettings,
+
+    /// Time-boxed exceptions that lower the enforced Pod Security level of some namespaces until
+    /// they expire (audit and warn stay at the profile's levels, so the gap stays visible). At
+    /// expiry the profile's level is enforced again, through the rollout gate. An exception whose
+    /// `expires` lies more than 90 days ahead is refused: not applied, and named in the status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub exceptions: Vec<PodSecurityException>,
 }
 
 /// Whether nsguard corrects drift or only reports it.
@@ -174,68 +187,6 @@ pub enum SelectorOperator {
     Exists,
     /// The label is absent.
     DoesNotExist,
-}
-
-/// Pod Security Admission settings for the three PSA modes.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PodSecurity {
-    /// Pods that violate this level are rejected.
-    #[serde(default)]
-    pub enforce: PodSecurityMode,
-    /// Violations are recorded in the API server's audit log.
-    #[serde(default)]
-    pub audit: PodSecurityMode,
-    /// Violations are returned to the user as warnings.
-    #[serde(default)]
-    pub warn: PodSecurityMode,
-}
-
-/// A Pod Security Standards level and version.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PodSecurityMode {
-    /// The Pod Security Standards level: `privileged`, `baseline` or `restricted` (the default).
-    #[serde(default)]
-    pub level: PodSecurityLevel,
-    /// The version of the standard: `latest` (the default) or `v1.N`, e.g. `v1.36`.
-    #[serde(default = "latest")]
-    #[schemars(length(max = 16), regex(pattern = PSA_VERSION))]
-    pub version: String,
-}
-
-fn latest() -> String {
-    "latest".to_owned()
-}
-
-impl Default for PodSecurityMode {
-    fn default() -> Self {
-        Self { level: PodSecurityLevel::Restricted, version: latest() }
-    }
-}
-
-/// A Pod Security Standards level.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum PodSecurityLevel {
-    /// Unrestricted.
-    Privileged,
-    /// Prevents known privilege escalations.
-    Baseline,
-    /// Current pod hardening best practice.
-    #[default]
-    Restricted,
-}
-
-impl PodSecurityLevel {
-    /// The label value Pod Security Admission reads.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Privileged => "privileged",
-            Self::Baseline => "baseline",
-            Self::Restricted => "restricted",
-        }
-    }
 }
 
 /// The NetworkPolicies nsguard maintains.
@@ -387,6 +338,10 @@ pub struct HardeningProfileStatus {
     /// `nsguard status` for all of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub non_compliant: Vec<NonCompliantNamespace>,
+    /// The profile's Pod Security exceptions: how many are in force, the next expiry, and those
+    /// refused or expiring within 7 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exceptions: Option<ExceptionsStatus>,
 }
 
 /// A namespace that does not match its profile's baseline.

@@ -42,6 +42,10 @@ pub struct Memory {
     /// NetworkPolicies whose name an object nsguard did not create already holds, and since when:
     /// left alone, and tried again only after [`TAKEN_RETRY`].
     pub taken: BTreeMap<String, Instant>,
+    /// The rollout gate's last hold on enforce (re-checked when due).
+    pub hold: Option<crate::core::gate::Hold>,
+    /// A namespace write's warnings said existing pods violate what it set: the gate looks now.
+    pub suspect: bool,
 }
 
 /// How long nsguard leaves a NetworkPolicy name that another object holds before trying again.
@@ -117,15 +121,20 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
         fighting: false,
         rivals: plan.rivals.clone(),
         taken: vec![],
+        held: plan.held.as_ref().map(crate::core::gate::Hold::describe),
+        exception: plan.exception.as_ref().map(crate::core::exceptions::Exception::describe),
     };
     let pending = Pending::of(memory, namespace, now);
-    let after_pending = if waiting {
-        Next::After(PendingWrites::EXPIRY)
-    } else if memory.fighting {
-        Next::After(CorrectionHistory::WINDOW + Duration::from_secs(1))
-    } else {
-        Next::Resync
-    };
+    let after_pending = sooner(
+        if waiting {
+            Next::After(PendingWrites::EXPIRY)
+        } else if memory.fighting {
+            Next::After(CorrectionHistory::WINDOW + Duration::from_secs(1))
+        } else {
+            Next::Resync
+        },
+        plan.wake(now),
+    );
     let quiet = |result| Decision {
         writes: vec![],
         reports: vec![],
@@ -240,6 +249,8 @@ impl Decision {
             drift: plan.drift.clone(),
             overridden: plan.governance.overridden().to_vec(),
             orphaned: plan.outcome == Outcome::Orphaned,
+            held: plan.held.as_ref().map(|h| h.level),
+            exception: plan.exception.as_ref().map(|e| (e.describe(), e.expires)),
         };
         memory.result = Some(self.result.clone());
     }
@@ -279,6 +290,15 @@ impl Decision {
         let writes = reports(namespace, plan, &result, Pending::of(memory, namespace, now)).0;
         memory.result = Some(result);
         writes
+    }
+}
+
+/// The sooner of `next` and a wake-up after `wake`.
+fn sooner(next: Next, wake: Option<Duration>) -> Next {
+    match (next, wake) {
+        (Next::After(a), Some(b)) => Next::After(a.min(b)),
+        (_, Some(b)) => Next::After(b),
+        (next, None) => next,
     }
 }
 
@@ -373,3 +393,7 @@ mod tests;
 #[cfg(test)]
 #[path = "decide_condition_tests.rs"]
 mod condition_tests;
+
+#[cfg(test)]
+#[path = "decide_rollout_tests.rs"]
+mod rollout_tests;

@@ -66,7 +66,7 @@ pub(super) fn plan_for(situation: Situation, mode: &str) -> Plan {
             .map(|np| Arc::new(NetworkPolicyView::from_object(np)))
             .collect(),
         service_accounts: vec![sa("default", Some(false), true)],
-        report: Default::default(),
+        ..Default::default()
     };
     let profiles = [p];
     let ex = Exclusions::default();
@@ -76,7 +76,7 @@ pub(super) fn plan_for(situation: Situation, mode: &str) -> Plan {
             let observed = Observed {
                 network_policies: vec![],
                 service_accounts: vec![sa("default", None, false)],
-                report: Default::default(),
+                ..Default::default()
             };
             plan(&ns, govern(&ns, &profiles, &ex), &observed)
         }

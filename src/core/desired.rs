@@ -10,7 +10,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 
 use crate::core::crd::{
-    HardeningProfileSpec, LabelSelector, Mode, PodOverride, ReleasePolicy, SelectorOperator, ServiceAccountScope,
+    HardeningProfileSpec, LabelSelector, Mode, PodOverride, PodSecurityLevel, PodSecurityMode, ReleasePolicy, Rollout,
+    SelectorOperator, ServiceAccountScope,
 };
 #[cfg(test)]
 use crate::core::model::is_marker;
@@ -40,6 +41,10 @@ pub struct Desired {
     /// Which ServiceAccounts get `automountServiceAccountToken: false`.
     pub service_accounts: ServiceAccountTarget,
     pub release_policy: ReleasePolicy,
+    /// What the profile asks to enforce here (an exception may have lowered it; the rollout gate
+    /// may hold the label below it).
+    pub enforce: PodSecurityMode,
+    pub rollout: Rollout,
 }
 
 /// Which ServiceAccounts of a namespace nsguard turns token automount off for.
@@ -146,10 +151,29 @@ pub fn desired(profile_name: &str, spec: &HardeningProfileSpec, namespace: &str)
             exempt: sa.exempt.clone(),
         },
         release_policy: spec.release_policy,
+        enforce: spec.pod_security.enforce.clone(),
+        rollout: spec.pod_security.rollout,
     }
 }
 
 impl Desired {
+    /// An exception lowers what is enforced (audit and warn stay).
+    pub fn lower_enforce(&mut self, to: &PodSecurityMode) {
+        self.enforce = to.clone();
+        self.set_enforce_labels(to.level, &to.version);
+    }
+
+    /// The rollout gate holds the enforce label at `level` (the target stays in `enforce`).
+    pub fn hold_enforce(&mut self, level: PodSecurityLevel) {
+        let version = self.enforce.version.clone();
+        self.set_enforce_labels(level, &version);
+    }
+
+    fn set_enforce_labels(&mut self, level: PodSecurityLevel, version: &str) {
+        self.labels.insert(format!("{PSA_PREFIX}enforce"), level.as_str().to_owned());
+        self.labels.insert(format!("{PSA_PREFIX}enforce-version"), version.to_owned());
+    }
+
     /// The tamper guard's marker keys (labels and annotations) this desired state sets: what
     /// nsguard holds on a namespace it applied.
     #[cfg(test)]

@@ -207,7 +207,7 @@ pub fn compact_managed_fields(entries: &mut Vec<ManagedFieldsEntry>) {
 pub const PSA_PREFIX: &str = "pod-security.kubernetes.io/";
 
 /// A ServiceAccount as the core needs it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceAccountView {
     pub namespace: String,
     pub name: String,
@@ -291,6 +291,8 @@ pub struct ValidProfile {
     /// The namespace selector (absent or empty selects every namespace).
     pub selector: Selector,
     pub excluded: NamespaceGlobs,
+    /// `spec.exceptions`, compiled.
+    pub exceptions: Vec<crate::core::exceptions::Exception>,
 }
 
 impl Profile {
@@ -328,7 +330,14 @@ impl ValidProfile {
         let selector = selector(spec.namespace_selector.as_ref());
         let excluded = NamespaceGlobs::new(&spec.exclude_namespaces)
             .map_err(|e| vec![FieldError { field: "spec.excludeNamespaces".into(), message: e }])?;
-        Ok(Self { spec, selector, excluded })
+        let exceptions = spec
+            .exceptions
+            .iter()
+            .enumerate()
+            .map(|(i, e)| crate::core::exceptions::Exception::compile(i, e))
+            .collect::<Result<_, _>>()
+            .map_err(|e| vec![e])?;
+        Ok(Self { spec, selector, excluded, exceptions })
     }
 }
 

@@ -4,14 +4,16 @@
 //! what the controller does.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Serialize;
 
-use crate::core::crd::{Mode, ReleasePolicy};
+use crate::core::crd::{Mode, ReleasePolicy, Rollout};
 use crate::core::desired::{Desired, desired, same_policy};
+use crate::core::exceptions::{Exception, applying};
+use crate::core::gate::Hold;
 use crate::core::model::{
     GUARD_LABEL, NamespaceView, NetworkPolicyView, PROFILE_ANNOTATION, PSA_PREFIX, RELEASE_POLICY_ANNOTATION,
     ServiceAccountView, is_marker,
@@ -26,80 +28,13 @@ pub struct Observed {
     pub service_accounts: Vec<Arc<ServiceAccountView>>,
     /// nsguard's Report in the namespace.
     pub report: crate::core::model::ReportSeen,
+    /// The wall clock at the observation (exceptions expire by it).
+    pub now: k8s_openapi::jiff::Timestamp,
+    /// The rollout gate's hold on enforce, when the last dry-run found violating pods.
+    pub hold: Option<Hold>,
 }
 
-/// One difference between a namespace and its baseline.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
-pub enum Drift {
-    /// A namespace label nsguard sets is missing or has another value.
-    #[serde(rename_all = "camelCase")]
-    Label { key: String, expected: String, actual: Option<String> },
-    /// nsguard's bookkeeping annotation is missing or has another value.
-    #[serde(rename_all = "camelCase")]
-    Annotation { key: String, expected: String, actual: Option<String> },
-    /// A NetworkPolicy nsguard maintains does not exist.
-    #[serde(rename_all = "camelCase")]
-    NetworkPolicyMissing { name: String },
-    /// A NetworkPolicy nsguard maintains was changed.
-    #[serde(rename_all = "camelCase")]
-    NetworkPolicyChanged { name: String },
-    /// A NetworkPolicy nsguard created is no longer wanted by the profile.
-    #[serde(rename_all = "camelCase")]
-    NetworkPolicyUnwanted { name: String },
-    /// A ServiceAccount in scope does not have `automountServiceAccountToken: false`.
-    #[serde(rename_all = "camelCase")]
-    ServiceAccountAutomount { name: String, actual: Option<bool> },
-}
-
-impl Drift {
-    /// Whether this is a correction of something that was changed, rather than the first hardening
-    /// of an object nsguard never touched (a ServiceAccount created after the namespace was
-    /// hardened has its token setting unset and not owned by nsguard).
-    pub fn is_correction(&self, observed: &Observed) -> bool {
-        match self {
-            Self::ServiceAccountAutomount { name, actual: None } => {
-                observed.service_accounts.iter().any(|sa| &sa.name == name && sa.automount_owned)
-            }
-            _ => true,
-        }
-    }
-
-    /// A short, stable name of the kind of drift, for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Label { .. } => "label",
-            Self::Annotation { .. } => "annotation",
-            Self::NetworkPolicyMissing { .. } => "network_policy_missing",
-            Self::NetworkPolicyChanged { .. } => "network_policy_changed",
-            Self::NetworkPolicyUnwanted { .. } => "network_policy_unwanted",
-            Self::ServiceAccountAutomount { .. } => "service_account_automount",
-        }
-    }
-}
-
-impl fmt::Display for Drift {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Label { key, expected, actual } | Self::Annotation { key, expected, actual } => {
-                let what = if matches!(self, Self::Label { .. }) { "label" } else { "annotation" };
-                match actual {
-                    Some(actual) => write!(f, "{what} {key} was {actual:?}, want {expected:?}"),
-                    None => write!(f, "{what} {key} was missing, want {expected:?}"),
-                }
-            }
-            Self::NetworkPolicyMissing { name } => write!(f, "NetworkPolicy {name} was missing"),
-            Self::NetworkPolicyChanged { name } => write!(f, "NetworkPolicy {name} was edited"),
-            Self::NetworkPolicyUnwanted { name } => {
-                write!(f, "NetworkPolicy {name} is no longer wanted")
-            }
-            Self::ServiceAccountAutomount { name, actual } => match actual {
-                Some(v) => write!(f, "ServiceAccount {name} had automountServiceAccountToken: {v}, want false"),
-                None => write!(f, "ServiceAccount {name} had automountServiceAccountToken unset, want false"),
-            },
-        }
-    }
-}
+pub use crate::core::drift::Drift;
 
 /// One write nsguard makes. Applies are server-side applies with field manager `nsguard` and carry
 /// the object's UID, so a write never re-creates an object someone deleted.
@@ -170,6 +105,23 @@ pub struct Plan {
     pub report: crate::core::model::ReportSeen,
     /// The namespace's UID (the Report's scope names it).
     pub namespace_uid: Option<String>,
+    /// The exception that lowers what is enforced here.
+    pub exception: Option<Exception>,
+    /// The rollout gate holds enforce below the target.
+    pub held: Option<Hold>,
+    /// The wall clock at the observation.
+    pub now: k8s_openapi::jiff::Timestamp,
+}
+
+impl Plan {
+    /// How long until the namespace must be looked at again regardless of events: the gate's
+    /// re-check, or an exception's expiry.
+    pub fn wake(&self, now: Instant) -> Option<Duration> {
+        let expiry = self.exception.as_ref().map(|e| {
+            Duration::try_from(e.expires.duration_since(self.now)).unwrap_or_default() + Duration::from_millis(100)
+        });
+        self.held.as_ref().map(|h| h.due_in(now)).into_iter().chain(expiry).min()
+    }
 }
 
 /// Decides drift and writes for one namespace.
@@ -187,6 +139,9 @@ pub fn plan(ns: &NamespaceView, governance: Governance, observed: &Observed) -> 
         terminating: ns.terminating,
         report: observed.report.clone(),
         namespace_uid: ns.uid.clone(),
+        exception: None,
+        held: None,
+        now: observed.now,
     };
     if ns.terminating {
         return empty(governance, Outcome::Untouched);
@@ -204,7 +159,18 @@ pub fn plan(ns: &NamespaceView, governance: Governance, observed: &Observed) -> 
             let Ok(valid) = &profile.spec else {
                 return empty(governance, Outcome::Held);
             };
-            let want = desired(&profile.name, &valid.spec, &ns.name);
+            let mut want = desired(&profile.name, &valid.spec, &ns.name);
+            let exception = applying(&valid.exceptions, &ns.name, observed.now).cloned();
+            if let Some(e) = &exception {
+                want.lower_enforce(&e.enforce);
+            }
+            let held = observed
+                .hold
+                .clone()
+                .filter(|h| want.mode == Mode::Enforce && want.rollout == Rollout::Gated && h.target == want.enforce);
+            if let Some(h) = &held {
+                want.hold_enforce(h.level);
+            }
             let drift = drift(ns, &want, observed);
             let first_hardening =
                 want.mode == Mode::Enforce && ns.governing_annotation() != Some(profile.name.as_str());
@@ -241,6 +207,8 @@ pub fn plan(ns: &NamespaceView, governance: Governance, observed: &Observed) -> 
                 first_hardening,
                 corrections,
                 rivals,
+                exception,
+                held,
                 ..empty(governance, outcome)
             }
         }

@@ -46,7 +46,7 @@ fn converged(spec: &HardeningProfileSpec) -> (NamespaceView, Observed) {
     let observed = Observed {
         network_policies: want.network_policies.values().map(np_view).collect(),
         service_accounts: vec![sa("default", Some(false), true), sa("builder", Some(false), true)],
-        report: Default::default(),
+        ..Default::default()
     };
     (ns, observed)
 }
@@ -54,11 +54,8 @@ fn converged(spec: &HardeningProfileSpec) -> (NamespaceView, Observed) {
 #[test]
 fn new_namespace_is_hardened_with_every_write() {
     let ns = NamespaceView { name: "team-a".into(), ..Default::default() };
-    let observed = Observed {
-        network_policies: vec![],
-        service_accounts: vec![sa("default", None, false)],
-        report: Default::default(),
-    };
+    let observed =
+        Observed { network_policies: vec![], service_accounts: vec![sa("default", None, false)], ..Default::default() };
     let p = plan(&ns, governed(HardeningProfileSpec::default()), &observed);
     assert!(p.first_hardening);
     assert_eq!(p.outcome, Outcome::Converging);
@@ -173,11 +170,8 @@ fn token_reset_to_unset_after_nsguard_applied_it_is_a_correction() {
 fn audit_mode_reports_drift_and_writes_nothing() {
     let spec = HardeningProfileSpec { mode: Mode::Audit, ..Default::default() };
     let ns = NamespaceView { name: "team-a".into(), ..Default::default() };
-    let observed = Observed {
-        network_policies: vec![],
-        service_accounts: vec![sa("default", None, false)],
-        report: Default::default(),
-    };
+    let observed =
+        Observed { network_policies: vec![], service_accounts: vec![sa("default", None, false)], ..Default::default() };
     let p = plan(&ns, governed(spec), &observed);
     assert_eq!(p.outcome, Outcome::Drifted);
     assert_eq!(p.drift.len(), 6 + 2 + 1);

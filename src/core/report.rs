@@ -175,7 +175,20 @@ pub fn desired(namespace: &str, uid: Option<&str>, plan: &Plan, result: &Namespa
         (Outcome::Untouched | Outcome::Releasing, _, _) | (_, None, _) | (_, _, None) => None,
         (_, Some(want), Some(profile)) => {
             let standing: &[Drift] = if result.outcome == Outcome::Compliant { &[] } else { &plan.drift };
-            let checks = checks(want, standing);
+            let mut checks = checks(want, standing);
+            // The enforce check fails while the rollout gate holds it back, and warns while an
+            // exception lowers it.
+            if let Some(enforce) =
+                checks.iter_mut().find(|c| c.rule == "pod-security-enforce" && c.verdict == Verdict::Pass)
+            {
+                if let Some(held) = &result.held {
+                    enforce.verdict = Verdict::Fail;
+                    enforce.message = held.clone();
+                } else if let Some(exception) = &result.exception {
+                    enforce.verdict = Verdict::Warn;
+                    enforce.message = format!("{}; {exception}", enforce.message);
+                }
+            }
             Some(Some(body(namespace, uid, profile, want.mode, &checks)))
         }
     }

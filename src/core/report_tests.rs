@@ -73,7 +73,7 @@ fn planned(mode: &str, seen: Seen) -> (Plan, NamespaceResult) {
     let spec: HardeningProfileSpec = serde_json::from_value(serde_json::json!({"mode": mode})).expect("spec");
     let profiles = [Arc::new(Profile::from_spec("prod", spec))];
     let ns = NamespaceView { name: "shop".into(), uid: Some("ns-uid".into()), ..Default::default() };
-    let observed = Observed { network_policies: vec![], service_accounts: vec![], report: seen };
+    let observed = Observed { report: seen, ..Default::default() };
     let plan = plan(&ns, govern(&ns, &profiles, &Exclusions::default()), &observed);
     let result = NamespaceResult {
         profile: Some("prod".into()),
@@ -84,6 +84,8 @@ fn planned(mode: &str, seen: Seen) -> (Plan, NamespaceResult) {
         fighting: false,
         rivals: vec![],
         taken: vec![],
+        held: None,
+        exception: None,
     };
     (plan, result)
 }

@@ -38,6 +38,10 @@ pub struct NamespaceResult {
     pub rivals: Vec<String>,
     /// NetworkPolicy names another object holds (left alone).
     pub taken: Vec<String>,
+    /// The rollout gate holds enforce below the target: why.
+    pub held: Option<String>,
+    /// An exception lowers what is enforced: which.
+    pub exception: Option<String>,
 }
 
 /// The last drift corrected in a profile's namespaces (kept in memory, shown in `Drifted`).
@@ -79,6 +83,7 @@ pub fn aggregate<'a>(
         let t = tallies.entry(profile).or_default();
         t.governed += 1;
         match result.outcome {
+            Outcome::Compliant if result.held.is_some() => {}
             Outcome::Compliant => t.compliant += 1,
             Outcome::Converging => t.converging += 1,
             Outcome::Drifted => t.drifted += 1,
@@ -98,6 +103,8 @@ pub fn aggregate<'a>(
         if result.outcome != Outcome::Compliant {
             t.non_compliant
                 .push(NonCompliantNamespace { namespace: namespace.to_owned(), reason: result.detail.clone() });
+        } else if let Some(held) = &result.held {
+            t.non_compliant.push(NonCompliantNamespace { namespace: namespace.to_owned(), reason: held.clone() });
         }
     }
     profiles
@@ -225,12 +232,22 @@ fn profile_status(
 
     t.non_compliant.sort_by(|a, b| a.namespace.cmp(&b.namespace));
     t.non_compliant.truncate(MAX_LISTED);
+    let exceptions = profile.spec.as_ref().ok().filter(|v| !v.exceptions.is_empty()).map(|v| {
+        let s = crate::core::exceptions::summary(&v.exceptions, now.0);
+        crate::core::crd::ExceptionsStatus {
+            active: i32::try_from(s.active).unwrap_or(i32::MAX),
+            next_expiry: s.next_expiry.map(|t| t.to_string()),
+            refused: s.refused,
+            expiring_soon: s.expiring_soon,
+        }
+    });
     HardeningProfileStatus {
         observed_generation: generation,
         conditions: vec![ready, drifted, conflicting],
         matched_namespaces: t.governed,
         compliant_namespaces: t.compliant,
         non_compliant: t.non_compliant,
+        exceptions,
     }
 }
 

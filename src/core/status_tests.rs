@@ -9,6 +9,8 @@ fn result(profile: &str, outcome: Outcome, overridden: &[&str]) -> NamespaceResu
     NamespaceResult {
         rivals: vec![],
         taken: vec![],
+        held: None,
+        exception: None,
         profile: Some(profile.into()),
         overridden: overridden.iter().map(|s| (*s).to_owned()).collect(),
         outcome,

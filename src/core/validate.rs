@@ -112,6 +112,7 @@ pub fn validate_spec(spec: &HardeningProfileSpec) -> Vec<FieldError> {
             ));
         }
     }
+    crate::core::exceptions::validate(spec, &mut errors);
     let dns = &spec.network_policy.allow_dns;
     if dns.namespace.is_empty() || dns.namespace.len() > 63 || !p.dns_label.is_match(&dns.namespace) {
         errors.push(FieldError::new(

@@ -38,6 +38,12 @@ pub struct ProfileLabels {
     pub profile: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateLabels {
+    /// `clean` or `violations`.
+    pub result: &'static str,
+}
+
 /// nsguard's metrics.
 pub struct Metrics {
     pub registry: Registry,
@@ -57,6 +63,12 @@ pub struct Metrics {
     /// 1 while the tamper guard (config/guard) is installed, every policy and binding of it.
     pub guard_active: Gauge,
     pub watch_errors: Family<KindLabels, Counter>,
+    /// Dry-runs of a raised enforce level, by result.
+    pub gate_checks: Family<GateLabels, Counter>,
+    /// Namespaces whose enforce level the rollout gate holds below the target.
+    pub enforce_held: Gauge,
+    /// Active Pod Security exceptions, by profile.
+    pub exceptions_active: Family<ProfileLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -114,7 +126,28 @@ impl Default for Metrics {
         );
         let watch_errors = Family::<KindLabels, Counter>::default();
         registry.register("watch_errors", "Failed watch requests, by kind (each is retried)", watch_errors.clone());
+        let gate_checks = Family::<GateLabels, Counter>::default();
+        registry.register(
+            "enforce_dry_runs",
+            "Dry-runs of a raised Pod Security enforce level (rollout: Gated), by result",
+            gate_checks.clone(),
+        );
+        let enforce_held = Gauge::default();
+        registry.register(
+            "enforce_held_namespaces",
+            "Namespaces whose enforce level is held below the target because existing pods would violate it",
+            enforce_held.clone(),
+        );
+        let exceptions_active = Family::<ProfileLabels, Gauge>::default();
+        registry.register(
+            "exceptions_active",
+            "Active Pod Security exceptions (spec.exceptions), by profile",
+            exceptions_active.clone(),
+        );
         Self {
+            gate_checks,
+            enforce_held,
+            exceptions_active,
             watch_errors,
             orphaned,
             reports_enabled,

@@ -1,0 +1,81 @@
+//! The rollout gate's I/O: dry-runs of an enforce label change, and namespace writes whose API
+//! warnings are read (kube's typed `Api::patch` drops the response's `Warning` headers, so these
+//! go through the raw request path). What the answers mean is decided in [`crate::core::gate`].
+
+use http::Request;
+use kube::Client;
+use kube::api::{Patch, PatchParams};
+use kube::client::Body;
+use kube::core::Status;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tracing::debug;
+
+use super::context::Context;
+use super::error::{Error, Result};
+use crate::core::crd::{PodSecurityLevel, PodSecurityMode};
+use crate::core::gate::{Evaluation, evaluate, warning_text};
+use crate::core::model::{FIELD_MANAGER, PSA_PREFIX};
+use crate::ops::metrics::GateLabels;
+
+/// Sends a request built by `kube::core::Request` and returns the decoded object with the
+/// response's warnings.
+pub async fn send_warned<K: DeserializeOwned>(
+    client: &Client,
+    request: Request<Vec<u8>>,
+) -> Result<(K, Vec<String>), kube::Error> {
+    let response = client.send(request.map(Body::from)).await?;
+    let warnings: Vec<String> = response
+        .headers()
+        .get_all(http::header::WARNING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(warning_text)
+        .collect();
+    let status = response.status();
+    let bytes = response.into_body().collect_bytes().await?;
+    if status.is_client_error() || status.is_server_error() {
+        let status = serde_json::from_slice::<Status>(&bytes).unwrap_or_else(|_| {
+            Status::failure(&String::from_utf8_lossy(&bytes), "Failed to parse error data").with_code(status.as_u16())
+        });
+        return Err(kube::Error::Api(status.boxed()));
+    }
+    let object = serde_json::from_slice(&bytes).map_err(kube::Error::SerdeError)?;
+    Ok((object, warnings))
+}
+
+/// Dry-runs `levels` (strictest first) as the namespace's enforce level, stopping at the first
+/// clean one, and returns each answer.
+pub async fn probe(
+    ctx: &Context,
+    namespace: &str,
+    target: &PodSecurityMode,
+    levels: &[PodSecurityLevel],
+) -> Result<Vec<(PodSecurityLevel, Evaluation)>> {
+    let mut results = Vec::new();
+    for level in levels {
+        let patch = json!({"metadata": {"labels": {
+            format!("{PSA_PREFIX}enforce"): level.as_str(),
+            format!("{PSA_PREFIX}enforce-version"): target.version,
+        }}});
+        let params = PatchParams { dry_run: true, field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
+        let request =
+            kube::core::Request::new("/api/v1/namespaces")
+                .patch(namespace, &params, &Patch::Merge(&patch))
+                .map_err(|e| Error::DryRun { namespace: namespace.to_owned(), source: kube::Error::BuildRequest(e) })?;
+        let (_, warnings): (serde_json::Value, _) = ctx
+            .guarded(send_warned(&ctx.client, request))
+            .await?
+            .map_err(|source| Error::DryRun { namespace: namespace.to_owned(), source })?;
+        let evaluation = evaluate(&warnings);
+        let result = if evaluation.clean() { "clean" } else { "violations" };
+        ctx.metrics.gate_checks.get_or_create(&GateLabels { result }).inc();
+        debug!(namespace, level = level.as_str(), result, "enforce dry-run");
+        let clean = evaluation.clean();
+        results.push((*level, evaluation));
+        if clean {
+            break;
+        }
+    }
+    Ok(results)
+}

@@ -1,0 +1,273 @@
+//! Pure: the rollout gate for Pod Security `enforce`.
+//!
+//! Raising a namespace's enforce level makes every future pod that violates it fail to create: the
+//! next rollout, drain or crash of a workload whose pods run as root becomes an outage. With
+//! `rollout: Gated`, before nsguard raises enforce it asks the API server what would happen (a
+//! dry-run of the label change): Pod Security Admission answers with warnings naming the existing
+//! pods that violate the new level. If any do, enforce is held at the strictest level they all pass
+//! (audit and warn still go to the target, so the gap stays visible), and the namespace is
+//! re-checked on a jittered timer and promoted once the dry-run is clean.
+//!
+//! This module decides when a dry-run is needed ([`step`]), reads its warnings ([`evaluate`]) and
+//! turns the answers into a hold ([`resolve`]); the controller only sends the requests.
+//!
+//! A namespace with no ServiceAccount needs no dry-run: the ServiceAccount admission plugin admits
+//! no pod there (a pod needs its ServiceAccount to exist), so no pod can violate anything. That is
+//! every namespace nsguard hardens in its first moments. The write itself still returns Pod Security
+//! Admission's warnings, and nsguard reads them: a pod that slipped in is caught there, and the
+//! namespace goes through the gate at once.
+
+use std::time::{Duration, Instant};
+
+use crate::core::crd::{Mode, PodSecurityLevel, PodSecurityMode, Rollout};
+use crate::core::desired::Desired;
+use crate::core::model::{NamespaceView, PSA_PREFIX};
+
+/// How many violations a report lists before it only counts the rest.
+pub const MAX_LISTED: usize = 5;
+
+/// One group of pods that would violate the level: PSA groups pods that fail the same checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The first pod of the group (by name).
+    pub pod: String,
+    /// How many other pods fail the same checks.
+    pub others: u32,
+    /// The failed checks, as PSA words them.
+    pub checks: String,
+}
+
+/// What the API server said about raising enforce to one level.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Evaluation {
+    pub violations: Vec<Violation>,
+    /// The check could not look at every pod (it stopped at its pod or time budget, or could not
+    /// list them): not clean, whatever it found.
+    pub incomplete: Vec<String>,
+}
+
+impl Evaluation {
+    /// No existing pod violates the level, and every pod was checked.
+    pub fn clean(&self) -> bool {
+        self.violations.is_empty() && self.incomplete.is_empty()
+    }
+
+    /// How many pods violate it.
+    pub fn pods(&self) -> u32 {
+        self.violations.iter().map(|v| v.others + 1).sum()
+    }
+
+    /// The violations in a bounded line: the first [`MAX_LISTED`] groups, then a count.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self
+            .violations
+            .iter()
+            .take(MAX_LISTED)
+            .map(|v| match v.others {
+                0 => format!("pod {}: {}", v.pod, v.checks),
+                n => format!("pod {} (and {n} other pod{}): {}", v.pod, if n == 1 { "" } else { "s" }, v.checks),
+            })
+            .collect();
+        if self.violations.len() > MAX_LISTED {
+            let rest: u32 = self.violations[MAX_LISTED..].iter().map(|v| v.others + 1).sum();
+            parts.push(format!("and {rest} more pod(s)"));
+        }
+        parts.extend(self.incomplete.iter().cloned());
+        format!("{} pod(s) would violate it: {}", self.pods(), parts.join("; "))
+    }
+}
+
+/// Reads Pod Security Admission's warnings about existing pods (from a namespace write or its
+/// dry-run). Warnings of other kinds are ignored.
+pub fn evaluate(warnings: &[String]) -> Evaluation {
+    let mut out = Evaluation::default();
+    for w in warnings {
+        if w.starts_with("existing pods in namespace ") {
+            continue; // the heading of the per-pod warnings
+        }
+        if w.starts_with("new PodSecurity enforce level only checked against")
+            || w.starts_with("failed to list pods while checking new PodSecurity")
+        {
+            out.incomplete.push(w.clone());
+            continue;
+        }
+        // `pod: checks` or `pod (and N other pod[s]): checks`; pod names hold no spaces or colons.
+        let Some((who, checks)) = w.split_once(": ") else { continue };
+        let (pod, others) = match who.split_once(" (and ") {
+            None => (who, 0),
+            Some((pod, rest)) => {
+                let n = rest.split_whitespace().next().and_then(|n| n.parse().ok());
+                match n {
+                    Some(n) if rest.ends_with(')') => (pod, n),
+                    _ => continue,
+                }
+            }
+        };
+        if pod.is_empty() || pod.contains(char::is_whitespace) {
+            continue;
+        }
+        out.violations.push(Violation { pod: pod.to_owned(), others, checks: checks.to_owned() });
+    }
+    out
+}
+
+/// A namespace write's warnings say existing pods violate the enforce level it set.
+pub fn violated(warnings: &[String]) -> bool {
+    !evaluate(warnings).clean()
+}
+
+/// The text of an HTTP `Warning` header (`299 - "text"`, RFC 7234), unescaped.
+pub fn warning_text(header: &str) -> Option<String> {
+    let rest = header.trim().strip_prefix("299")?.trim_start().strip_prefix('-')?.trim_start();
+    let quoted = rest.strip_prefix('"')?;
+    let mut out = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next()?),
+            '"' => return Some(out),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// Enforce held below the target because existing pods would violate it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hold {
+    /// What the profile asks to enforce.
+    pub target: PodSecurityMode,
+    /// What is enforced meanwhile: the strictest level every existing pod passes.
+    pub level: PodSecurityLevel,
+    /// The target's dry-run.
+    pub evaluation: Evaluation,
+    /// When it was checked, and how long until the next check (jittered).
+    pub checked: Instant,
+    pub recheck: Duration,
+}
+
+impl Hold {
+    pub fn due_in(&self, now: Instant) -> Duration {
+        (self.checked + self.recheck).saturating_duration_since(now)
+    }
+
+    /// The namespace's condition and events say this.
+    pub fn describe(&self) -> String {
+        format!(
+            "enforce held at {} (target {}:{}): {}",
+            self.level.as_str(),
+            self.target.level.as_str(),
+            self.target.version,
+            self.evaluation.describe()
+        )
+    }
+}
+
+/// What the gate asks of a reconcile.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Enforce the target as planned.
+    Pass,
+    /// Keep enforce where the last check held it (the check is still fresh).
+    Held(Hold),
+    /// Dry-run these levels, strictest first, before raising enforce.
+    Probe(Vec<PodSecurityLevel>),
+}
+
+/// The enforce level and version a namespace's labels set (no label: PSA's default, privileged).
+pub fn enforced(ns: &NamespaceView) -> (PodSecurityLevel, Option<&str>) {
+    let level = ns.labels.get(&format!("{PSA_PREFIX}enforce")).and_then(|v| PodSecurityLevel::parse(v));
+    let version = ns.labels.get(&format!("{PSA_PREFIX}enforce-version")).map(String::as_str);
+    (level.unwrap_or(PodSecurityLevel::Privileged), version)
+}
+
+/// Whether enforcing `target` on a namespace at `current` makes it stricter (a new level, or a new
+/// version of a level that checks anything). Lowering needs no gate.
+pub fn raises(current: (PodSecurityLevel, Option<&str>), target: &PodSecurityMode) -> bool {
+    target.level > current.0
+        || (target.level == current.0
+            && target.level != PodSecurityLevel::Privileged
+            && current.1 != Some(target.version.as_str()))
+}
+
+/// Decides whether raising enforce on `ns` to what `want` asks needs a dry-run first. `accounts`:
+/// how many ServiceAccounts the namespace has; `cached`: the last hold; `suspect`: a write's
+/// warnings said existing pods violate the level it set (see [`provisional`]).
+pub fn step(
+    ns: &NamespaceView,
+    want: &Desired,
+    accounts: usize,
+    cached: Option<&Hold>,
+    suspect: bool,
+    now: Instant,
+) -> Step {
+    let target = &want.enforce;
+    let current = enforced(ns);
+    if want.mode != Mode::Enforce || want.rollout == Rollout::Immediate {
+        return Step::Pass;
+    }
+    let cached = cached.filter(|h| h.target == *target);
+    if let Some(hold) = cached
+        && suspect
+        && current.0 > hold.level
+    {
+        // nsguard's own write got ahead of the gate: back to the hold, then check properly.
+        return Step::Held(hold.clone());
+    }
+    if !raises(current, target) || (accounts == 0 && cached.is_none()) {
+        return Step::Pass;
+    }
+    if let Some(hold) = cached
+        && hold.due_in(now) > Duration::ZERO
+        && current.0 == hold.level
+    {
+        return Step::Held(hold.clone());
+    }
+    let mut candidates = vec![target.level];
+    if PodSecurityLevel::Baseline < target.level && PodSecurityLevel::Baseline > current.0 {
+        candidates.push(PodSecurityLevel::Baseline);
+    }
+    Step::Probe(candidates)
+}
+
+/// A namespace write that raised enforce to `target` drew warnings that existing pods violate it
+/// (pods nsguard's view did not show): hold enforce where it was before the write, and check again
+/// at once.
+pub fn provisional(before: &NamespaceView, target: &PodSecurityMode, warnings: &[String], now: Instant) -> Hold {
+    Hold {
+        target: target.clone(),
+        level: enforced(before).0,
+        evaluation: evaluate(warnings),
+        checked: now,
+        recheck: Duration::ZERO,
+    }
+}
+
+/// The dry-runs' answers (`results`, in the order of [`Step::Probe`]'s levels) → the hold, or
+/// `None` when the target is clean. Held at the first clean level, else where the namespace is.
+pub fn resolve(
+    ns: &NamespaceView,
+    target: &PodSecurityMode,
+    results: &[(PodSecurityLevel, Evaluation)],
+    now: Instant,
+    recheck: Duration,
+) -> Option<Hold> {
+    let (first, evaluation) = results.first()?;
+    if *first == target.level && evaluation.clean() {
+        return None;
+    }
+    let level = results.iter().find(|(_, e)| e.clean()).map_or(enforced(ns).0, |(l, _)| *l);
+    Some(Hold { target: target.clone(), level, evaluation: evaluation.clone(), checked: now, recheck })
+}
+
+/// `interval` plus up to a fifth more, spread by the namespace's name, so that held namespaces are
+/// not all re-checked at once.
+pub fn jittered(interval: Duration, namespace: &str) -> Duration {
+    let hash =
+        namespace.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    interval + interval.mul_f64((hash % 1000) as f64 / 5000.0)
+}
+
+#[cfg(test)]
+#[path = "gate_tests.rs"]
+mod tests;

@@ -1,0 +1,171 @@
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::core::crd::HardeningProfileSpec;
+use crate::core::desired::desired;
+
+/// What the API server (v1.36) answered to a dry-run of `enforce=restricted` on a namespace with a
+/// privileged pod and two identical root pods.
+fn warnings() -> Vec<String> {
+    vec![
+        "existing pods in namespace \"team-a\" violate the new PodSecurity enforce level \"restricted:latest\"".into(),
+        "priv: privileged (container \"c\" must not set securityContext.privileged=true), allowPrivilegeEscalation != false (container \"c\" must set securityContext.allowPrivilegeEscalation=false)".into(),
+        "root-0 (and 1 other pod): runAsNonRoot != true (pod or container \"c\" must set securityContext.runAsNonRoot=true)".into(),
+    ]
+}
+
+fn namespace(enforce: Option<&str>) -> NamespaceView {
+    let mut labels = BTreeMap::new();
+    if let Some(level) = enforce {
+        labels.insert(format!("{PSA_PREFIX}enforce"), level.to_owned());
+        labels.insert(format!("{PSA_PREFIX}enforce-version"), "latest".to_owned());
+    }
+    NamespaceView { name: "team-a".into(), labels, ..Default::default() }
+}
+
+fn want(rollout: Rollout) -> Desired {
+    let mut spec = HardeningProfileSpec::default();
+    spec.pod_security.rollout = rollout;
+    desired("p", &spec, "team-a")
+}
+
+#[test]
+fn warnings_name_each_violating_pod_its_group_and_its_failed_checks() {
+    let e = evaluate(&warnings());
+    assert!(!e.clean());
+    assert_eq!(e.violations.len(), 2);
+    assert_eq!(e.violations[0].pod, "priv");
+    assert!(e.violations[0].checks.starts_with("privileged (container \"c\""), "{:?}", e.violations[0]);
+    assert_eq!((e.violations[1].pod.as_str(), e.violations[1].others), ("root-0", 1));
+    assert_eq!(e.pods(), 3);
+    let text = e.describe();
+    assert!(text.starts_with("3 pod(s) would violate it: pod priv: privileged"), "{text}");
+    assert!(text.contains("pod root-0 (and 1 other pod): runAsNonRoot != true"), "{text}");
+}
+
+#[test]
+fn a_check_that_stopped_early_or_could_not_list_pods_is_not_clean() {
+    for w in [
+        "new PodSecurity enforce level only checked against the first 3000 of 3500 existing pods",
+        "failed to list pods while checking new PodSecurity enforce level",
+    ] {
+        let e = evaluate(&[w.to_owned()]);
+        assert!(!e.clean(), "{w}");
+        assert!(e.describe().contains(w));
+    }
+    assert!(evaluate(&[]).clean());
+    // Other warnings (say, a deprecated API) say nothing about pods.
+    assert!(evaluate(&["policy/v1beta1 PodSecurityPolicy is deprecated".to_owned()]).clean());
+}
+
+#[test]
+fn a_report_lists_the_first_groups_then_counts_the_rest() {
+    let many: Vec<String> = (0..8).map(|i| format!("pod-{i} (and 9 other pods): check-{i}")).collect();
+    let e = evaluate(&many);
+    assert_eq!(e.pods(), 80);
+    let text = e.describe();
+    assert!(text.contains("pod pod-4 (and 9 other pods): check-4"), "{text}");
+    assert!(!text.contains("pod-5"), "{text}");
+    assert!(text.ends_with("and 30 more pod(s)"), "{text}");
+}
+
+#[test]
+fn warning_headers_are_unquoted_and_unescaped() {
+    assert_eq!(warning_text(r#"299 - "a \"b\" c""#).as_deref(), Some(r#"a "b" c"#));
+    assert_eq!(warning_text("299 - \"x, y\"").as_deref(), Some("x, y"));
+    assert_eq!(warning_text("199 - \"other\""), None);
+}
+
+#[test]
+fn raising_enforce_in_a_namespace_with_service_accounts_is_dry_run_first_strictest_level_first() {
+    let now = Instant::now();
+    assert_eq!(
+        step(&namespace(None), &want(Rollout::Gated), 1, None, false, now),
+        Step::Probe(vec![PodSecurityLevel::Restricted, PodSecurityLevel::Baseline])
+    );
+    assert_eq!(
+        step(&namespace(Some("baseline")), &want(Rollout::Gated), 1, None, false, now),
+        Step::Probe(vec![PodSecurityLevel::Restricted])
+    );
+}
+
+#[test]
+fn no_dry_run_when_lowering_when_immediate_or_when_no_pod_can_exist() {
+    let now = Instant::now();
+    // Already at the target: nothing is raised.
+    assert_eq!(step(&namespace(Some("restricted")), &want(Rollout::Gated), 1, None, false, now), Step::Pass);
+    assert_eq!(step(&namespace(None), &want(Rollout::Immediate), 1, None, false, now), Step::Pass);
+    // No ServiceAccount: the ServiceAccount admission plugin admits no pod there.
+    assert_eq!(step(&namespace(None), &want(Rollout::Gated), 0, None, false, now), Step::Pass);
+    // Lowering: the target is below what the namespace enforces.
+    let mut lower = want(Rollout::Gated);
+    lower.enforce.level = PodSecurityLevel::Baseline;
+    assert_eq!(step(&namespace(Some("restricted")), &lower, 1, None, false, now), Step::Pass);
+}
+
+#[test]
+fn a_hold_stands_until_its_recheck_is_due_then_the_namespace_is_dry_run_again() {
+    let now = Instant::now();
+    let ns = namespace(Some("privileged"));
+    let target = want(Rollout::Gated).enforce;
+    let results = vec![
+        (PodSecurityLevel::Restricted, evaluate(&warnings())),
+        (PodSecurityLevel::Baseline, evaluate(&warnings())),
+    ];
+    let hold = resolve(&namespace(None), &target, &results, now, Duration::from_secs(60)).expect("held");
+    assert_eq!(hold.level, PodSecurityLevel::Privileged, "neither level is clean");
+    assert_eq!(step(&ns, &want(Rollout::Gated), 1, Some(&hold), false, now), Step::Held(hold.clone()));
+    assert!(matches!(
+        step(&ns, &want(Rollout::Gated), 1, Some(&hold), false, now + Duration::from_secs(61)),
+        Step::Probe(_)
+    ));
+    // Someone lowered the label below the hold: check again rather than trust the old answer.
+    let hold_baseline = Hold { level: PodSecurityLevel::Baseline, ..hold };
+    assert!(matches!(step(&ns, &want(Rollout::Gated), 1, Some(&hold_baseline), false, now), Step::Probe(_)));
+}
+
+#[test]
+fn enforce_is_held_at_the_first_clean_level_and_released_when_the_target_is_clean() {
+    let now = Instant::now();
+    let target = want(Rollout::Gated).enforce;
+    let ns = namespace(None);
+    let held = resolve(
+        &ns,
+        &target,
+        &[(PodSecurityLevel::Restricted, evaluate(&warnings())), (PodSecurityLevel::Baseline, Evaluation::default())],
+        now,
+        Duration::from_secs(60),
+    )
+    .expect("held");
+    assert_eq!(held.level, PodSecurityLevel::Baseline);
+    assert_eq!(held.evaluation.pods(), 3, "the report is the target's");
+    assert!(held.describe().starts_with("enforce held at baseline (target restricted:latest): 3 pod(s)"));
+    assert_eq!(
+        resolve(&ns, &target, &[(PodSecurityLevel::Restricted, Evaluation::default())], now, Duration::ZERO),
+        None
+    );
+}
+
+#[test]
+fn a_write_that_drew_violation_warnings_goes_back_to_the_level_before_it_and_is_checked_at_once() {
+    let now = Instant::now();
+    let before = namespace(None);
+    let hold = provisional(&before, &want(Rollout::Gated).enforce, &warnings(), now);
+    assert_eq!(hold.level, PodSecurityLevel::Privileged);
+    // The label nsguard just wrote is above the hold: back down first.
+    let after = namespace(Some("restricted"));
+    assert_eq!(step(&after, &want(Rollout::Gated), 1, Some(&hold), true, now), Step::Held(hold.clone()));
+    // Back at the hold: the check is due at once.
+    let back = namespace(Some("privileged"));
+    assert!(matches!(step(&back, &want(Rollout::Gated), 1, Some(&hold), true, now), Step::Probe(_)));
+}
+
+#[test]
+fn rechecks_are_spread_by_namespace_within_a_fifth_of_the_interval() {
+    let base = Duration::from_secs(300);
+    let spread: Vec<Duration> = (0..50).map(|i| jittered(base, &format!("ns-{i}"))).collect();
+    assert!(spread.iter().all(|d| *d >= base && *d <= base + base / 5));
+    assert!(spread.iter().any(|d| *d != spread[0]), "not all the same");
+    assert_eq!(jittered(base, "a"), jittered(base, "a"), "stable per namespace");
+}
