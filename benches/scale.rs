@@ -462,7 +462,10 @@ impl Bench {
         // Let nsguard's last writes (status, events) land before counting.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (requests, writes, _) = nsguard_requests(offset);
-        println!("burst: {n} namespaces compliant in {total:.2}s; {writes} writes, {requests} requests by nsguard");
+        let dry_runs = audited_requests(NSGUARD_USER, offset).iter().filter(|e| is_dry_run(e)).count();
+        println!(
+            "burst: {n} namespaces compliant in {total:.2}s; {writes} writes, {dry_runs} enforce dry-runs, {requests} requests by nsguard"
+        );
         self.report.insert(
             "burst".into(),
             json!({
@@ -472,6 +475,7 @@ impl Bench {
                 "latency": summary(latencies),
                 "nsguard_requests": requests,
                 "nsguard_writes": writes,
+                "enforce_dry_runs": dry_runs,
                 "requests_per_namespace": requests as f64 / n as f64,
                 "writes_per_namespace": writes as f64 / n as f64,
                 "writes_per_namespace_by_resource": nsguard_writes_per_namespace(offset, n),

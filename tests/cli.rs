@@ -130,7 +130,8 @@ fn plan_yaml_is_kubernetes_manifests() {
 #[test]
 fn plan_table_has_a_line_per_namespace() {
     let out = stdout(&nsguard(&["plan", "-f", "tests/fixtures/gitops"]));
-    let lines: Vec<&str> = out.lines().collect();
+    // The table, then notes after a blank line.
+    let lines: Vec<&str> = out.lines().take_while(|l| !l.is_empty()).collect();
     assert!(lines[0].starts_with("NAMESPACE") && lines[0].contains("PROFILE") && lines[0].contains("OVERRIDDEN"));
     assert_eq!(lines.len(), 6, "{out}");
     assert!(lines.iter().any(|l| l.starts_with("warehouse") && l.contains("audit-data") && l.contains("would report")));
@@ -185,4 +186,86 @@ fn plan_fails_on_invalid_profiles_but_still_prints() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("spec.mode: unknown variant `Enforced`"));
     assert!(stdout(&out).starts_with("NAMESPACE"));
+}
+
+/// A profile with an exception ending in 3 days and one 200 days ahead (refused), and three
+/// namespaces, written to a fresh directory (the dates are relative to now).
+fn exceptions_fixture() -> std::path::PathBuf {
+    let at = |days: i64| {
+        let t = k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_hours(days * 24);
+        t.round(k8s_openapi::jiff::Unit::Second).expect("round").to_string()
+    };
+    let dir = std::env::temp_dir().join(format!("nsguard-exceptions-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let manifests = format!(
+        r#"apiVersion: nsguard.io/v1alpha1
+kind: HardeningProfile
+metadata: {{name: prod}}
+spec:
+  exceptions:
+  - namespaces: ["legacy-*"]
+    podSecurity: {{enforce: {{level: baseline}}}}
+    expires: "{soon}"
+    reason: "SEC-9 legacy workers run as root"
+  - namespaces: ["never-*"]
+    podSecurity: {{enforce: {{level: privileged}}}}
+    expires: "{far}"
+    reason: "forever, by accident"
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: legacy-a}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: never-x}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: svc, labels: {{pod-security.kubernetes.io/enforce: restricted, pod-security.kubernetes.io/enforce-version: latest}}}}
+"#,
+        soon = at(3),
+        far = at(200)
+    );
+    std::fs::write(dir.join("all.yaml"), manifests).expect("write fixture");
+    dir
+}
+
+#[test]
+fn validate_refuses_an_exception_more_than_90_days_ahead_and_warns_of_one_expiring_within_7_days() {
+    let dir = exceptions_fixture();
+    let out = nsguard(&["validate", "-f", dir.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "a refused exception fails validation");
+    let text = stdout(&out);
+    assert!(text.contains("spec.exceptions[1].expires"), "{text}");
+    assert!(text.contains("more than 90 days ahead"), "{text}");
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warnings.contains("warning:") && warnings.contains("expires within 7 days: spec.exceptions[0]"),
+        "{warnings}"
+    );
+}
+
+#[test]
+fn plan_shows_the_enforce_level_an_exception_sets_and_that_the_gate_needs_the_cluster() {
+    let dir = exceptions_fixture();
+    let out = nsguard(&["plan", "-f", dir.to_str().expect("utf-8"), "-o", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let legacy = entry(&plan, "legacy-a");
+    assert_eq!(legacy["labels"]["pod-security.kubernetes.io/enforce"], "baseline");
+    assert_eq!(legacy["labels"]["pod-security.kubernetes.io/audit"], "restricted");
+    assert_eq!(legacy["enforce"]["level"], "baseline:latest");
+    assert!(legacy["enforce"]["exception"].as_str().is_some_and(|e| e.contains("SEC-9")), "{legacy}");
+    assert_eq!(legacy["enforce"]["rollout"], "Gated");
+    assert!(legacy["enforce"]["note"].as_str().is_some_and(|n| n.contains("needs the cluster")), "{legacy}");
+    // The refused exception does not apply.
+    let never = entry(&plan, "never-x");
+    assert_eq!(never["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
+    assert!(never["enforce"]["exception"].is_null());
+    // Already at the target: nothing to gate.
+    assert_eq!(entry(&plan, "svc")["enforce"]["rollout"], "Unchanged");
+    let table = stdout(&nsguard(&["plan", "-f", dir.to_str().expect("utf-8")]));
+    assert!(table.contains("legacy-a: enforce baseline:latest by exception 0"), "{table}");
+    assert!(table.contains("2 namespace(s) raise enforce through the rollout gate"), "{table}");
 }

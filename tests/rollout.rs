@@ -22,6 +22,7 @@ const ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 const AUDIT: &str = "pod-security.kubernetes.io/audit";
 const WARN: &str = "pod-security.kubernetes.io/warn";
 const SELECTED: &str = "nsguard-test/rollout";
+const NSGUARD_USER: &str = "system:serviceaccount:nsguard-system:nsguard";
 
 /// An operator that re-checks held namespaces every couple of seconds.
 async fn operator() -> Operator {
@@ -101,6 +102,18 @@ async fn delete_pods(client: &Client, ns: &str) {
     .await;
 }
 
+/// `nsguard status -n ns -o json`, as the cluster admin.
+async fn nsguard_status(ns: &str) -> Value {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
+        .args(["status", "-n", ns, "-o", "json", "--kubeconfig"])
+        .arg(kubeconfig_path())
+        .output()
+        .await
+        .expect("run nsguard status");
+    assert!(out.status.success(), "nsguard status -n: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
 async fn events(client: &Client, ns: &str) -> Vec<String> {
     nsguard_events(client, ns).await.into_iter().filter_map(|e| e.reason).collect()
 }
@@ -129,6 +142,8 @@ async fn a_privileged_pod_holds_enforce_at_privileged_until_it_is_gone_then_the_
         report.data["results"].as_array().expect("results").iter().find(|r| r["rule"] == "pod-security-enforce");
     assert!(enforce.is_some_and(|r| r["result"] == "fail" && r["message"].as_str().unwrap_or("").contains("priv-app")));
     assert!(events(&op.admin, &ns).await.contains(&"EnforceHeld".to_owned()));
+    let status = nsguard_status(&ns).await;
+    assert_eq!(status["condition"]["reason"], "EnforceHeld", "{status}");
 
     delete_pods(&op.admin, &ns).await;
     wait_condition(&op.admin, &ns, "True", "Compliant").await;
@@ -145,9 +160,9 @@ async fn a_root_pod_holds_enforce_at_baseline_and_many_pods_are_counted() {
     let value = unique_name("root");
     op.profile("rollout", selecting(&value, json!({}))).await;
     let root = namespace_with_pods(&op, "root", vec![root_pod("web")]).await;
-    // Seven pods with identical violations, and one privileged: more than one warning holds.
-    let mut many: Vec<Pod> = (0..7).map(|i| root_pod(&format!("worker-{i}"))).collect();
-    many.push(privileged_pod("agent"));
+    // Eight privileged pods, and a root one: more pods than one warning names.
+    let mut many: Vec<Pod> = (0..8).map(|i| privileged_pod(&format!("agent-{i}"))).collect();
+    many.push(root_pod("web"));
     let crowd = namespace_with_pods(&op, "crowd", many).await;
     select(&op.admin, &root, &value).await;
     select(&op.admin, &crowd, &value).await;
@@ -159,11 +174,24 @@ async fn a_root_pod_holds_enforce_at_baseline_and_many_pods_are_counted() {
     let l = labels(&op.admin, &root).await;
     assert_eq!((l[ENFORCE].as_str(), l[AUDIT].as_str(), l[WARN].as_str()), ("baseline", "restricted", "restricted"));
 
+    // Held costs re-checks, one dry-run each, and nothing else: no write to the namespace.
+    let offset = audit_log_offset();
+    let about_root =
+        |e: &Value| e["objectRef"]["name"] == root.as_str() || e["objectRef"]["namespace"] == root.as_str();
+    let dry_runs = eventually_within("three re-checks of the held namespace", Duration::from_secs(90), || async {
+        let seen: Vec<Value> = audited_requests(NSGUARD_USER, offset).into_iter().filter(|e| about_root(e)).collect();
+        (seen.iter().filter(|e| is_dry_run(e)).count() >= 3).then_some(seen)
+    })
+    .await;
+    let writes: Vec<&Value> = dry_runs.iter().filter(|e| is_write(e)).collect();
+    assert!(writes.is_empty(), "a held namespace is not written: {writes:#?}");
+
     let held = wait_condition(&op.admin, &crowd, "False", "EnforceHeld").await;
     let message = held.message.unwrap_or_default();
     assert!(message.contains("enforce held at privileged"), "{message}");
-    assert!(message.contains("8 pod(s) would violate it"), "the count: {message}");
-    assert!(message.contains("worker-0 (and 6 other pods)"), "{message}");
+    // What keeps it from baseline: the eight privileged pods, counted (the root pod passes it).
+    assert!(message.contains("8 pod(s) would violate baseline"), "the count: {message}");
+    assert!(message.contains("pod agent-0 (and 7 other pods): privileged"), "{message}");
     assert_eq!(labels(&op.admin, &crowd).await[ENFORCE], "privileged");
     // The profile counts them as not compliant, with the reason.
     let profiles = Api::<DynamicObject>::all_with(op.admin.clone(), &profile_resource());
@@ -246,6 +274,12 @@ async fn an_exception_lowers_enforce_until_it_expires_and_one_too_far_ahead_is_r
 
     let c = wait_condition(&op.admin, &ns, "True", "Compliant").await;
     assert!(c.message.unwrap_or_default().contains("exception 0 enforces baseline:latest until"));
+    let status = nsguard_status(&ns).await;
+    let shown = status["condition"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(shown.contains("exception 0 enforces baseline:latest") && shown.contains("SEC-1"), "{status}");
+    let enforce =
+        status["checks"].as_array().and_then(|c| c.iter().find(|c| c["rule"] == "pod-security-enforce").cloned());
+    assert!(enforce.as_ref().is_some_and(|c| c["result"] == "warn"), "the Report warns of the exception: {status}");
     let l = labels(&op.admin, &ns).await;
     assert_eq!((l[ENFORCE].as_str(), l[AUDIT].as_str(), l[WARN].as_str()), ("baseline", "restricted", "restricted"));
     let profiles = Api::<DynamicObject>::all_with(op.admin.clone(), &profile_resource());

@@ -232,6 +232,8 @@ pub fn render_table(plans: &[NamespacePlan]) -> String {
         })
         .collect();
     let mut out = columns(&["NAMESPACE", "PROFILE", "ACTION", "OVERRIDDEN", "CHANGES"], &rows);
+    // Notes follow the table, after a blank line.
+    let table = out.len();
     for p in plans {
         if let Some(e) = &p.enforce
             && let Some(exception) = &e.exception
@@ -244,6 +246,9 @@ pub fn render_table(plans: &[NamespacePlan]) -> String {
         out.push_str(&format!(
             "{gated} namespace(s) raise enforce through the rollout gate (rollout: Gated): whether existing pods allow it is decided by a dry-run on the cluster, which a plan cannot do; enforce may be held at a lower level until they do\n"
         ));
+    }
+    if out.len() > table {
+        out.insert(table, '\n');
     }
     out
 }

@@ -14,7 +14,7 @@ use tracing::debug;
 use super::context::Context;
 use super::error::{Error, Result};
 use crate::core::crd::{PodSecurityLevel, PodSecurityMode};
-use crate::core::gate::{Evaluation, evaluate, warning_text};
+use crate::core::gate::{Evaluation, evaluate, open, warning_text};
 use crate::core::model::{FIELD_MANAGER, PSA_PREFIX};
 use crate::ops::metrics::GateLabels;
 
@@ -44,16 +44,16 @@ pub async fn send_warned<K: DeserializeOwned>(
     Ok((object, warnings))
 }
 
-/// Dry-runs `levels` (strictest first) as the namespace's enforce level, stopping at the first
-/// clean one, and returns each answer.
+/// Dry-runs `levels` as the namespace's enforce level, one at a time, until the answers settle
+/// every level ([`open`]), and returns each answer.
 pub async fn probe(
     ctx: &Context,
     namespace: &str,
     target: &PodSecurityMode,
     levels: &[PodSecurityLevel],
 ) -> Result<Vec<(PodSecurityLevel, Evaluation)>> {
-    let mut results = Vec::new();
-    for level in levels {
+    let mut results: Vec<(PodSecurityLevel, Evaluation)> = Vec::new();
+    while let Some(level) = open(levels, &results).first() {
         let patch = json!({"metadata": {"labels": {
             format!("{PSA_PREFIX}enforce"): level.as_str(),
             format!("{PSA_PREFIX}enforce-version"): target.version,
@@ -71,11 +71,7 @@ pub async fn probe(
         let result = if evaluation.clean() { "clean" } else { "violations" };
         ctx.metrics.gate_checks.get_or_create(&GateLabels { result }).inc();
         debug!(namespace, level = level.as_str(), result, "enforce dry-run");
-        let clean = evaluation.clean();
         results.push((*level, evaluation));
-        if clean {
-            break;
-        }
     }
     Ok(results)
 }

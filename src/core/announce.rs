@@ -17,7 +17,7 @@ pub struct Reported {
     pub orphaned: bool,
     /// The level the rollout gate held enforce at.
     pub held: Option<crate::core::crd::PodSecurityLevel>,
-    /// The exception that applied, and when it expires.
+    /// The exception that applied (as the condition shows it), and when it expires.
     pub exception: Option<(String, k8s_openapi::jiff::Timestamp)>,
 }
 
@@ -148,9 +148,24 @@ fn gate_announcements(
         ),
         _ => {}
     }
+    if let Some(e) = &plan.exception
+        && e.expiring_soon(plan.now)
+        && !shown
+        && reported.exception.as_ref().map(|(what, _)| what.as_str()) != Some(e.describe_at(plan.now).as_str())
+    {
+        say(
+            Severity::Warning,
+            "ExceptionExpiring",
+            "Warn",
+            format!(
+                "Profile {profile}: {} ends within 7 days; then the profile's level is enforced (through the rollout gate)",
+                e.describe()
+            ),
+        );
+    }
     if let Some((what, expires)) = &reported.exception
         && *expires <= plan.now
-        && plan.exception.as_ref().is_none_or(|e| e.describe() != *what)
+        && plan.exception.as_ref().is_none_or(|e| e.expires != *expires)
     {
         say(
             Severity::Warning,

@@ -122,7 +122,7 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
         rivals: plan.rivals.clone(),
         taken: vec![],
         held: plan.held.as_ref().map(crate::core::gate::Hold::describe),
-        exception: plan.exception.as_ref().map(crate::core::exceptions::Exception::describe),
+        exception: plan.exception.as_ref().map(|e| e.describe_at(plan.now)),
     };
     let pending = Pending::of(memory, namespace, now);
     let after_pending = sooner(
@@ -250,7 +250,7 @@ impl Decision {
             overridden: plan.governance.overridden().to_vec(),
             orphaned: plan.outcome == Outcome::Orphaned,
             held: plan.held.as_ref().map(|h| h.level),
-            exception: plan.exception.as_ref().map(|e| (e.describe(), e.expires)),
+            exception: plan.exception.as_ref().map(|e| (e.describe_at(plan.now), e.expires)),
         };
         memory.result = Some(self.result.clone());
     }

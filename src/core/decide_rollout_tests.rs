@@ -37,6 +37,7 @@ fn hold(now: Instant) -> Hold {
     Hold {
         target: Default::default(),
         level: PodSecurityLevel::Baseline,
+        against: PodSecurityLevel::Restricted,
         evaluation: evaluate(&["web-0 (and 2 other pods): runAsNonRoot != true".to_owned()]),
         checked: now,
         recheck: Duration::from_secs(300),
@@ -125,7 +126,11 @@ fn an_exception_lowers_enforce_until_it_expires_then_the_target_returns_with_an_
         "{:?}",
         d.next
     );
+    // It ends within 7 days: a warning, once.
+    assert!(message.ends_with("; expires within 7 days"), "{message}");
+    assert!(reasons(&d).contains(&"ExceptionExpiring"), "{:?}", reasons(&d));
     d.succeeded(&p, &mut memory, now);
+    assert!(!reasons(&decide(NS, &p, &mut memory, true, now)).contains(&"ExceptionExpiring"));
 
     let tomorrow: Timestamp = "2026-11-24T12:00:01Z".parse().expect("time");
     let mut at_baseline = ns.clone();

@@ -70,6 +70,20 @@ impl Exception {
         }
     }
 
+    /// It ends within [`EXPIRING_SOON`] of `now`.
+    pub fn expiring_soon(&self, now: Timestamp) -> bool {
+        self.expires > now && self.expires.duration_since(now) <= EXPIRING_SOON
+    }
+
+    /// [`Self::describe`], saying so when it ends within 7 days.
+    pub fn describe_at(&self, now: Timestamp) -> String {
+        let mut text = self.describe();
+        if self.expiring_soon(now) {
+            text.push_str("; expires within 7 days");
+        }
+        text
+    }
+
     /// How it reads in status, events and `nsguard plan`.
     pub fn describe(&self) -> String {
         format!(
@@ -107,7 +121,7 @@ pub fn summary(exceptions: &[Exception], now: Timestamp) -> Summary {
             State::Active => {
                 s.active += 1;
                 s.next_expiry = Some(s.next_expiry.map_or(e.expires, |t| t.min(e.expires)));
-                if e.expires.duration_since(now) <= EXPIRING_SOON {
+                if e.expiring_soon(now) {
                     s.expiring_soon.push(format!("{} expires {} ({})", e.field(), e.expires, e.reason));
                 }
             }

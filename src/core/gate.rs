@@ -57,8 +57,8 @@ impl Evaluation {
         self.violations.iter().map(|v| v.others + 1).sum()
     }
 
-    /// The violations in a bounded line: the first [`MAX_LISTED`] groups, then a count.
-    pub fn describe(&self) -> String {
+    /// The violations of `level` in a bounded line: the first [`MAX_LISTED`] groups, then a count.
+    pub fn describe(&self, level: PodSecurityLevel) -> String {
         let mut parts: Vec<String> = self
             .violations
             .iter()
@@ -73,7 +73,7 @@ impl Evaluation {
             parts.push(format!("and {rest} more pod(s)"));
         }
         parts.extend(self.incomplete.iter().cloned());
-        format!("{} pod(s) would violate it: {}", self.pods(), parts.join("; "))
+        format!("{} pod(s) would violate {}: {}", self.pods(), level.as_str(), parts.join("; "))
     }
 }
 
@@ -139,7 +139,8 @@ pub struct Hold {
     pub target: PodSecurityMode,
     /// What is enforced meanwhile: the strictest level every existing pod passes.
     pub level: PodSecurityLevel,
-    /// The target's dry-run.
+    /// The level the pods fail that blocks the next step up, and its dry-run's answer.
+    pub against: PodSecurityLevel,
     pub evaluation: Evaluation,
     /// When it was checked, and how long until the next check (jittered).
     pub checked: Instant,
@@ -158,7 +159,7 @@ impl Hold {
             self.level.as_str(),
             self.target.level.as_str(),
             self.target.version,
-            self.evaluation.describe()
+            self.evaluation.describe(self.against)
         )
     }
 }
@@ -223,11 +224,27 @@ pub fn step(
     {
         return Step::Held(hold.clone());
     }
-    let mut candidates = vec![target.level];
+    let mut levels = vec![target.level];
     if PodSecurityLevel::Baseline < target.level && PodSecurityLevel::Baseline > current.0 {
-        candidates.push(PodSecurityLevel::Baseline);
+        levels.push(PodSecurityLevel::Baseline);
     }
-    Step::Probe(candidates)
+    // A first look asks about the target first, so the report names every check the pods fail. A
+    // re-check of a namespace held below baseline asks about baseline first: while that fails, the
+    // target must too (each level's checks include the lower one's), and one dry-run answers.
+    if cached.is_some_and(|h| h.level < PodSecurityLevel::Baseline) {
+        levels.reverse();
+    }
+    Step::Probe(levels)
+}
+
+/// Of the levels [`Step::Probe`] named, those the answers so far leave open (ask the first next).
+/// Pods that pass a level pass every lower one; pods that fail a level fail every higher one.
+pub fn open(levels: &[PodSecurityLevel], results: &[(PodSecurityLevel, Evaluation)]) -> Vec<PodSecurityLevel> {
+    levels
+        .iter()
+        .copied()
+        .filter(|l| !results.iter().any(|(at, e)| if e.clean() { *l <= *at } else { *l >= *at }))
+        .collect()
 }
 
 /// A namespace write that raised enforce to `target` drew warnings that existing pods violate it
@@ -237,14 +254,15 @@ pub fn provisional(before: &NamespaceView, target: &PodSecurityMode, warnings: &
     Hold {
         target: target.clone(),
         level: enforced(before).0,
+        against: target.level,
         evaluation: evaluate(warnings),
         checked: now,
         recheck: Duration::ZERO,
     }
 }
 
-/// The dry-runs' answers (`results`, in the order of [`Step::Probe`]'s levels) → the hold, or
-/// `None` when the target is clean. Held at the first clean level, else where the namespace is.
+/// The dry-runs' answers → the hold, or `None` when the target is clean. Held at the strictest
+/// level known clean, else where the namespace is.
 pub fn resolve(
     ns: &NamespaceView,
     target: &PodSecurityMode,
@@ -252,12 +270,23 @@ pub fn resolve(
     now: Instant,
     recheck: Duration,
 ) -> Option<Hold> {
-    let (first, evaluation) = results.first()?;
-    if *first == target.level && evaluation.clean() {
+    let clean = |l: PodSecurityLevel| results.iter().any(|(at, e)| e.clean() && l <= *at);
+    if clean(target.level) {
         return None;
     }
-    let level = results.iter().find(|(_, e)| e.clean()).map_or(enforced(ns).0, |(l, _)| *l);
-    Some(Hold { target: target.clone(), level, evaluation: evaluation.clone(), checked: now, recheck })
+    let level = [PodSecurityLevel::Baseline, PodSecurityLevel::Privileged]
+        .into_iter()
+        .find(|l| *l < target.level && clean(*l))
+        .unwrap_or(enforced(ns).0);
+    // What blocks the next step up: the lowest failing level's answer (the same on a first look
+    // and on re-checks, so the report does not flip between them).
+    let (against, evaluation) = results
+        .iter()
+        .filter(|(_, e)| !e.clean())
+        .min_by_key(|(l, _)| *l)
+        .map(|(l, e)| (*l, e.clone()))
+        .unwrap_or((target.level, Evaluation::default()));
+    Some(Hold { target: target.clone(), level, against, evaluation, checked: now, recheck })
 }
 
 /// `interval` plus up to a fifth more, spread by the namespace's name, so that held namespaces are

@@ -39,8 +39,8 @@ fn warnings_name_each_violating_pod_its_group_and_its_failed_checks() {
     assert!(e.violations[0].checks.starts_with("privileged (container \"c\""), "{:?}", e.violations[0]);
     assert_eq!((e.violations[1].pod.as_str(), e.violations[1].others), ("root-0", 1));
     assert_eq!(e.pods(), 3);
-    let text = e.describe();
-    assert!(text.starts_with("3 pod(s) would violate it: pod priv: privileged"), "{text}");
+    let text = e.describe(PodSecurityLevel::Restricted);
+    assert!(text.starts_with("3 pod(s) would violate restricted: pod priv: privileged"), "{text}");
     assert!(text.contains("pod root-0 (and 1 other pod): runAsNonRoot != true"), "{text}");
 }
 
@@ -52,7 +52,7 @@ fn a_check_that_stopped_early_or_could_not_list_pods_is_not_clean() {
     ] {
         let e = evaluate(&[w.to_owned()]);
         assert!(!e.clean(), "{w}");
-        assert!(e.describe().contains(w));
+        assert!(e.describe(PodSecurityLevel::Restricted).contains(w));
     }
     assert!(evaluate(&[]).clean());
     // Other warnings (say, a deprecated API) say nothing about pods.
@@ -64,7 +64,7 @@ fn a_report_lists_the_first_groups_then_counts_the_rest() {
     let many: Vec<String> = (0..8).map(|i| format!("pod-{i} (and 9 other pods): check-{i}")).collect();
     let e = evaluate(&many);
     assert_eq!(e.pods(), 80);
-    let text = e.describe();
+    let text = e.describe(PodSecurityLevel::Restricted);
     assert!(text.contains("pod pod-4 (and 9 other pods): check-4"), "{text}");
     assert!(!text.contains("pod-5"), "{text}");
     assert!(text.ends_with("and 30 more pod(s)"), "{text}");
@@ -139,8 +139,11 @@ fn enforce_is_held_at_the_first_clean_level_and_released_when_the_target_is_clea
     )
     .expect("held");
     assert_eq!(held.level, PodSecurityLevel::Baseline);
-    assert_eq!(held.evaluation.pods(), 3, "the report is the target's");
-    assert!(held.describe().starts_with("enforce held at baseline (target restricted:latest): 3 pod(s)"));
+    assert_eq!(held.evaluation.pods(), 3, "the report is the target's: what blocks the step up");
+    assert!(
+        held.describe()
+            .starts_with("enforce held at baseline (target restricted:latest): 3 pod(s) would violate restricted")
+    );
     assert_eq!(
         resolve(&ns, &target, &[(PodSecurityLevel::Restricted, Evaluation::default())], now, Duration::ZERO),
         None
@@ -168,4 +171,37 @@ fn rechecks_are_spread_by_namespace_within_a_fifth_of_the_interval() {
     assert!(spread.iter().all(|d| *d >= base && *d <= base + base / 5));
     assert!(spread.iter().any(|d| *d != spread[0]), "not all the same");
     assert_eq!(jittered(base, "a"), jittered(base, "a"), "stable per namespace");
+}
+
+#[test]
+fn the_answers_settle_the_levels_they_imply() {
+    use PodSecurityLevel::{Baseline, Restricted};
+    let dirty = evaluate(&warnings());
+    let clean = Evaluation::default();
+    // A first look: the target first; a clean target settles everything.
+    assert_eq!(open(&[Restricted, Baseline], &[(Restricted, clean.clone())]), vec![]);
+    assert_eq!(open(&[Restricted, Baseline], &[(Restricted, dirty.clone())]), vec![Baseline]);
+    // A re-check from below baseline: a failing baseline settles the target too (one dry-run).
+    assert_eq!(open(&[Baseline, Restricted], &[(Baseline, dirty.clone())]), vec![]);
+    assert_eq!(open(&[Baseline, Restricted], &[(Baseline, clean)]), vec![Restricted]);
+}
+
+#[test]
+fn a_namespace_held_at_privileged_is_rechecked_with_one_dry_run_while_baseline_still_fails() {
+    let now = Instant::now();
+    let ns = namespace(Some("privileged"));
+    let target = want(Rollout::Gated).enforce;
+    let first =
+        [(PodSecurityLevel::Restricted, evaluate(&warnings())), (PodSecurityLevel::Baseline, evaluate(&warnings()))];
+    let hold = resolve(&namespace(None), &target, &first, now, Duration::from_secs(60)).expect("held");
+    let later = now + Duration::from_secs(61);
+    let Step::Probe(levels) = step(&ns, &want(Rollout::Gated), 1, Some(&hold), false, later) else {
+        panic!("a re-check is due")
+    };
+    assert_eq!(levels, [PodSecurityLevel::Baseline, PodSecurityLevel::Restricted]);
+    let answers = [(PodSecurityLevel::Baseline, evaluate(&["priv: privileged".to_owned()]))];
+    assert!(open(&levels, &answers).is_empty(), "one dry-run settles it");
+    let again = resolve(&ns, &target, &answers, later, Duration::from_secs(60)).expect("still held");
+    assert_eq!(again.level, PodSecurityLevel::Privileged);
+    assert_eq!(again.evaluation.violations[0].pod, "priv", "reported from baseline's answer");
 }

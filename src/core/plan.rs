@@ -117,10 +117,17 @@ impl Plan {
     /// How long until the namespace must be looked at again regardless of events: the gate's
     /// re-check, or an exception's expiry.
     pub fn wake(&self, now: Instant) -> Option<Duration> {
-        let expiry = self.exception.as_ref().map(|e| {
-            Duration::try_from(e.expires.duration_since(self.now)).unwrap_or_default() + Duration::from_millis(100)
+        // At expiry, and when it comes within 7 days of it (its warning).
+        let until = |t: k8s_openapi::jiff::Timestamp| {
+            Duration::try_from(t.duration_since(self.now))
+                .ok()
+                .filter(|d| !d.is_zero())
+                .map(|d| d + Duration::from_millis(100))
+        };
+        let exception = self.exception.iter().flat_map(|e| {
+            [until(e.expires), until(e.expires - crate::core::exceptions::EXPIRING_SOON)].into_iter().flatten()
         });
-        self.held.as_ref().map(|h| h.due_in(now)).into_iter().chain(expiry).min()
+        self.held.as_ref().map(|h| h.due_in(now)).into_iter().chain(exception).min()
     }
 }
 

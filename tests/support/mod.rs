@@ -240,9 +240,15 @@ pub fn audited_requests(user: &str, offset: u64) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Whether an audit event is a write.
+/// Whether an audit event is a write (a dry-run persists nothing: not a write).
 pub fn is_write(event: &serde_json::Value) -> bool {
     matches!(event["verb"].as_str(), Some("create" | "update" | "patch" | "delete" | "deletecollection"))
+        && !is_dry_run(event)
+}
+
+/// Whether an audit event is a dry-run request.
+pub fn is_dry_run(event: &serde_json::Value) -> bool {
+    event["requestURI"].as_str().is_some_and(|uri| uri.contains("dryRun="))
 }
 
 /// Write requests (create/update/patch/delete) the audit log records for `user` from `offset` on.
