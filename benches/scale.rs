@@ -43,7 +43,7 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     namespaces: usize,
     /// Scenarios to run (comma-separated): burst, floor, steady, drift, restart, guard, memory.
-    #[arg(long, value_delimiter = ',', default_value = "burst,floor,steady,drift,restart,guard,memory")]
+    #[arg(long, value_delimiter = ',', default_value = "burst,floor,steady,drift,fanout,restart,guard,memory")]
     scenarios: Vec<String>,
     /// Drift events in the drift scenario.
     #[arg(long, default_value_t = 200)]
@@ -92,6 +92,8 @@ struct NsState {
     hardened: bool,
     /// The `nsguard` Report exists.
     report: bool,
+    /// The namespace's `pod-security.kubernetes.io/warn` label.
+    warn: Option<String>,
     /// (when, compliant) each time compliance changed.
     transitions: Vec<(Instant, bool)>,
 }
@@ -171,9 +173,11 @@ fn start_observer(client: Client, run: &str) -> Arc<Observer> {
                     .as_ref()
                     .and_then(|s| s.conditions.as_ref())
                     .is_some_and(|c| c.iter().any(|c| c.type_ == "nsguard.io/Hardened" && c.status == "True"));
+                let warn = ns.labels().get("pod-security.kubernetes.io/warn").cloned();
                 o.update(&ns.name_any(), |s| {
                     s.labels_ok = ok;
                     s.hardened = hardened;
+                    s.warn = warn;
                 });
             }
         }
@@ -316,6 +320,67 @@ impl Nsguard {
     }
 }
 
+/// The bench profile: every `bench=nsguard` namespace, restricted, with `warn` at `warn`.
+async fn set_bench_profile(admin: &Client, warn: &str) {
+    let profile = json!({"apiVersion": "nsguard.io/v1alpha1", "kind": "HardeningProfile",
+        "metadata": {"name": "bench-restricted"},
+        "spec": {"namespaceSelector": {"matchLabels": {"bench": "nsguard"}}, "podSecurity": {"warn": {"level": warn}}}});
+    Api::<DynamicObject>::all_with(admin.clone(), &support::operator::profile_resource())
+        .patch("bench-restricted", &PatchParams::apply("bench").force(), &Patch::Apply(&profile))
+        .await
+        .expect("profile");
+}
+
+/// The figures under stable keys (`burst.p50_ratio`, `memory.rss_mib_10k`, `burst10k.floor_ratio`,
+/// `fanout10k.floor_ratio`, `startup10k.ready_s`, …). A run at 10,000 namespaces adds its `*10k`
+/// keys to the figures an earlier run left in `path`, and the other way round, so one report.json
+/// carries both the 1,000 and the 10,000 runs.
+fn stable_keys(args: &Args, path: &PathBuf, run: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
+    let mut report: serde_json::Map<String, Value> =
+        std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let big = args.namespaces >= 10_000;
+    for (k, v) in run {
+        let key = match k.as_str() {
+            "burst"
+            | "fanout"
+            | "floor"
+            | "floor_ratio"
+            | "restart"
+            | "steady_state"
+            | "steady_state_writes"
+            | "drift"
+                if big =>
+            {
+                format!("{k}10k")
+            }
+            _ => k.clone(),
+        };
+        report.insert(key, v.clone());
+    }
+    if let Some(r) = run.get("restart").filter(|_| big) {
+        report.insert(
+            "startup10k".into(),
+            json!({"ready_s": r["seconds_to_ready"], "writes": r["writes"], "peak_rss_mib": r["peak_rss_mib"],
+                "namespaces": r["namespaces"], "ready_plus_full_reconcile_s": r["ready_plus_full_reconcile_seconds"]}),
+        );
+    }
+    if let Some(readings) = run.get("memory").and_then(Value::as_array) {
+        let mut memory = report.get("memory").and_then(Value::as_object).cloned().unwrap_or_default();
+        for r in readings {
+            let n = r["namespaces"].as_u64().unwrap_or(0);
+            let key = match n {
+                1_000 => "rss_mib_1k",
+                10_000 => "rss_mib_10k",
+                _ => continue,
+            };
+            memory.insert(key.into(), r["peak_rss_mib"].clone());
+        }
+        memory.insert("readings".into(), json!(readings));
+        report.insert("memory".into(), Value::Object(memory));
+    }
+    report
+}
+
 fn clock_ticks() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
@@ -434,6 +499,7 @@ struct Bench {
     log: PathBuf,
     report: serde_json::Map<String, Value>,
     burst_names: Vec<String>,
+    floor_names: Vec<String>,
 }
 
 impl Bench {
@@ -616,6 +682,67 @@ impl Bench {
             self.report.insert("floor_ratio".into(), json!(burst / total));
             println!("floor_ratio: {:.2}", burst / total);
         }
+        // Each namespace's wait, at the median and the tail, against the floor's.
+        let floor_latency = self.report["floor"]["latency"].clone();
+        if let Some(b) = self.report.get_mut("burst").and_then(Value::as_object_mut) {
+            let ratio =
+                |k: &str| b["latency"][k].as_f64().unwrap_or(0.0) / floor_latency[k].as_f64().unwrap_or(1.0).max(1.0);
+            let (p50, p99) = (ratio("p50_ms"), ratio("p99_ms"));
+            b.insert("floor_ratio".into(), json!(burst.unwrap_or(0.0) / total));
+            b.insert("p50_ratio".into(), json!(p50));
+            b.insert("p99_ratio".into(), json!(p99));
+            println!("burst latency ÷ floor latency: p50 {p50:.2}, p99 {p99:.2}");
+        }
+        self.floor_names = names;
+    }
+
+    /// A profile change fanned out to every burst namespace (`warn` restricted → baseline), against
+    /// the floor: the same label change on the floor's namespaces, issued directly at the same
+    /// concurrency. Then the profile is set back (and waited for), so later scenarios see the
+    /// baseline they expect.
+    async fn fanout(&mut self) {
+        let names = self.burst_names.clone();
+        let n = names.len();
+        let t0 = Instant::now();
+        set_bench_profile(&self.admin, "baseline").await;
+        let is_baseline = |s: &NsState| s.warn.as_deref() == Some("baseline");
+        self.observer.wait_all(&names, "fan-out", Duration::from_secs(3600), is_baseline).await;
+        let seconds = t0.elapsed().as_secs_f64();
+        println!("fanout: a profile change reached {n} namespaces in {seconds:.2}s");
+
+        let floor = self.floor_names.clone();
+        let floor_seconds = if floor.is_empty() {
+            None
+        } else {
+            let api = Api::<Namespace>::all(self.nsguard_client.clone());
+            let t0 = Instant::now();
+            futures::stream::iter(floor.iter().cloned())
+                .map(|ns| {
+                    let api = api.clone();
+                    async move {
+                        let patch = json!({"metadata": {"labels": {"pod-security.kubernetes.io/warn": "baseline"}}});
+                        api.patch(&ns, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop)
+                    }
+                })
+                .buffer_unordered(self.args.concurrency)
+                .try_collect::<Vec<()>>()
+                .await
+                .expect("floor fan-out patches");
+            self.observer.wait_all(&floor, "floor fan-out", Duration::from_secs(3600), is_baseline).await;
+            let floor_seconds = t0.elapsed().as_secs_f64();
+            println!("fanout floor: {} label patches in {floor_seconds:.2}s", floor.len());
+            Some(floor_seconds)
+        };
+        let ratio = floor_seconds.map(|f| seconds / f);
+        if let Some(r) = ratio {
+            println!("fanout floor_ratio: {r:.2}");
+        }
+        self.report.insert(
+            "fanout".into(),
+            json!({"namespaces": n, "seconds": seconds, "floor_seconds": floor_seconds, "floor_ratio": ratio}),
+        );
+        set_bench_profile(&self.admin, "restricted").await;
+        self.observer.wait_all(&names, "the profile set back", Duration::from_secs(3600), NsState::compliant).await;
     }
 
     /// The tamper guard's cost on the API server: the latency of requests it evaluates (and lets
@@ -798,7 +925,8 @@ impl Bench {
         let all_reconciled = started.elapsed();
         tokio::time::sleep(Duration::from_secs(3)).await;
         let (requests, writes, leases) = nsguard_requests(offset);
-        println!("restart: ready in {:.2}s, {writes} writes", ready.as_secs_f64());
+        let (_, peak) = nsguard.memory_mib();
+        println!("restart: ready in {:.2}s, {writes} writes, peak RSS {peak:.1} MiB", ready.as_secs_f64());
         self.report.insert(
             "restart".into(),
             json!({
@@ -808,6 +936,7 @@ impl Bench {
                 "requests": requests,
                 "lease_requests": leases,
                 "ready_plus_full_reconcile_seconds": all_reconciled.as_secs_f64(),
+                "peak_rss_mib": peak,
             }),
         );
         nsguard
@@ -1071,6 +1200,7 @@ async fn main() {
         log,
         report,
         burst_names: vec![],
+        floor_names: vec![],
     };
 
     if args.guard_installed {
@@ -1081,12 +1211,7 @@ async fn main() {
     }
     let (mut nsguard, ready) = Nsguard::start(&bench.kubeconfig, args.concurrency, &bench.log).await;
     println!("nsguard ready in {:.2}s", ready.as_secs_f64());
-    let profile = json!({"apiVersion": "nsguard.io/v1alpha1", "kind": "HardeningProfile",
-        "metadata": {"name": "bench-restricted"}, "spec": {"namespaceSelector": {"matchLabels": {"bench": "nsguard"}}}});
-    Api::<DynamicObject>::all_with(admin.clone(), &support::operator::profile_resource())
-        .patch("bench-restricted", &PatchParams::apply("bench").force(), &Patch::Apply(&profile))
-        .await
-        .expect("profile");
+    set_bench_profile(&admin, "restricted").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     if args.runs("burst") {
@@ -1101,6 +1226,9 @@ async fn main() {
     if args.runs("drift") && !bench.burst_names.is_empty() {
         bench.drift().await;
     }
+    if args.runs("fanout") && !bench.burst_names.is_empty() {
+        bench.fanout().await;
+    }
     if args.runs("restart") {
         nsguard = bench.restart(nsguard).await;
     }
@@ -1113,7 +1241,8 @@ async fn main() {
     nsguard.stop().await;
 
     let json_path = args.out.join("report.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&bench.report).expect("json")).expect("write report.json");
+    let report = stable_keys(&args, &json_path, &bench.report);
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report).expect("json")).expect("write report.json");
     let md = markdown(&bench.report);
     std::fs::write(args.out.join("report.md"), &md).expect("write report.md");
     println!("\n{md}\nwrote {} and report.md", json_path.display());

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
@@ -21,6 +22,9 @@ use crate::core::selection::{FinalizerChange, awaits_release, finalizer_change};
 use crate::core::status::{aggregate, needs_write};
 use crate::ops::metrics::ProfileLabels;
 
+/// The longest the writer waits, after a start, for every namespace's first result.
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+
 /// The longest the writer waits before retrying after failed writes.
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
@@ -29,6 +33,9 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 pub async fn run(ctx: Arc<Context>) {
     let mut failures = 0u32;
     let mut gauged: HashSet<String> = HashSet::new();
+    // After a start, nothing is written until every namespace has been looked at once (or
+    // SETTLE_LIMIT passed): a partial aggregate would be written, then corrected.
+    let mut settling: Option<Option<std::time::Instant>> = Some(None);
     loop {
         ctx.status_dirty.notified().await;
         // Finalizers first, without waiting: a profile deleted moments after it was created must
@@ -45,6 +52,22 @@ pub async fn run(ctx: Arc<Context>) {
         if !ctx.is_synced() {
             ctx.status_dirty.notify_one();
             continue;
+        }
+        if let Some(since) = &mut settling {
+            let since = *since.get_or_insert_with(std::time::Instant::now);
+            let unseen = {
+                let state = ctx.state();
+                ctx.namespaces
+                    .state()
+                    .iter()
+                    .filter(|ns| state.namespaces.get(&ns.name_any()).is_none_or(|m| m.result.is_none()))
+                    .count()
+            };
+            if unseen > 0 && since.elapsed() < SETTLE_LIMIT {
+                ctx.status_dirty.notify_one();
+                continue;
+            }
+            settling = None;
         }
         let profiles = ctx.profiles.all();
         let previous: HashMap<String, HardeningProfileStatus> = profiles

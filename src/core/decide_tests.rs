@@ -84,6 +84,8 @@ pub(super) fn plan_for(situation: Situation, mode: &str) -> Plan {
         Situation::LabelDrifted => {
             let mut ns = converged_ns;
             ns.labels.insert("pod-security.kubernetes.io/enforce".into(), "privileged".into());
+            // Whoever changed it owns the label now.
+            ns.label_managers.insert("pod-security.kubernetes.io/enforce".into(), vec!["kubectl-label".into()]);
             plan(&ns, govern(&ns, &profiles, &ex), &converged)
         }
         Situation::Orphaned | Situation::Deselected => {
@@ -323,4 +325,36 @@ fn a_fight_names_the_field_manager_that_set_the_label() {
     let d = decide(NS, &p, &mut Memory::default(), true, now);
     let corrected = d.announce.iter().find(|a| a.reason == "DriftCorrected").expect("DriftCorrected");
     assert!(corrected.note.ends_with("set back (overriding field manager argocd-controller)"), "{}", corrected.note);
+}
+
+#[test]
+fn a_profile_change_updates_nsguards_own_labels_without_calling_it_drift() {
+    // nsguard set enforce=baseline under an earlier spec; no one else owns the label. The profile
+    // now asks for restricted: an update, not a correction (no DriftCorrected, no fight history).
+    let p = profile("Enforce");
+    let want = desired("prod", &p.spec.as_ref().expect("valid").spec, NS);
+    let mut ns = NamespaceView {
+        name: NS.into(),
+        labels: want.labels.clone(),
+        annotations: want.annotations.clone(),
+        owned_markers: want.marker_keys(),
+        ..Default::default()
+    };
+    ns.labels.insert("pod-security.kubernetes.io/enforce".into(), "baseline".into());
+    let observed = Observed {
+        network_policies: want
+            .network_policies
+            .values()
+            .map(|np| Arc::new(NetworkPolicyView::from_object(np)))
+            .collect(),
+        service_accounts: vec![sa("default", Some(false), true)],
+        ..Default::default()
+    };
+    let plan = plan(&ns, govern(&ns, &[p], &Exclusions::default()), &observed);
+    assert_eq!(plan.drift.len(), 1, "{:?}", plan.drift);
+    assert!(plan.corrections.is_empty(), "{:?}", plan.corrections);
+    let d = decide(NS, &plan, &mut Memory::default(), true, Instant::now());
+    assert!(d.writes.iter().any(|a| matches!(a, Action::ApplyNamespace { .. })));
+    assert!(!reasons(&d).contains(&"DriftCorrected"), "{:?}", reasons(&d));
+    assert!(d.corrected.is_empty());
 }

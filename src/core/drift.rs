@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::core::model::NamespaceView;
 use crate::core::plan::Observed;
 
 /// One difference between a namespace and its baseline.
@@ -33,12 +34,15 @@ pub enum Drift {
 impl Drift {
     /// Whether this is a correction of something that was changed, rather than the first hardening
     /// of an object nsguard never touched (a ServiceAccount created after the namespace was
-    /// hardened has its token setting unset and not owned by nsguard).
-    pub fn is_correction(&self, observed: &Observed) -> bool {
+    /// hardened has its token setting unset and not owned by nsguard), or an update nsguard makes
+    /// to its own value because the profile changed (a Pod Security label that no other field
+    /// manager owns holds what nsguard set before).
+    pub fn is_correction(&self, ns: &NamespaceView, observed: &Observed) -> bool {
         match self {
             Self::ServiceAccountAutomount { name, actual: None } => {
                 observed.service_accounts.iter().any(|sa| &sa.name == name && sa.automount_owned)
             }
+            Self::Label { key, actual: Some(_), .. } => ns.label_managers.get(key).is_some_and(|m| !m.is_empty()),
             _ => true,
         }
     }

@@ -194,7 +194,7 @@ pub fn plan(ns: &NamespaceView, governance: Governance, observed: &Observed) -> 
             let corrections = if first_hardening || want.mode == Mode::Audit {
                 vec![]
             } else {
-                drift.iter().filter(|d| d.is_correction(observed)).cloned().collect()
+                drift.iter().filter(|d| d.is_correction(ns, observed)).cloned().collect()
             };
             let mut rivals: Vec<String> = drift
                 .iter()
