@@ -21,7 +21,7 @@ demo: build cluster-up ## Bring up the local control plane and watch nsguard har
 .PHONY: test
 test: ## Every test, unit and integration, against a local control plane started (and stopped) for the run.
 	@NSGUARD_CLUSTER_DIR=$(TEST_CLUSTER) $(CLUSTER_TOOLS)/up.sh
-	@$(CLUSTER_TOOLS)/helm.sh >/dev/null # the tests run the real helm: build it (once, cached) up front
+	@$(CLUSTER_TOOLS)/helm.sh >/dev/null && $(CLUSTER_TOOLS)/kstatus.sh >/dev/null # real helm and kstatus: built once, cached
 	@status=0; mkdir -p target; \
 	NSGUARD_KUBECONFIG=$(TEST_CLUSTER)/kubeconfig cargo test $(CARGO_FLAGS) --lib --bins --tests 2>&1 | tee target/test.log || status=$$?; \
 	NSGUARD_CLUSTER_DIR=$(TEST_CLUSTER) $(CLUSTER_TOOLS)/down.sh; \
