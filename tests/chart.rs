@@ -293,3 +293,16 @@ fn chart_guard_is_config_guard_in_deny_and_warn_mode() {
         assert_eq!(k, h, "the chart's guard ({mode}) differs from {dir}");
     }
 }
+
+#[test]
+fn readme_kustomize_overlay_pins_the_image_by_digest() {
+    // The overlay README "Deploy" shows, two directories below the repository root.
+    let overlay = repo().join("target/overlay-digest");
+    std::fs::create_dir_all(&overlay).expect("mkdir");
+    let kustomization = format!(
+        "resources: [../../config/default]\nimages:\n  - {{name: nsguard, newName: registry.example.com/nsguard, digest: \"{DIGEST}\"}}\n"
+    );
+    std::fs::write(overlay.join("kustomization.yaml"), kustomization).expect("write overlay");
+    let objects = kustomize("target/overlay-digest");
+    assert_eq!(images(&objects), [format!("registry.example.com/nsguard@{DIGEST}")]);
+}
