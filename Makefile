@@ -21,6 +21,7 @@ demo: build cluster-up ## Bring up the local control plane and watch nsguard har
 .PHONY: test
 test: ## Every test, unit and integration, against a local control plane started (and stopped) for the run.
 	@NSGUARD_CLUSTER_DIR=$(TEST_CLUSTER) $(CLUSTER_TOOLS)/up.sh
+	@$(CLUSTER_TOOLS)/helm.sh >/dev/null && $(CLUSTER_TOOLS)/kstatus.sh >/dev/null # real helm and kstatus: built once, cached
 	@status=0; mkdir -p target; \
 	NSGUARD_KUBECONFIG=$(TEST_CLUSTER)/kubeconfig cargo test $(CARGO_FLAGS) --lib --bins --tests 2>&1 | tee target/test.log || status=$$?; \
 	NSGUARD_CLUSTER_DIR=$(TEST_CLUSTER) $(CLUSTER_TOOLS)/down.sh; \
@@ -64,9 +65,22 @@ lint: ## rustfmt and clippy, warnings as errors.
 	cargo clippy $(CARGO_FLAGS) --all-targets -- -D warnings
 
 .PHONY: crds
-crds: ## Regenerate the CRD YAML (crds/ and config/crd/bases/) from the Rust types.
+crds: ## Regenerate the CRD YAML (crds/, config/crd/bases/, the chart's crds/) from the Rust types.
 	cargo run $(CARGO_FLAGS) --quiet -- crd > crds/hardeningprofiles.nsguard.io.yaml
 	cp crds/hardeningprofiles.nsguard.io.yaml config/crd/bases/
+	@$(MAKE) --no-print-directory chart-sync
+
+.PHONY: chart-sync
+chart-sync: ## Copy the CRD and the tamper guard (config/guard) into charts/nsguard (Helm reads only its chart; a test checks the copies).
+	cp crds/hardeningprofiles.nsguard.io.yaml charts/nsguard/crds/
+	cp config/guard/namespaces.yaml config/guard/networkpolicies.yaml config/guard/serviceaccounts.yaml \
+	  config/guard/pods.yaml charts/nsguard/files/guard/
+
+.PHONY: chart-lint
+chart-lint: ## helm lint --strict and helm template of charts/nsguard, with the helm built by tests/cluster/helm.sh.
+	@helm=$$($(CLUSTER_TOOLS)/helm.sh); \
+	"$$helm" lint --strict charts/nsguard; \
+	"$$helm" template nsguard charts/nsguard --namespace nsguard-system >/dev/null && echo "helm template: ok"
 
 .PHONY: build
 build: ## Build nsguard (debug).
@@ -75,6 +89,10 @@ build: ## Build nsguard (debug).
 .PHONY: control-plane
 control-plane: ## Build (or find in the cache) etcd, kube-apiserver, kube-controller-manager and kubectl.
 	@$(CLUSTER_TOOLS)/build.sh
+
+.PHONY: helm
+helm: ## Build (or find in the cache) helm, from the Go module pinned in tests/cluster/helm; prints its path.
+	@$(CLUSTER_TOOLS)/helm.sh
 
 .PHONY: cluster-up
 cluster-up: ## Start the local control plane (reuses a running one); kubeconfig in target/cluster/kubeconfig.

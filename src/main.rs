@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::sync::watch;
@@ -145,7 +145,7 @@ fn limit_malloc_arenas() {
 }
 
 async fn start() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    match parse_cli().command {
         Command::Crd => {
             print!("{}", nsguard::cli::crd::crd_yaml()?);
             Ok(())
@@ -162,6 +162,16 @@ async fn start() -> anyhow::Result<()> {
             exit(nsguard::cli::status(&args, client).await?)
         }
     }
+}
+
+/// The command line; named `kubectl nsguard` in help and errors when run as the kubectl plugin.
+fn parse_cli() -> Cli {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let mut command = Cli::command();
+    if let Some(name) = nsguard::cli::plugin_name(std::path::Path::new(&argv0)) {
+        command = command.bin_name(name);
+    }
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
 }
 
 fn exit(code: i32) -> anyhow::Result<()> {

@@ -113,6 +113,13 @@ pub struct StatusArgs {
     pub exclusions: ExclusionArgs,
 }
 
+/// The name to show in help when the binary runs as a kubectl plugin: kubectl runs
+/// `kubectl nsguard ARGS` as `kubectl-nsguard ARGS` (found on the PATH).
+pub fn plugin_name(argv0: &std::path::Path) -> Option<&'static str> {
+    let file = argv0.file_name()?.to_str()?;
+    (file == "kubectl-nsguard" || file == "kubectl-nsguard.exe").then_some("kubectl nsguard")
+}
+
 /// `nsguard plan`. Exit status 1 when a profile is invalid (the plan is still printed).
 pub fn plan(args: &PlanArgs) -> anyhow::Result<i32> {
     let inputs = offline::load(&args.paths).map_err(anyhow::Error::msg)?;

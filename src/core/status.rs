@@ -19,6 +19,12 @@ pub const MAX_LISTED: usize = 20;
 pub const READY: &str = "Ready";
 pub const DRIFTED: &str = "Drifted";
 pub const CONFLICTING: &str = "Conflicting";
+/// kstatus (Flux, cli-utils): present, `True`, only while nsguard is still bringing namespaces to
+/// the baseline (writes in flight, or failed and retried); absent otherwise ("abnormal-true").
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus: present, `True`, only while nsguard cannot make progress without a change to the
+/// profile (its spec is invalid); absent otherwise.
+pub const STALLED: &str = "Stalled";
 
 /// What the last reconcile of a namespace found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -230,6 +236,14 @@ fn profile_status(
         condition(CONFLICTING, true, "Overridden", message)
     };
 
+    // kstatus reads these two, not Ready: InProgress while Reconciling, Failed while Stalled, and
+    // Current with neither once status.observedGeneration is metadata.generation.
+    let kstatus = match (&profile.spec, ready.status.as_str()) {
+        (Err(_), _) => Some(condition(STALLED, true, &ready.reason, ready.message.clone())),
+        (Ok(_), "False") => Some(condition(RECONCILING, true, &ready.reason, ready.message.clone())),
+        (Ok(_), _) => None,
+    };
+
     t.non_compliant.sort_by(|a, b| a.namespace.cmp(&b.namespace));
     t.non_compliant.truncate(MAX_LISTED);
     let exceptions = profile.spec.as_ref().ok().filter(|v| !v.exceptions.is_empty()).map(|v| {
@@ -243,7 +257,7 @@ fn profile_status(
     });
     HardeningProfileStatus {
         observed_generation: generation,
-        conditions: vec![ready, drifted, conflicting],
+        conditions: [ready, drifted, conflicting].into_iter().chain(kstatus).collect(),
         matched_namespaces: t.governed,
         compliant_namespaces: t.compliant,
         non_compliant: t.non_compliant,

@@ -120,3 +120,75 @@ fn a_status_is_written_only_when_it_differs_from_the_stored_and_the_last_written
     assert!(!needs_write(&a, Some(&b), Some(&a)), "written; its watch event is on the way");
     assert!(needs_write(&a, Some(&b), Some(&b)));
 }
+
+fn kstatus_conditions(s: &HardeningProfileStatus) -> Vec<(&str, &str, &str)> {
+    s.conditions
+        .iter()
+        .filter(|c| c.type_ == RECONCILING || c.type_ == STALLED)
+        .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+        .collect()
+}
+
+#[test]
+fn converging_namespaces_make_the_profile_reconciling_for_kstatus() {
+    let profiles = [Arc::new(Profile::from_spec("prod", HardeningProfileSpec::default()))];
+    let failed = NamespaceResult { failed: true, ..result("prod", Outcome::Converging, &[]) };
+    for (namespace, reason) in [(result("prod", Outcome::Converging, &[]), "Progressing"), (failed, "ReconcileFailed")]
+    {
+        let results = [("a".to_owned(), result("prod", Outcome::Compliant, &[])), ("b".to_owned(), namespace)];
+        let out = aggregate(
+            &profiles,
+            results.iter().map(|(n, r)| (n.as_str(), r)),
+            &HashMap::new(),
+            &HashMap::new(),
+            &at(1),
+        );
+        assert_eq!(kstatus_conditions(&out["prod"]), [(RECONCILING, "True", reason)]);
+        assert_eq!(cond(&out["prod"], RECONCILING).observed_generation, out["prod"].observed_generation);
+    }
+}
+
+#[test]
+fn invalid_spec_stalls_the_profile_for_kstatus_naming_the_field() {
+    let mut spec = HardeningProfileSpec::default();
+    spec.pod_security.warn.version = "1.2".into();
+    let profiles = [Arc::new(Profile::from_spec("bad", spec))];
+    let out = aggregate(&profiles, [], &HashMap::new(), &HashMap::new(), &at(1));
+    assert_eq!(kstatus_conditions(&out["bad"]), [(STALLED, "True", "InvalidSpec")]);
+    assert!(cond(&out["bad"], STALLED).message.starts_with("spec.podSecurity.warn.version:"));
+}
+
+#[test]
+fn compliant_profile_has_neither_reconciling_nor_stalled() {
+    let profiles = [Arc::new(Profile::from_spec("prod", HardeningProfileSpec::default()))];
+    let results = [("a".to_owned(), result("prod", Outcome::Compliant, &[]))];
+    let out =
+        aggregate(&profiles, results.iter().map(|(n, r)| (n.as_str(), r)), &HashMap::new(), &HashMap::new(), &at(1));
+    assert_eq!(kstatus_conditions(&out["prod"]), []);
+    // Audit mode's drift is reported, not worked on: not Reconciling either.
+    let audit: HardeningProfileSpec = serde_json::from_value(serde_json::json!({"mode": "Audit"})).expect("spec");
+    let profiles = [Arc::new(Profile::from_spec("audit", audit))];
+    let results = [("a".to_owned(), result("audit", Outcome::Drifted, &[]))];
+    let out =
+        aggregate(&profiles, results.iter().map(|(n, r)| (n.as_str(), r)), &HashMap::new(), &HashMap::new(), &at(1));
+    assert_eq!(kstatus_conditions(&out["audit"]), []);
+}
+
+#[test]
+fn reconciling_keeps_its_transition_time_and_goes_once_compliant() {
+    let profiles = [Arc::new(Profile::from_spec("prod", HardeningProfileSpec::default()))];
+    let converging = [("a".to_owned(), result("prod", Outcome::Converging, &[]))];
+    let first =
+        aggregate(&profiles, converging.iter().map(|(n, r)| (n.as_str(), r)), &HashMap::new(), &HashMap::new(), &at(1));
+    let previous: HashMap<_, _> = first.clone().into_iter().collect();
+    let second =
+        aggregate(&profiles, converging.iter().map(|(n, r)| (n.as_str(), r)), &previous, &HashMap::new(), &at(9));
+    assert_eq!(first, second, "still converging: nothing to write");
+    let compliant = [("a".to_owned(), result("prod", Outcome::Compliant, &[]))];
+    let previous: HashMap<_, _> = second.into_iter().collect();
+    let third =
+        aggregate(&profiles, compliant.iter().map(|(n, r)| (n.as_str(), r)), &previous, &HashMap::new(), &at(20));
+    assert_eq!(kstatus_conditions(&third["prod"]), []);
+    let types: Vec<&str> = third["prod"].conditions.iter().map(|c| c.type_.as_str()).collect();
+    assert_eq!(types, [READY, DRIFTED, CONFLICTING], "the existing conditions stay");
+}

@@ -154,6 +154,8 @@ kubectl=("$bin/kubectl" --kubeconfig "$STATE/kubeconfig")
 wait_for "kube-apiserver /readyz" kube-apiserver "${kubectl[@]}" get --raw /readyz
 
 # --- kube-controller-manager ----------------------------------------------------------------------
+# The Deployment and ReplicaSet controllers make pods of nsguard's own Deployment (installed by Helm
+# or kustomize), so Pod Security admission of them is tested; with no scheduler they stay Pending.
 # Its client defaults to 20 requests/s; every new namespace waits on it for its `default`
 # ServiceAccount, so the benchmark would measure that limit instead of nsguard. Raised, as large
 # clusters do.
@@ -164,7 +166,7 @@ start kube-controller-manager "$bin/kube-controller-manager" \
   --use-service-account-credentials=false \
   --kube-api-qps 200 --kube-api-burst 400 \
   --root-ca-file "$certs/ca.crt" --service-account-private-key-file "$certs/sa.key" \
-  --controllers namespace-controller,serviceaccount-controller,garbage-collector-controller,clusterrole-aggregation-controller,root-ca-certificate-publisher-controller
+  --controllers namespace-controller,serviceaccount-controller,garbage-collector-controller,clusterrole-aggregation-controller,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller
 wait_for "the default ServiceAccount in namespace default" kube-controller-manager \
   "${kubectl[@]}" -n default get serviceaccount default
 
