@@ -63,6 +63,8 @@ fn result(outcome: Outcome, failed: bool, overridden: &[&str]) -> NamespaceResul
         fighting: false,
         rivals: vec![],
         taken: vec![],
+        held: None,
+        exception: None,
     }
 }
 
