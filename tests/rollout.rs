@@ -130,8 +130,12 @@ async fn a_privileged_pod_holds_enforce_at_privileged_until_it_is_gone_then_the_
     let message = held.message.unwrap_or_default();
     assert!(message.contains("enforce held at privileged (target restricted:latest)"), "{message}");
     assert!(message.contains("pod priv-app: privileged"), "names the pod and its failed checks: {message}");
+    // Enforce stays exactly where it was: no label, so the API server's default level, which on
+    // this control plane is privileged (nsguard never writes a level the cluster default may
+    // exceed); audit and warn at the target.
     let l = labels(&op.admin, &ns).await;
-    assert_eq!((l[ENFORCE].as_str(), l[AUDIT].as_str(), l[WARN].as_str()), ("privileged", "restricted", "restricted"));
+    assert_eq!(l.get(ENFORCE), None, "{l:?}");
+    assert_eq!((l[AUDIT].as_str(), l[WARN].as_str()), ("restricted", "restricted"));
     // The Report's enforce check fails with the same detail.
     let report = Api::<DynamicObject>::namespaced_with(op.admin.clone(), &ns, &nsguard::core::report::resource());
     let report = eventually("the Report to show the hold", || async {
@@ -192,7 +196,7 @@ async fn a_root_pod_holds_enforce_at_baseline_and_many_pods_are_counted() {
     // What keeps it from baseline: the eight privileged pods, counted (the root pod passes it).
     assert!(message.contains("8 pod(s) would violate baseline"), "the count: {message}");
     assert!(message.contains("pod agent-0 (and 7 other pods): privileged"), "{message}");
-    assert_eq!(labels(&op.admin, &crowd).await[ENFORCE], "privileged");
+    assert_eq!(labels(&op.admin, &crowd).await.get(ENFORCE), None, "held where it was: the default, privileged");
     // The profile counts them as not compliant, with the reason.
     let profiles = Api::<DynamicObject>::all_with(op.admin.clone(), &profile_resource());
     let name = format!("rollout-{}", op.shard);
@@ -271,6 +275,7 @@ async fn an_exception_lowers_enforce_until_it_expires_and_one_too_far_ahead_is_r
     ]});
     let name = op.profile("rollout", selecting(&value, exceptions)).await;
     let ns = op.namespace("exc", &[(SELECTED, value.as_str())]).await;
+    let never = op.namespace("never", &[(SELECTED, value.as_str())]).await;
 
     let c = wait_condition(&op.admin, &ns, "True", "Compliant").await;
     assert!(c.message.unwrap_or_default().contains("exception 0 enforces baseline:latest until"));
@@ -282,6 +287,9 @@ async fn an_exception_lowers_enforce_until_it_expires_and_one_too_far_ahead_is_r
     assert!(enforce.as_ref().is_some_and(|c| c["result"] == "warn"), "the Report warns of the exception: {status}");
     let l = labels(&op.admin, &ns).await;
     assert_eq!((l[ENFORCE].as_str(), l[AUDIT].as_str(), l[WARN].as_str()), ("baseline", "restricted", "restricted"));
+    // The refused exception is not applied: its namespace enforces the target.
+    wait_condition(&op.admin, &never, "True", "Compliant").await;
+    assert_eq!(labels(&op.admin, &never).await[ENFORCE], "restricted");
     let profiles = Api::<DynamicObject>::all_with(op.admin.clone(), &profile_resource());
     let status = eventually("the profile status to show its exceptions", || async {
         let p = profiles.get(&name).await.expect("profile");
@@ -322,10 +330,16 @@ async fn an_exception_whose_expiry_is_not_a_date_time_is_rejected_at_apply_namin
                  "expires": "next tuesday", "reason": "r"}]},
     });
     let name = profile["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-    let err = Api::<DynamicObject>::all_with(admin, &profile_resource())
-        .patch(&name, &PatchParams::apply("test"), &Patch::Apply(&profile))
-        .await
-        .expect_err("rejected");
+    let profiles = Api::<DynamicObject>::all_with(admin, &profile_resource());
+    let err = profiles.patch(&name, &PatchParams::apply("test"), &Patch::Apply(&profile)).await.expect_err("rejected");
     let text = err.to_string();
     assert!(text.contains("spec.exceptions[0].expires"), "{text}");
+    // And one without an expiry at all.
+    let mut endless = profile.clone();
+    if let Some(e) = endless["spec"]["exceptions"][0].as_object_mut() {
+        e.remove("expires");
+    }
+    let err = profiles.patch(&name, &PatchParams::apply("test"), &Patch::Apply(&endless)).await.expect_err("rejected");
+    let text = err.to_string();
+    assert!(text.contains("spec.exceptions[0].expires") && text.contains("Required"), "{text}");
 }

@@ -16,7 +16,8 @@ use super::gate::probe;
 use crate::core::announce::{Announcement, Subject, subject, summary};
 use crate::core::crd::Rollout;
 use crate::core::decide::{Decision, Next, decide};
-use crate::core::gate::{self, Step};
+use crate::core::gate::{self, Evaluation, Step};
+use crate::core::guard::ObjectKey;
 use crate::core::model::NamespaceView;
 use crate::core::plan::{Observed, Outcome, plan};
 use crate::core::selection::govern;
@@ -114,9 +115,13 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
     Ok(match decision.next {
         Next::Resync => Requeue::requeue(ctx.settings.resync),
-        Next::After(wait) => Requeue::requeue(wait),
+        // Never later than the resync backstop (an exception may end weeks from now).
+        Next::After(wait) => Requeue::requeue(wait.min(ctx.settings.resync)),
     })
 }
+
+/// How soon a failed enforce dry-run is tried again (at most).
+const RETRY_PROBE: Duration = Duration::from_secs(30);
 
 /// The plan, through the rollout gate: when raising enforce needs a dry-run first, run it and
 /// plan again with the hold it finds (or none).
@@ -129,18 +134,30 @@ async fn gated_plan(
 ) -> Result<crate::core::plan::Plan, Error> {
     let first = plan(ns, governance.clone(), observed);
     let Some(want) = &first.desired else { return Ok(first) };
-    let (cached, suspect) = {
-        let state = ctx.state();
-        state.namespaces.get(&ns.name).map(|m| (m.hold.clone(), m.suspect)).unwrap_or_default()
+    let (cached, suspect, settled) = {
+        let mut state = ctx.state();
+        let memory = state.namespaces.entry(ns.name.clone()).or_default();
+        let in_flight = memory.pending.is_pending(&ObjectKey::new("Namespace", "", &ns.name), now);
+        (memory.hold.clone(), memory.suspect, !in_flight)
     };
-    let hold = match gate::step(ns, want, observed.service_accounts.len(), cached.as_ref(), suspect, now) {
+    let step = gate::step(ns, want, observed.service_accounts.len(), cached.as_ref(), suspect, settled, now);
+    let hold = match step {
         Step::Pass => None,
         Step::Held(hold) => Some(hold),
         // Followers write nothing: they keep what the leader's view would be without asking.
         Step::Probe(_) if !ctx.is_leader() => cached,
         Step::Probe(levels) => {
-            let results = probe(ctx, &ns.name, &want.enforce, &levels).await?;
             let recheck = gate::jittered(ctx.settings.enforce_recheck, &ns.name);
+            let (results, recheck) = match probe(ctx, &ns.name, &want.enforce, &levels).await {
+                Ok(results) => (results, recheck),
+                // Fail closed: without an answer, enforce is not raised; it stays where it is, the
+                // rest of the hardening goes ahead, and the check is tried again within a minute.
+                Err(e) => {
+                    warn!(error = %e, "the enforce dry-run failed; enforce stays where it is");
+                    let failed = Evaluation { incomplete: vec![e.to_string()], ..Default::default() };
+                    (vec![(want.enforce.level, failed)], recheck.min(gate::jittered(RETRY_PROBE, &ns.name)))
+                }
+            };
             let hold = gate::resolve(ns, &want.enforce, &results, now, recheck);
             if let Some(h) = &hold {
                 info!(level = h.level.as_str(), detail = %h.describe(), "enforce held");
@@ -155,6 +172,7 @@ async fn gated_plan(
     if hold.is_none() {
         if let Some(memory) = ctx.state().namespaces.get_mut(&ns.name) {
             memory.hold = None;
+            memory.suspect = false;
         }
         return Ok(first);
     }

@@ -1,7 +1,7 @@
 //! Pure: what nsguard tells people about a namespace — the Kubernetes Events a reconcile
 //! announces, sent on change only, and the object each event regards.
 
-use crate::core::crd::Mode;
+use crate::core::crd::{Mode, Rollout};
 use crate::core::desired::DEFAULT_DENY_POLICY;
 use crate::core::model::ReportSeen;
 use crate::core::plan::{Action, Drift, Observed, Outcome, Plan};
@@ -136,16 +136,18 @@ fn gate_announcements(
             "Hold",
             format!("Profile {profile}: {}; re-checked periodically, promoted once clean", hold.describe()),
         ),
-        (None, Some(want)) if (reported.held.is_some() || shown_held) && writing => say(
-            Severity::Normal,
-            "EnforcePromoted",
-            "Promote",
-            format!(
-                "Profile {profile}: no existing pod violates {}:{} any more; enforcing it",
-                want.enforce.level.as_str(),
-                want.enforce.version
-            ),
-        ),
+        (None, Some(want)) if (reported.held.is_some() || shown_held) && writing && want.rollout == Rollout::Gated => {
+            say(
+                Severity::Normal,
+                "EnforcePromoted",
+                "Promote",
+                format!(
+                    "Profile {profile}: no existing pod violates {}:{} any more; enforcing it",
+                    want.enforce.level.as_str(),
+                    want.enforce.version
+                ),
+            )
+        }
         _ => {}
     }
     if let Some(e) = &plan.exception

@@ -16,8 +16,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::core::pod_security::{
-    ExceptionPodSecurity, ExceptionsStatus, PodSecurity, PodSecurityException, PodSecurityLevel, PodSecurityMode,
-    Rollout,
+    ExceptionPodSecurity, ExceptionsStatus, NAMESPACE_GLOB, PSA_VERSION, PodSecurity, PodSecurityException,
+    PodSecurityLevel, PodSecurityMode, Rollout,
 };
 
 /// API group of nsguard's resources.
@@ -27,14 +27,10 @@ pub const GROUP: &str = "nsguard.io";
 pub const DNS1123_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// RFC 1123 subdomain: a ServiceAccount name.
 pub const DNS1123_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
-/// A namespace-name glob: the characters of a namespace name plus `*` and `?`.
-pub const NAMESPACE_GLOB: &str = r"^[-a-z0-9*?]+$";
 /// A label value (may be empty).
 pub const LABEL_VALUE: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
 /// A label key: an optional DNS subdomain prefix and `/`, then a name of at most 63 characters.
 pub const LABEL_KEY: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
-/// A Pod Security Standards version: `latest` or `v1.N`.
-pub const PSA_VERSION: &str = r"^(latest|v1\.(0|[1-9][0-9]{0,3}))$";
 
 /// HardeningProfile declares the security baseline of the namespaces it selects: Pod Security
 /// Admission labels, default-deny NetworkPolicies with DNS egress allowed, and ServiceAccounts

@@ -38,9 +38,14 @@ fn hold(now: Instant) -> Hold {
         target: Default::default(),
         level: PodSecurityLevel::Baseline,
         against: PodSecurityLevel::Restricted,
-        evaluation: evaluate(&["web-0 (and 2 other pods): runAsNonRoot != true".to_owned()]),
+        evaluation: evaluate(&[
+            "existing pods in namespace \"team-a\" violate the new PodSecurity enforce level \"restricted:latest\""
+                .to_owned(),
+            "web-0 (and 2 other pods): runAsNonRoot != true".to_owned(),
+        ]),
         checked: now,
         recheck: Duration::from_secs(300),
+        keep: None,
     }
 }
 

@@ -163,10 +163,21 @@ impl Desired {
         self.set_enforce_labels(to.level, &to.version);
     }
 
-    /// The rollout gate holds the enforce label at `level` (the target stays in `enforce`).
-    pub fn hold_enforce(&mut self, level: PodSecurityLevel) {
-        let version = self.enforce.version.clone();
-        self.set_enforce_labels(level, &version);
+    /// The rollout gate holds the enforce label at `level` (the target stays in `enforce`), or,
+    /// with `keep`, exactly at the labels the namespace had (an absent one stays absent).
+    pub fn hold_enforce(&mut self, level: PodSecurityLevel, keep: Option<&(Option<String>, Option<String>)>) {
+        let Some((kept_level, kept_version)) = keep else {
+            let version = self.enforce.version.clone();
+            self.set_enforce_labels(level, &version);
+            return;
+        };
+        for (key, value) in [("enforce", kept_level), ("enforce-version", kept_version)] {
+            let key = format!("{PSA_PREFIX}{key}");
+            match value {
+                Some(v) => self.labels.insert(key, v.clone()),
+                None => self.labels.remove(&key),
+            };
+        }
     }
 
     fn set_enforce_labels(&mut self, level: PodSecurityLevel, version: &str) {

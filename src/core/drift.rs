@@ -4,8 +4,9 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::core::model::NamespaceView;
-use crate::core::plan::Observed;
+use std::sync::Arc;
+
+use crate::core::model::{NamespaceView, ServiceAccountView};
 
 /// One difference between a namespace and its baseline.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -37,10 +38,10 @@ impl Drift {
     /// hardened has its token setting unset and not owned by nsguard), or an update nsguard makes
     /// to its own value because the profile changed (a Pod Security label that no other field
     /// manager owns holds what nsguard set before).
-    pub fn is_correction(&self, ns: &NamespaceView, observed: &Observed) -> bool {
+    pub fn is_correction(&self, ns: &NamespaceView, service_accounts: &[Arc<ServiceAccountView>]) -> bool {
         match self {
             Self::ServiceAccountAutomount { name, actual: None } => {
-                observed.service_accounts.iter().any(|sa| &sa.name == name && sa.automount_owned)
+                service_accounts.iter().any(|sa| &sa.name == name && sa.automount_owned)
             }
             Self::Label { key, actual: Some(_), .. } => ns.label_managers.get(key).is_some_and(|m| !m.is_empty()),
             _ => true,

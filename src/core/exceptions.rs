@@ -10,8 +10,8 @@
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::core::crd::{HardeningProfileSpec, PodSecurityMode};
-use crate::core::model::NamespaceGlobs;
-use crate::core::validate::FieldError;
+use crate::core::field::FieldError;
+use crate::core::globs::NamespaceGlobs;
 
 /// How far ahead an exception's `expires` may lie: 90 days.
 pub const MAX_AHEAD: SignedDuration = SignedDuration::from_hours(90 * 24);
@@ -27,6 +27,9 @@ pub struct Exception {
     pub enforce: PodSecurityMode,
     pub expires: Timestamp,
     pub reason: String,
+    /// When `spec.exceptions` was last written (from the profile's managedFields), if known: the
+    /// 90-day bound counts from then, so a refused exception does not switch itself on later.
+    pub written: Option<Timestamp>,
 }
 
 /// Where an exception stands at a moment.
@@ -48,7 +51,14 @@ impl Exception {
         })?;
         let globs = NamespaceGlobs::new(&e.namespaces)
             .map_err(|message| FieldError { field: format!("{field}.namespaces"), message })?;
-        Ok(Self { index, globs, enforce: e.pod_security.enforce.clone(), expires, reason: e.reason.clone() })
+        Ok(Self {
+            index,
+            globs,
+            enforce: e.pod_security.enforce.clone(),
+            expires,
+            reason: e.reason.clone(),
+            written: None,
+        })
     }
 
     /// Its field path, for messages.
@@ -59,9 +69,9 @@ impl Exception {
     pub fn state(&self, now: Timestamp) -> State {
         if self.expires <= now {
             State::Expired
-        } else if self.expires.duration_since(now) > MAX_AHEAD {
+        } else if self.expires.duration_since(self.written.map_or(now, |w| w.min(now))) > MAX_AHEAD {
             State::Refused(format!(
-                "{}: expires {} is more than 90 days ahead; refused (not applied)",
+                "{}: expires {} is more than 90 days after it was written; refused (not applied)",
                 self.field(),
                 self.expires
             ))
@@ -222,12 +232,16 @@ mod tests {
             exceptions: vec![exception(&["*"], PodSecurityLevel::Privileged, "2027-06-01T00:00:00Z")],
             ..Default::default()
         };
-        let all = compiled(&spec);
+        let mut all = compiled(&spec);
         assert!(applying(&all, "any", now()).is_none());
+        // Months later it would be within 90 days of now, but not of when it was written.
+        all[0].written = Some(now());
+        let later: Timestamp = "2027-05-01T00:00:00Z".parse().expect("timestamp");
+        assert!(applying(&all, "any", later).is_none(), "still refused");
         let refused = refusals(&spec, now());
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].field, "spec.exceptions[0].expires");
-        assert!(refused[0].message.contains("more than 90 days ahead"), "{}", refused[0].message);
+        assert!(refused[0].message.contains("more than 90 days after it was written"), "{}", refused[0].message);
         assert_eq!(summary(&all, now()).refused.len(), 1);
     }
 

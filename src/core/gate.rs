@@ -78,18 +78,28 @@ impl Evaluation {
 }
 
 /// Reads Pod Security Admission's warnings about existing pods (from a namespace write or its
-/// dry-run). Warnings of other kinds are ignored.
+/// dry-run): the heading `existing pods in namespace "x" violate the new PodSecurity enforce level
+/// "l:v"`, then one line per group of pods. The heading alone makes the answer "not clean" (the
+/// API server may drop lines past its warning budget); lines of other warnings are ignored.
 pub fn evaluate(warnings: &[String]) -> Evaluation {
+    /// The API server truncates each warning to 256 characters and drops warnings past 4 KiB.
+    const ONE: usize = 256;
+    const ALL: usize = 4096;
     let mut out = Evaluation::default();
+    let mut heading = false;
     for w in warnings {
-        if w.starts_with("existing pods in namespace ") {
-            continue; // the heading of the per-pod warnings
+        if w.starts_with("existing pods in namespace ") && w.contains(" violate the new PodSecurity enforce level ") {
+            heading = true;
+            continue;
         }
         if w.starts_with("new PodSecurity enforce level only checked against")
             || w.starts_with("failed to list pods while checking new PodSecurity")
         {
             out.incomplete.push(w.clone());
             continue;
+        }
+        if !heading {
+            continue; // pod lines follow the heading
         }
         // `pod: checks` or `pod (and N other pod[s]): checks`; pod names hold no spaces or colons.
         let Some((who, checks)) = w.split_once(": ") else { continue };
@@ -107,6 +117,11 @@ pub fn evaluate(warnings: &[String]) -> Evaluation {
             continue;
         }
         out.violations.push(Violation { pod: pod.to_owned(), others, checks: checks.to_owned() });
+    }
+    let total: usize = warnings.iter().map(String::len).sum();
+    if heading && (out.violations.is_empty() || total + 64 >= ALL || warnings.iter().any(|w| w.chars().count() >= ONE))
+    {
+        out.incomplete.push("the API server's warnings were cut short: more pods may violate it".to_owned());
     }
     out
 }
@@ -145,6 +160,9 @@ pub struct Hold {
     /// When it was checked, and how long until the next check (jittered).
     pub checked: Instant,
     pub recheck: Duration,
+    /// Held where the namespace was: its enforce and enforce-version labels then (absent ones
+    /// stay absent: the cluster's default applies), restored exactly.
+    pub keep: Option<(Option<String>, Option<String>)>,
 }
 
 impl Hold {
@@ -193,13 +211,15 @@ pub fn raises(current: (PodSecurityLevel, Option<&str>), target: &PodSecurityMod
 
 /// Decides whether raising enforce on `ns` to what `want` asks needs a dry-run first. `accounts`:
 /// how many ServiceAccounts the namespace has; `cached`: the last hold; `suspect`: a write's
-/// warnings said existing pods violate the level it set (see [`provisional`]).
+/// warnings said existing pods violate the level it set (see [`provisional`]); `settled`: no
+/// namespace write of nsguard's is in flight (the view shows the namespace as it is).
 pub fn step(
     ns: &NamespaceView,
     want: &Desired,
     accounts: usize,
     cached: Option<&Hold>,
     suspect: bool,
+    settled: bool,
     now: Instant,
 ) -> Step {
     let target = &want.enforce;
@@ -210,31 +230,62 @@ pub fn step(
     let cached = cached.filter(|h| h.target == *target);
     if let Some(hold) = cached
         && suspect
-        && current.0 > hold.level
     {
-        // nsguard's own write got ahead of the gate: back to the hold, then check properly.
-        return Step::Held(hold.clone());
+        // nsguard's own write got ahead of the gate: back to the hold, and check only once the
+        // view shows the namespace there (a dry-run from the raised level would evaluate nothing).
+        return if settled && current.0 == hold.level {
+            Step::Probe(levels(current.0, target, None))
+        } else {
+            Step::Held(hold.clone())
+        };
     }
     if !raises(current, target) || (accounts == 0 && cached.is_none()) {
         return Step::Pass;
     }
     if let Some(hold) = cached
-        && hold.due_in(now) > Duration::ZERO
-        && current.0 == hold.level
+        && (!settled || (hold.due_in(now) > Duration::ZERO && current.0 == hold.level))
     {
         return Step::Held(hold.clone());
     }
+    Step::Probe(levels(current.0, target, cached))
+}
+
+/// The levels to dry-run from `current` towards `target`. A first look asks about the target first,
+/// so the report names every check the pods fail. A re-check of a namespace held below baseline
+/// asks about baseline first: while that fails, the target must too (each level's checks include
+/// the lower one's), and one dry-run answers.
+fn levels(current: PodSecurityLevel, target: &PodSecurityMode, cached: Option<&Hold>) -> Vec<PodSecurityLevel> {
     let mut levels = vec![target.level];
-    if PodSecurityLevel::Baseline < target.level && PodSecurityLevel::Baseline > current.0 {
+    if PodSecurityLevel::Baseline < target.level && PodSecurityLevel::Baseline > current {
         levels.push(PodSecurityLevel::Baseline);
     }
-    // A first look asks about the target first, so the report names every check the pods fail. A
-    // re-check of a namespace held below baseline asks about baseline first: while that fails, the
-    // target must too (each level's checks include the lower one's), and one dry-run answers.
     if cached.is_some_and(|h| h.level < PodSecurityLevel::Baseline) {
         levels.reverse();
     }
-    Step::Probe(levels)
+    levels
+}
+
+/// A namespace write that raised enforce to `target` drew warnings that existing pods violate it
+/// (pods nsguard's view did not show): hold enforce where it was before the write (its labels
+/// restored exactly), and check again once the view shows it back there.
+pub fn provisional(before: &NamespaceView, target: &PodSecurityMode, warnings: &[String], now: Instant) -> Hold {
+    Hold {
+        target: target.clone(),
+        level: enforced(before).0,
+        against: target.level,
+        evaluation: evaluate(warnings),
+        checked: now,
+        recheck: Duration::ZERO,
+        keep: Some(enforce_labels(before)),
+    }
+}
+
+/// The namespace's enforce and enforce-version labels.
+fn enforce_labels(ns: &NamespaceView) -> (Option<String>, Option<String>) {
+    (
+        ns.labels.get(&format!("{PSA_PREFIX}enforce")).cloned(),
+        ns.labels.get(&format!("{PSA_PREFIX}enforce-version")).cloned(),
+    )
 }
 
 /// Of the levels [`Step::Probe`] named, those the answers so far leave open (ask the first next).
@@ -245,20 +296,6 @@ pub fn open(levels: &[PodSecurityLevel], results: &[(PodSecurityLevel, Evaluatio
         .copied()
         .filter(|l| !results.iter().any(|(at, e)| if e.clean() { *l <= *at } else { *l >= *at }))
         .collect()
-}
-
-/// A namespace write that raised enforce to `target` drew warnings that existing pods violate it
-/// (pods nsguard's view did not show): hold enforce where it was before the write, and check again
-/// at once.
-pub fn provisional(before: &NamespaceView, target: &PodSecurityMode, warnings: &[String], now: Instant) -> Hold {
-    Hold {
-        target: target.clone(),
-        level: enforced(before).0,
-        against: target.level,
-        evaluation: evaluate(warnings),
-        checked: now,
-        recheck: Duration::ZERO,
-    }
 }
 
 /// The dry-runs' answers → the hold, or `None` when the target is clean. Held at the strictest
@@ -274,10 +311,14 @@ pub fn resolve(
     if clean(target.level) {
         return None;
     }
-    let level = [PodSecurityLevel::Baseline, PodSecurityLevel::Privileged]
+    let clean_level = [PodSecurityLevel::Baseline, PodSecurityLevel::Privileged]
         .into_iter()
-        .find(|l| *l < target.level && clean(*l))
-        .unwrap_or(enforced(ns).0);
+        .find(|l| *l < target.level && *l > enforced(ns).0 && clean(*l));
+    // No level above where the namespace is passes: it stays exactly as it is.
+    let (level, keep) = match clean_level {
+        Some(level) => (level, None),
+        None => (enforced(ns).0, Some(enforce_labels(ns))),
+    };
     // What blocks the next step up: the lowest failing level's answer (the same on a first look
     // and on re-checks, so the report does not flip between them).
     let (against, evaluation) = results
@@ -286,7 +327,7 @@ pub fn resolve(
         .min_by_key(|(l, _)| *l)
         .map(|(l, e)| (*l, e.clone()))
         .unwrap_or((target.level, Evaluation::default()));
-    Some(Hold { target: target.clone(), level, against, evaluation, checked: now, recheck })
+    Some(Hold { target: target.clone(), level, against, evaluation, checked: now, recheck, keep })
 }
 
 /// `interval` plus up to a fifth more, spread by the namespace's name, so that held namespaces are

@@ -15,6 +15,16 @@ fn warnings() -> Vec<String> {
     ]
 }
 
+/// PSA's heading, then `lines`.
+fn psa(lines: &[&str]) -> Vec<String> {
+    let mut out = vec![
+        "existing pods in namespace \"team-a\" violate the new PodSecurity enforce level \"restricted:latest\""
+            .to_owned(),
+    ];
+    out.extend(lines.iter().map(|l| (*l).to_owned()));
+    out
+}
+
 fn namespace(enforce: Option<&str>) -> NamespaceView {
     let mut labels = BTreeMap::new();
     if let Some(level) = enforce {
@@ -61,7 +71,8 @@ fn a_check_that_stopped_early_or_could_not_list_pods_is_not_clean() {
 
 #[test]
 fn a_report_lists_the_first_groups_then_counts_the_rest() {
-    let many: Vec<String> = (0..8).map(|i| format!("pod-{i} (and 9 other pods): check-{i}")).collect();
+    let lines: Vec<String> = (0..8).map(|i| format!("pod-{i} (and 9 other pods): check-{i}")).collect();
+    let many = psa(&lines.iter().map(String::as_str).collect::<Vec<_>>());
     let e = evaluate(&many);
     assert_eq!(e.pods(), 80);
     let text = e.describe(PodSecurityLevel::Restricted);
@@ -81,11 +92,11 @@ fn warning_headers_are_unquoted_and_unescaped() {
 fn raising_enforce_in_a_namespace_with_service_accounts_is_dry_run_first_strictest_level_first() {
     let now = Instant::now();
     assert_eq!(
-        step(&namespace(None), &want(Rollout::Gated), 1, None, false, now),
+        step(&namespace(None), &want(Rollout::Gated), 1, None, false, true, now),
         Step::Probe(vec![PodSecurityLevel::Restricted, PodSecurityLevel::Baseline])
     );
     assert_eq!(
-        step(&namespace(Some("baseline")), &want(Rollout::Gated), 1, None, false, now),
+        step(&namespace(Some("baseline")), &want(Rollout::Gated), 1, None, false, true, now),
         Step::Probe(vec![PodSecurityLevel::Restricted])
     );
 }
@@ -94,14 +105,14 @@ fn raising_enforce_in_a_namespace_with_service_accounts_is_dry_run_first_stricte
 fn no_dry_run_when_lowering_when_immediate_or_when_no_pod_can_exist() {
     let now = Instant::now();
     // Already at the target: nothing is raised.
-    assert_eq!(step(&namespace(Some("restricted")), &want(Rollout::Gated), 1, None, false, now), Step::Pass);
-    assert_eq!(step(&namespace(None), &want(Rollout::Immediate), 1, None, false, now), Step::Pass);
+    assert_eq!(step(&namespace(Some("restricted")), &want(Rollout::Gated), 1, None, false, true, now), Step::Pass);
+    assert_eq!(step(&namespace(None), &want(Rollout::Immediate), 1, None, false, true, now), Step::Pass);
     // No ServiceAccount: the ServiceAccount admission plugin admits no pod there.
-    assert_eq!(step(&namespace(None), &want(Rollout::Gated), 0, None, false, now), Step::Pass);
+    assert_eq!(step(&namespace(None), &want(Rollout::Gated), 0, None, false, true, now), Step::Pass);
     // Lowering: the target is below what the namespace enforces.
     let mut lower = want(Rollout::Gated);
     lower.enforce.level = PodSecurityLevel::Baseline;
-    assert_eq!(step(&namespace(Some("restricted")), &lower, 1, None, false, now), Step::Pass);
+    assert_eq!(step(&namespace(Some("restricted")), &lower, 1, None, false, true, now), Step::Pass);
 }
 
 #[test]
@@ -115,14 +126,14 @@ fn a_hold_stands_until_its_recheck_is_due_then_the_namespace_is_dry_run_again() 
     ];
     let hold = resolve(&namespace(None), &target, &results, now, Duration::from_secs(60)).expect("held");
     assert_eq!(hold.level, PodSecurityLevel::Privileged, "neither level is clean");
-    assert_eq!(step(&ns, &want(Rollout::Gated), 1, Some(&hold), false, now), Step::Held(hold.clone()));
+    assert_eq!(step(&ns, &want(Rollout::Gated), 1, Some(&hold), false, true, now), Step::Held(hold.clone()));
     assert!(matches!(
-        step(&ns, &want(Rollout::Gated), 1, Some(&hold), false, now + Duration::from_secs(61)),
+        step(&ns, &want(Rollout::Gated), 1, Some(&hold), false, true, now + Duration::from_secs(61)),
         Step::Probe(_)
     ));
     // Someone lowered the label below the hold: check again rather than trust the old answer.
     let hold_baseline = Hold { level: PodSecurityLevel::Baseline, ..hold };
-    assert!(matches!(step(&ns, &want(Rollout::Gated), 1, Some(&hold_baseline), false, now), Step::Probe(_)));
+    assert!(matches!(step(&ns, &want(Rollout::Gated), 1, Some(&hold_baseline), false, true, now), Step::Probe(_)));
 }
 
 #[test]
@@ -158,10 +169,10 @@ fn a_write_that_drew_violation_warnings_goes_back_to_the_level_before_it_and_is_
     assert_eq!(hold.level, PodSecurityLevel::Privileged);
     // The label nsguard just wrote is above the hold: back down first.
     let after = namespace(Some("restricted"));
-    assert_eq!(step(&after, &want(Rollout::Gated), 1, Some(&hold), true, now), Step::Held(hold.clone()));
+    assert_eq!(step(&after, &want(Rollout::Gated), 1, Some(&hold), true, true, now), Step::Held(hold.clone()));
     // Back at the hold: the check is due at once.
     let back = namespace(Some("privileged"));
-    assert!(matches!(step(&back, &want(Rollout::Gated), 1, Some(&hold), true, now), Step::Probe(_)));
+    assert!(matches!(step(&back, &want(Rollout::Gated), 1, Some(&hold), true, true, now), Step::Probe(_)));
 }
 
 #[test]
@@ -195,13 +206,75 @@ fn a_namespace_held_at_privileged_is_rechecked_with_one_dry_run_while_baseline_s
         [(PodSecurityLevel::Restricted, evaluate(&warnings())), (PodSecurityLevel::Baseline, evaluate(&warnings()))];
     let hold = resolve(&namespace(None), &target, &first, now, Duration::from_secs(60)).expect("held");
     let later = now + Duration::from_secs(61);
-    let Step::Probe(levels) = step(&ns, &want(Rollout::Gated), 1, Some(&hold), false, later) else {
+    let Step::Probe(levels) = step(&ns, &want(Rollout::Gated), 1, Some(&hold), false, true, later) else {
         panic!("a re-check is due")
     };
     assert_eq!(levels, [PodSecurityLevel::Baseline, PodSecurityLevel::Restricted]);
-    let answers = [(PodSecurityLevel::Baseline, evaluate(&["priv: privileged".to_owned()]))];
+    let answers = [(PodSecurityLevel::Baseline, evaluate(&psa(&["priv: privileged"])))];
     assert!(open(&levels, &answers).is_empty(), "one dry-run settles it");
     let again = resolve(&ns, &target, &answers, later, Duration::from_secs(60)).expect("still held");
     assert_eq!(again.level, PodSecurityLevel::Privileged);
     assert_eq!(again.evaluation.violations[0].pod, "priv", "reported from baseline's answer");
+}
+
+#[test]
+fn only_lines_under_psas_heading_are_pods_and_the_heading_alone_is_not_clean() {
+    // A warning shaped `name: text` that is not about pods (say, a finalizer-name warning).
+    let unrelated = "metadata.finalizers: \"x\": prefer a domain-qualified finalizer name".to_owned();
+    assert!(evaluate(std::slice::from_ref(&unrelated)).clean());
+    // The heading without pod lines (dropped past the API server's warning budget): not clean.
+    let e = evaluate(&psa(&[]));
+    assert!(!e.clean() && e.incomplete.iter().any(|i| i.contains("cut short")), "{e:?}");
+    // Lines at the 256-character cut: counted, and said to be incomplete.
+    let long = format!("p: {}", "x".repeat(260));
+    let e = evaluate(&psa(&[long.as_str()]));
+    assert_eq!(e.violations.len(), 1);
+    assert!(!e.incomplete.is_empty());
+}
+
+#[test]
+fn a_namespace_pinned_to_a_version_is_held_exactly_as_it_is() {
+    // restricted:v1.30, the profile asks restricted:latest, pods fail latest: the hold keeps
+    // v1.30 (it must not write the very level the dry-run refused).
+    let now = Instant::now();
+    let mut ns = namespace(Some("restricted"));
+    ns.labels.insert(format!("{PSA_PREFIX}enforce-version"), "v1.30".into());
+    let target = want(Rollout::Gated).enforce;
+    let Step::Probe(levels) = step(&ns, &want(Rollout::Gated), 1, None, false, true, now) else { panic!("probe") };
+    assert_eq!(levels, [PodSecurityLevel::Restricted]);
+    let hold = resolve(&ns, &target, &[(PodSecurityLevel::Restricted, evaluate(&warnings()))], now, Duration::ZERO)
+        .expect("held");
+    assert_eq!(hold.keep, Some((Some("restricted".into()), Some("v1.30".into()))));
+    let mut d = want(Rollout::Gated);
+    d.hold_enforce(hold.level, hold.keep.as_ref());
+    assert_eq!(d.labels[&format!("{PSA_PREFIX}enforce-version")], "v1.30");
+    // A namespace with no enforce label keeps none (the cluster's default applies), not "privileged".
+    let bare = namespace(None);
+    let dirty =
+        [(PodSecurityLevel::Restricted, evaluate(&warnings())), (PodSecurityLevel::Baseline, evaluate(&warnings()))];
+    let hold = resolve(&bare, &target, &dirty, now, Duration::ZERO).expect("held");
+    let mut d = want(Rollout::Gated);
+    d.hold_enforce(hold.level, hold.keep.as_ref());
+    assert!(!d.labels.contains_key(&format!("{PSA_PREFIX}enforce")), "{:?}", d.labels);
+}
+
+#[test]
+fn no_dry_run_while_nsguards_own_namespace_write_is_in_flight() {
+    let now = Instant::now();
+    let hold = provisional(&namespace(None), &want(Rollout::Gated).enforce, &warnings(), now);
+    // Just after the warned write the view may still show the old level: a dry-run from there
+    // would ask about the level the server already has, and PSA would evaluate nothing.
+    let stale = namespace(None);
+    assert_eq!(step(&stale, &want(Rollout::Gated), 1, Some(&hold), true, false, now), Step::Held(hold.clone()));
+    // A fresh hold stands while a write is in flight, even if the view lags behind it.
+    let target = want(Rollout::Gated).enforce;
+    let fresh = resolve(
+        &stale,
+        &target,
+        &[(PodSecurityLevel::Restricted, evaluate(&warnings())), (PodSecurityLevel::Baseline, Evaluation::default())],
+        now,
+        Duration::from_secs(60),
+    )
+    .expect("held");
+    assert_eq!(step(&stale, &want(Rollout::Gated), 1, Some(&fresh), false, false, now), Step::Held(fresh));
 }

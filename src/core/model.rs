@@ -13,10 +13,10 @@ use kube::api::ObjectMeta;
 
 pub use crate::core::report_view::{ReportSeen, ReportView};
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use kube::core::{Expression, Selector};
 
 use crate::core::crd::{HardeningProfileSpec, LabelSelector, SelectorOperator};
+pub use crate::core::globs::NamespaceGlobs;
 use crate::core::validate::{self, FieldError};
 
 /// nsguard's field manager for server-side apply.
@@ -308,6 +308,18 @@ impl Profile {
         let name = obj.metadata.name.clone().unwrap_or_default();
         let mut profile = Self::parse(&name, obj.metadata.uid.clone(), obj.metadata.generation, &spec);
         profile.deleting = obj.metadata.deletion_timestamp.is_some();
+        // When spec.exceptions was last written: the newest managedFields entry that owns it.
+        let written = obj
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|e| e.fields_v1.as_ref().and_then(|f| f.0.get("f:spec")?.get("f:exceptions")).is_some())
+            .filter_map(|e| e.time.as_ref().map(|t| t.0))
+            .max();
+        if let Ok(valid) = &mut profile.spec {
+            valid.exceptions.iter_mut().for_each(|e| e.written = written);
+        }
         profile.finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
         profile
     }
@@ -357,33 +369,4 @@ fn selector(selector: Option<&LabelSelector>) -> Selector {
         }
     }));
     compiled
-}
-
-/// Namespace-name globs (`*` any run, `?` any one character), matched against the whole name.
-#[derive(Clone, Debug)]
-pub struct NamespaceGlobs(GlobSet);
-
-impl Default for NamespaceGlobs {
-    fn default() -> Self {
-        Self(GlobSet::empty())
-    }
-}
-
-impl NamespaceGlobs {
-    pub fn new(globs: &[String]) -> Result<Self, String> {
-        let mut set = GlobSetBuilder::new();
-        for glob in globs {
-            let compiled = GlobBuilder::new(glob)
-                .literal_separator(false)
-                .backslash_escape(false)
-                .build()
-                .map_err(|e| format!("{glob:?}: {e}"))?;
-            set.add(compiled);
-        }
-        set.build().map(Self).map_err(|e| e.to_string())
-    }
-
-    pub fn matches(&self, name: &str) -> bool {
-        self.0.is_match(name)
-    }
 }

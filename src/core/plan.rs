@@ -127,7 +127,9 @@ impl Plan {
         let exception = self.exception.iter().flat_map(|e| {
             [until(e.expires), until(e.expires - crate::core::exceptions::EXPIRING_SOON)].into_iter().flatten()
         });
-        self.held.as_ref().map(|h| h.due_in(now)).into_iter().chain(exception).min()
+        // A hold already due waits for the view to settle: looked at again a second later.
+        let held = self.held.as_ref().map(|h| h.due_in(now).max(Duration::from_secs(1)));
+        held.into_iter().chain(exception).min()
     }
 }
 
@@ -176,7 +178,7 @@ pub fn plan(ns: &NamespaceView, governance: Governance, observed: &Observed) -> 
                 .clone()
                 .filter(|h| want.mode == Mode::Enforce && want.rollout == Rollout::Gated && h.target == want.enforce);
             if let Some(h) = &held {
-                want.hold_enforce(h.level);
+                want.hold_enforce(h.level, h.keep.as_ref());
             }
             let drift = drift(ns, &want, observed);
             let first_hardening =
@@ -194,7 +196,7 @@ pub fn plan(ns: &NamespaceView, governance: Governance, observed: &Observed) -> 
             let corrections = if first_hardening || want.mode == Mode::Audit {
                 vec![]
             } else {
-                drift.iter().filter(|d| d.is_correction(ns, observed)).cloned().collect()
+                drift.iter().filter(|d| d.is_correction(ns, &observed.service_accounts)).cloned().collect()
             };
             let mut rivals: Vec<String> = drift
                 .iter()

@@ -4,7 +4,11 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::core::crd::{NAMESPACE_GLOB, PSA_VERSION};
+/// A Pod Security Standards version: `latest` or `v1.N`.
+pub const PSA_VERSION: &str = r"^(latest|v1\.(0|[1-9][0-9]{0,3}))$";
+
+/// A namespace-name glob: the characters of a namespace name plus `*` and `?`.
+pub const NAMESPACE_GLOB: &str = r"^[-a-z0-9*?]+$";
 
 /// Pod Security Admission settings for the three PSA modes.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]

@@ -5,36 +5,14 @@
 //! CRD, or with a field this version of nsguard does not know: such a profile is reported as
 //! `InvalidSpec` and never half-applied. `nsguard validate` runs the same checks offline.
 
-use std::fmt;
-
 use regex::Regex;
-use serde::Serialize;
 
 use crate::core::crd::{
     DNS1123_LABEL, DNS1123_SUBDOMAIN, HardeningProfileSpec, LABEL_KEY, LABEL_VALUE, LabelSelector, NAMESPACE_GLOB,
     PSA_VERSION, SelectorOperator,
 };
 
-/// One problem with a profile, located by its field path (e.g. `spec.podSecurity.enforce.version`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    /// Path of the offending field, from the object's root.
-    pub field: String,
-    /// Why the value is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-impl FieldError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
-    }
-}
+pub use crate::core::field::FieldError;
 
 /// Joins several errors into one line, for a condition message.
 pub fn summarize(errors: &[FieldError]) -> String {
