@@ -321,6 +321,9 @@ pub struct HardeningProfileStatus {
     /// `Ready`: the spec is valid and every governed namespace has been reconciled.
     /// `Drifted`: some governed namespace differs from the baseline right now.
     /// `Conflicting`: a higher-priority profile governs some namespace this profile selects.
+    /// `Reconciling` (present only while True): namespaces are being brought to the baseline, or
+    /// their writes are retried. `Stalled` (present only while True): the spec is invalid. Both are
+    /// what Flux's kstatus reads, with `observedGeneration`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
