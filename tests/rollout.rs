@@ -343,3 +343,33 @@ async fn an_exception_whose_expiry_is_not_a_date_time_is_rejected_at_apply_namin
     let text = err.to_string();
     assert!(text.contains("spec.exceptions[0].expires") && text.contains("Required"), "{text}");
 }
+
+#[tokio::test]
+async fn a_tampered_enforce_label_is_restored_at_once_even_with_a_violating_pod_created_meanwhile() {
+    let op = operator().await;
+    let value = unique_name("tamper");
+    op.profile("rollout", selecting(&value, json!({}))).await;
+    let ns = op.namespace("tamper", &[(SELECTED, value.as_str())]).await;
+    wait_condition(&op.admin, &ns, "True", "Compliant").await;
+    // While no nsguard runs: someone lowers enforce and starts a privileged pod.
+    let shard = op.shard.clone();
+    drop(op);
+    let admin = admin_client().await;
+    let patch = json!({"metadata": {"labels": {ENFORCE: "privileged"}}});
+    Api::<Namespace>::all(admin.clone())
+        .patch(&ns, &PatchParams::apply("tamperer").force(), &Patch::Apply(&json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": patch["metadata"]["labels"]}
+        })))
+        .await
+        .expect("lower enforce");
+    Api::<Pod>::namespaced(admin.clone(), &ns).create(&PostParams::default(), &privileged_pod("intruder")).await.expect("pod");
+    // nsguard again: a correction, healed at once, not a raise held back by the pod.
+    let op = Operator::start_in(shard, |s| s.enforce_recheck = Duration::from_secs(2)).await;
+    eventually("enforce restored to restricted", || async {
+        (labels(&op.admin, &ns).await.get(ENFORCE).map(String::as_str) == Some("restricted")).then_some(())
+    })
+    .await;
+    let c = wait_condition(&op.admin, &ns, "True", "Compliant").await;
+    assert_ne!(c.reason.as_deref(), Some("EnforceHeld"));
+    assert!(!events(&op.admin, &ns).await.contains(&"EnforceHeld".to_owned()));
+}

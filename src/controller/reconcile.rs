@@ -53,7 +53,15 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
 
     let executed = match execute(&ctx, &ns, &decision.writes).await {
         Ok(warnings) => {
+            let cached = ctx.state().namespaces.get(&ns.name).and_then(|m| m.hold.clone());
+            let healed = plan.desired.as_ref().is_some_and(|d| gate::tampered(&ns, d, cached.as_ref()));
+            if healed && gate::violated(&warnings) {
+                // A tampered label set back: pods created while it was down violate it; they stay,
+                // the label stays (their next replacement is refused), and the log says which.
+                warn!(warnings = ?warnings, "enforce restored after tampering; existing pods violate it");
+            }
             if let Some(want) = plan.desired.as_ref().filter(|d| d.rollout == Rollout::Gated)
+                && !healed
                 && gate::violated(&warnings)
             {
                 // Pods the view did not show violate what was just enforced: back to where enforce

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::core::crd::{Mode, PodSecurityLevel, PodSecurityMode, Rollout};
 use crate::core::desired::Desired;
-use crate::core::model::{NamespaceView, PSA_PREFIX};
+use crate::core::model::{NamespaceView, PROFILE_ANNOTATION, PSA_PREFIX};
 
 /// How many violations a report lists before it only counts the rest.
 pub const MAX_LISTED: usize = 5;
@@ -239,7 +239,7 @@ pub fn step(
             Step::Held(hold.clone())
         };
     }
-    if !raises(current, target) || (accounts == 0 && cached.is_none()) {
+    if !raises(current, target) || (accounts == 0 && cached.is_none()) || tampered(ns, want, cached) {
         return Step::Pass;
     }
     if let Some(hold) = cached
@@ -248,6 +248,19 @@ pub fn step(
         return Step::Held(hold.clone());
     }
     Step::Probe(levels(current.0, target, cached))
+}
+
+/// Someone else lowered (or removed) the enforce label nsguard had set: a correction, healed at
+/// once, not a raise to gate (gating it would let a pod created while the label was down keep the
+/// namespace held). The namespace is nsguard's under this profile, no hold of nsguard's stands
+/// (none remembered, none shown), and another field manager owns the label now, or it is gone.
+pub fn tampered(ns: &NamespaceView, want: &Desired, cached: Option<&Hold>) -> bool {
+    let key = format!("{PSA_PREFIX}enforce");
+    let shown_held = ns.hardened.as_ref().and_then(|c| c.reason.as_deref()) == Some("EnforceHeld");
+    let ours = want.annotations.get(PROFILE_ANNOTATION).is_some_and(|p| ns.governing_annotation() == Some(p.as_str()));
+    ours && cached.is_none()
+        && !shown_held
+        && (!ns.labels.contains_key(&key) || ns.label_managers.get(&key).is_some_and(|m| !m.is_empty()))
 }
 
 /// The levels to dry-run from `current` towards `target`. A first look asks about the target first,

@@ -278,3 +278,29 @@ fn no_dry_run_while_nsguards_own_namespace_write_is_in_flight() {
     .expect("held");
     assert_eq!(step(&stale, &want(Rollout::Gated), 1, Some(&fresh), false, false, now), Step::Held(fresh));
 }
+
+#[test]
+fn a_tampered_enforce_label_is_healed_at_once_not_gated() {
+    let now = Instant::now();
+    let d = want(Rollout::Gated);
+    let mut ns = namespace(Some("privileged"));
+    ns.annotations = d.annotations.clone();
+    // Someone else set it (they own the label now): restore it, no dry-run.
+    ns.label_managers.insert(format!("{PSA_PREFIX}enforce"), vec!["kubectl-label".into()]);
+    assert!(tampered(&ns, &d, None));
+    assert_eq!(step(&ns, &d, 1, None, false, true, now), Step::Pass);
+    // nsguard's own earlier value (a profile change raising it): gated.
+    ns.label_managers.clear();
+    assert!(matches!(step(&ns, &d, 1, None, false, true, now), Step::Probe(_)));
+    // A namespace nsguard holds without a label (cluster default) is not "tampered", even after a
+    // restart (memory empty): its condition shows the hold.
+    let mut held = namespace(None);
+    held.annotations = d.annotations.clone();
+    held.hardened = Some(k8s_openapi::api::core::v1::NamespaceCondition {
+        reason: Some("EnforceHeld".into()),
+        ..Default::default()
+    });
+    assert!(!tampered(&held, &d, None));
+    // A first hardening (no profile annotation yet) is gated.
+    assert!(!tampered(&namespace(None), &d, None));
+}

@@ -47,6 +47,11 @@ impl Operator {
         Self::launch(unique_name("s"), tweak).await
     }
 
+    /// Starts a controller for an existing `shard` (one an earlier, stopped controller served).
+    pub async fn start_in(shard: String, tweak: impl FnOnce(&mut Settings)) -> Self {
+        Self::launch(shard, tweak).await
+    }
+
     /// Stops this controller and starts a new one on the same shard (a restart: memory is lost,
     /// the cluster keeps what nsguard wrote), and waits until its caches are synced.
     pub async fn restart(self) -> Self {
