@@ -357,12 +357,19 @@ async fn a_tampered_enforce_label_is_restored_at_once_even_with_a_violating_pod_
     let admin = admin_client().await;
     let patch = json!({"metadata": {"labels": {ENFORCE: "privileged"}}});
     Api::<Namespace>::all(admin.clone())
-        .patch(&ns, &PatchParams::apply("tamperer").force(), &Patch::Apply(&json!({
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": patch["metadata"]["labels"]}
-        })))
+        .patch(
+            &ns,
+            &PatchParams::apply("tamperer").force(),
+            &Patch::Apply(&json!({
+                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": patch["metadata"]["labels"]}
+            })),
+        )
         .await
         .expect("lower enforce");
-    Api::<Pod>::namespaced(admin.clone(), &ns).create(&PostParams::default(), &privileged_pod("intruder")).await.expect("pod");
+    Api::<Pod>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &privileged_pod("intruder"))
+        .await
+        .expect("pod");
     // nsguard again: a correction, healed at once, not a raise held back by the pod.
     let op = Operator::start_in(shard, |s| s.enforce_recheck = Duration::from_secs(2)).await;
     eventually("enforce restored to restricted", || async {
