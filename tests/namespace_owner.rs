@@ -5,7 +5,7 @@
 
 mod support;
 
-use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use nsguard::core::report::resource as reports;
@@ -14,19 +14,6 @@ use support::operator::{Operator, profile_resource};
 use support::*;
 
 const ENFORCE: &str = "pod-security.kubernetes.io/enforce";
-
-/// The namespace's `nsguard.io/Hardened` condition, read as `client`.
-async fn hardened(client: &Client, ns: &str) -> Option<NamespaceCondition> {
-    let namespace = Api::<Namespace>::all(client.clone()).get(ns).await.expect("get namespace");
-    namespace.status?.conditions?.into_iter().find(|c| c.type_ == "nsguard.io/Hardened")
-}
-
-async fn wait_condition(client: &Client, ns: &str, status: &str, reason: &str) -> NamespaceCondition {
-    eventually(&format!("{ns}: nsguard.io/Hardened={status}/{reason}"), || async {
-        hardened(client, ns).await.filter(|c| c.status == status && c.reason.as_deref() == Some(reason))
-    })
-    .await
-}
 
 /// nsguard's Report in `ns`, read as `client`.
 async fn report(client: &Client, ns: &str) -> Option<DynamicObject> {

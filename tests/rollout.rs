@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -31,18 +31,6 @@ async fn operator() -> Operator {
 
 async fn labels(client: &Client, ns: &str) -> BTreeMap<String, String> {
     Api::<Namespace>::all(client.clone()).get(ns).await.expect("get namespace").labels().clone()
-}
-
-async fn hardened(client: &Client, ns: &str) -> Option<NamespaceCondition> {
-    let namespace = Api::<Namespace>::all(client.clone()).get(ns).await.expect("get namespace");
-    namespace.status?.conditions?.into_iter().find(|c| c.type_ == "nsguard.io/Hardened")
-}
-
-async fn wait_condition(client: &Client, ns: &str, status: &str, reason: &str) -> NamespaceCondition {
-    eventually(&format!("{ns}: nsguard.io/Hardened={status}/{reason}"), || async {
-        hardened(client, ns).await.filter(|c| c.status == status && c.reason.as_deref() == Some(reason))
-    })
-    .await
 }
 
 /// A pod that runs privileged (fails `baseline` and `restricted`).

@@ -14,9 +14,8 @@ use super::error::Error;
 use super::events::Pending;
 use super::gate::probe;
 use crate::core::announce::{Announcement, Subject, subject, summary};
-use crate::core::crd::Rollout;
 use crate::core::decide::{Decision, Next, decide};
-use crate::core::gate::{self, Evaluation, Step};
+use crate::core::gate::{self, AfterWrite, Evaluation, Step};
 use crate::core::guard::ObjectKey;
 use crate::core::model::NamespaceView;
 use crate::core::plan::{Observed, Outcome, plan};
@@ -54,24 +53,20 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
     let executed = match execute(&ctx, &ns, &decision.writes).await {
         Ok(warnings) => {
             let cached = ctx.state().namespaces.get(&ns.name).and_then(|m| m.hold.clone());
-            let healed = plan.desired.as_ref().is_some_and(|d| gate::tampered(&ns, d, cached.as_ref()));
-            if healed && gate::violated(&warnings) {
-                // A tampered label set back: pods created while it was down violate it; they stay,
-                // the label stays (their next replacement is refused), and the log says which.
-                warn!(warnings = ?warnings, "enforce restored after tampering; existing pods violate it");
-            }
-            if let Some(want) = plan.desired.as_ref().filter(|d| d.rollout == Rollout::Gated)
-                && !healed
-                && gate::violated(&warnings)
-            {
-                // Pods the view did not show violate what was just enforced: back to where enforce
-                // was, and through the gate at once.
-                warn!(warnings = ?warnings, "existing pods violate the enforce level just set; holding it back");
-                let mut state = ctx.state();
-                let memory = state.namespaces.entry(ns.name.clone()).or_default();
-                memory.hold = Some(gate::provisional(&ns, &want.enforce, &warnings, now));
-                memory.suspect = true;
-                return Ok(Requeue::requeue(Duration::from_millis(50)));
+            let next = plan.desired.as_ref().map(|want| gate::after_write(&ns, want, cached.as_ref(), &warnings, now));
+            match next {
+                Some(AfterWrite::Restored) => {
+                    warn!(warnings = ?warnings, "enforce restored after tampering; existing pods violate it");
+                }
+                Some(AfterWrite::HoldBack(hold)) => {
+                    warn!(warnings = ?warnings, "existing pods violate the enforce level just set; holding it back");
+                    let mut state = ctx.state();
+                    let memory = state.namespaces.entry(ns.name.clone()).or_default();
+                    memory.hold = Some(hold);
+                    memory.suspect = true;
+                    return Ok(Requeue::requeue(Duration::from_millis(50)));
+                }
+                Some(AfterWrite::Done) | None => {}
             }
             execute(&ctx, &ns, &decision.reports).await.map(drop)
         }

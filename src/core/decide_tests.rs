@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::core::crd::HardeningProfileSpec;
-use crate::core::desired::desired;
+use crate::core::desired::{Desired, desired};
 use crate::core::model::{NamespaceView, NetworkPolicyView, PROFILE_ANNOTATION, Profile, ServiceAccountView};
 use crate::core::plan::{Observed, plan};
 use crate::core::selection::{Exclusions, govern};
@@ -45,10 +45,9 @@ pub(super) enum Situation {
     Deselected,
 }
 
-pub(super) fn plan_for(situation: Situation, mode: &str) -> Plan {
-    let p = profile(mode);
-    let want = desired("prod", &p.spec.as_ref().expect("valid").spec, NS);
-    let converged_ns = NamespaceView {
+/// A namespace and what is observed in it once nsguard has applied `want`.
+fn converged(want: &Desired) -> (NamespaceView, Observed) {
+    let ns = NamespaceView {
         name: NS.into(),
         uid: Some("ns-uid".into()),
         labels: want.labels.clone(),
@@ -59,7 +58,7 @@ pub(super) fn plan_for(situation: Situation, mode: &str) -> Plan {
         // nsguard applied them, so it holds the tamper guard's markers.
         owned_markers: want.marker_keys(),
     };
-    let converged = Observed {
+    let observed = Observed {
         network_policies: want
             .network_policies
             .values()
@@ -68,6 +67,13 @@ pub(super) fn plan_for(situation: Situation, mode: &str) -> Plan {
         service_accounts: vec![sa("default", Some(false), true)],
         ..Default::default()
     };
+    (ns, observed)
+}
+
+pub(super) fn plan_for(situation: Situation, mode: &str) -> Plan {
+    let p = profile(mode);
+    let want = desired("prod", &p.spec.as_ref().expect("valid").spec, NS);
+    let (converged_ns, converged) = converged(&want);
     let profiles = [p];
     let ex = Exclusions::default();
     match situation {
@@ -333,23 +339,8 @@ fn a_profile_change_updates_nsguards_own_labels_without_calling_it_drift() {
     // now asks for restricted: an update, not a correction (no DriftCorrected, no fight history).
     let p = profile("Enforce");
     let want = desired("prod", &p.spec.as_ref().expect("valid").spec, NS);
-    let mut ns = NamespaceView {
-        name: NS.into(),
-        labels: want.labels.clone(),
-        annotations: want.annotations.clone(),
-        owned_markers: want.marker_keys(),
-        ..Default::default()
-    };
+    let (mut ns, observed) = converged(&want);
     ns.labels.insert("pod-security.kubernetes.io/enforce".into(), "baseline".into());
-    let observed = Observed {
-        network_policies: want
-            .network_policies
-            .values()
-            .map(|np| Arc::new(NetworkPolicyView::from_object(np)))
-            .collect(),
-        service_accounts: vec![sa("default", Some(false), true)],
-        ..Default::default()
-    };
     let plan = plan(&ns, govern(&ns, &[p], &Exclusions::default()), &observed);
     assert_eq!(plan.drift.len(), 1, "{:?}", plan.drift);
     assert!(plan.corrections.is_empty(), "{:?}", plan.corrections);

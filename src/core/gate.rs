@@ -126,9 +126,36 @@ pub fn evaluate(warnings: &[String]) -> Evaluation {
     out
 }
 
-/// A namespace write's warnings say existing pods violate the enforce level it set.
-pub fn violated(warnings: &[String]) -> bool {
-    !evaluate(warnings).clean()
+/// What a namespace write's warnings ask of nsguard.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AfterWrite {
+    /// Nothing: no existing pod violates what the write set, or the rollout is `Immediate`.
+    Done,
+    /// A tampered enforce label was set back; pods started while it was down violate it. They
+    /// stay, the label stays (their next replacement is refused): only logged.
+    Restored,
+    /// Pods the view did not show violate what was just enforced: back to where enforce was
+    /// (this hold), and through the gate at once.
+    HoldBack(Hold),
+}
+
+/// Decides what follows a namespace write that applied `want` to `before` and drew `warnings`.
+pub fn after_write(
+    before: &NamespaceView,
+    want: &Desired,
+    cached: Option<&Hold>,
+    warnings: &[String],
+    now: Instant,
+) -> AfterWrite {
+    if evaluate(warnings).clean() {
+        AfterWrite::Done
+    } else if tampered(before, want, cached) {
+        AfterWrite::Restored
+    } else if want.rollout == Rollout::Gated {
+        AfterWrite::HoldBack(provisional(before, &want.enforce, warnings, now))
+    } else {
+        AfterWrite::Done
+    }
 }
 
 /// The text of an HTTP `Warning` header (`299 - "text"`, RFC 7234), unescaped.

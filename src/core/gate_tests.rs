@@ -304,3 +304,20 @@ fn a_tampered_enforce_label_is_healed_at_once_not_gated() {
     // A first hardening (no profile annotation yet) is gated.
     assert!(!tampered(&namespace(None), &d, None));
 }
+
+#[test]
+fn after_a_write_violations_hold_back_unless_the_write_healed_tampering_or_the_rollout_is_immediate() {
+    let now = Instant::now();
+    let d = want(Rollout::Gated);
+    let before = namespace(None);
+    assert_eq!(after_write(&before, &d, None, &[], now), AfterWrite::Done);
+    assert_eq!(
+        after_write(&before, &d, None, &warnings(), now),
+        AfterWrite::HoldBack(provisional(&before, &d.enforce, &warnings(), now))
+    );
+    assert_eq!(after_write(&before, &want(Rollout::Immediate), None, &warnings(), now), AfterWrite::Done);
+    let mut tampered_ns = namespace(Some("privileged"));
+    tampered_ns.annotations = d.annotations.clone();
+    tampered_ns.label_managers.insert(format!("{PSA_PREFIX}enforce"), vec!["kubectl-label".into()]);
+    assert_eq!(after_write(&tampered_ns, &d, None, &warnings(), now), AfterWrite::Restored);
+}

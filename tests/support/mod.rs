@@ -474,3 +474,22 @@ pub async fn apply_shard_profile(admin: &Client, prefix: &str, shard: &str, spec
         .unwrap_or_else(|e| panic!("applying profile {name}: {e}"));
     name
 }
+
+/// The namespace's `nsguard.io/Hardened` condition, read as `client`.
+pub async fn hardened(client: &Client, ns: &str) -> Option<k8s_openapi::api::core::v1::NamespaceCondition> {
+    let namespace = Api::<Namespace>::all(client.clone()).get(ns).await.expect("get namespace");
+    namespace.status?.conditions?.into_iter().find(|c| c.type_ == "nsguard.io/Hardened")
+}
+
+/// Waits until the namespace's `nsguard.io/Hardened` condition has `status` and `reason`.
+pub async fn wait_condition(
+    client: &Client,
+    ns: &str,
+    status: &str,
+    reason: &str,
+) -> k8s_openapi::api::core::v1::NamespaceCondition {
+    eventually(&format!("{ns}: nsguard.io/Hardened={status}/{reason}"), || async {
+        hardened(client, ns).await.filter(|c| c.status == status && c.reason.as_deref() == Some(reason))
+    })
+    .await
+}
