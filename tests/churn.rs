@@ -9,7 +9,9 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::Api;
 use nsguard::controller::Footprint;
 use serde_json::json;
-use support::churn::{round, series};
+use std::collections::BTreeSet;
+
+use support::churn::{left_behind, round, series};
 use support::operator::Operator;
 use support::*;
 
@@ -40,15 +42,19 @@ async fn churn_reports_no_false_drift_and_leaves_nothing_behind() {
         let footprint = op.handle.footprint();
         (footprint.cached_namespaces == 0 && footprint.remembered_namespaces == 0).then_some(footprint)
     };
-    let mut after_first: Option<(Footprint, usize)> = None;
+    let mut after_first: Option<(Footprint, BTreeSet<String>)> = None;
     for i in 1..=ROUNDS {
         round(&op, NAMESPACES).await;
         let footprint = eventually("nsguard to forget the round", || async { settle(&op) }).await;
-        let now = (footprint, series(&op));
+        let now = series(&op);
         record_figure(&format!("churn-round-{i}-peak-rss-mib"), format!("{:.1}", peak_rss_mib(std::process::id())));
         match &after_first {
-            None => after_first = Some(now),
-            Some(first) => assert_eq!(&now, first, "round {i}: structures and metric series back to round 1's"),
+            None => after_first = Some((footprint, now)),
+            Some((first, first_series)) => {
+                assert_eq!(&footprint, first, "round {i}: structures back to round 1's");
+                let behind = left_behind(first_series, &now);
+                assert_eq!(behind, Vec::<String>::new(), "round {i}: no metric series left behind");
+            }
         }
     }
     let false_reports = drift_corrected(&op).await;

@@ -2,6 +2,7 @@
 //! keeps (and forgets) per namespace.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
@@ -16,8 +17,32 @@ use super::*;
 /// scales with the cluster's speed: a deadline of its own.
 pub const ROUND_DEADLINE: Duration = Duration::from_secs(900);
 
-pub fn series(op: &Operator) -> usize {
-    op.metrics.encode().lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count()
+/// The metric series nsguard exports: each line's name and labels, without its value.
+pub fn series(op: &Operator) -> BTreeSet<String> {
+    op.metrics
+        .encode()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.rsplit_once(' ').map_or(l, |(key, _)| key).to_owned())
+        .collect()
+}
+
+/// Families whose labels come from a fixed set (a result, a drift kind, a verb and resource): a
+/// first error, back-off or dry-run under load adds one series of theirs, once, never one per
+/// namespace.
+const BOUNDED: &[&str] = &[
+    "nsguard_reconciles_total{",
+    "nsguard_drift_corrected_total{",
+    "nsguard_drift_detected_total{",
+    "nsguard_write_requests_total{",
+    "nsguard_watch_errors_total{",
+    "nsguard_enforce_dry_runs_total{",
+];
+
+/// The series in `after` that `before` lacked, other than the first of a bounded family: these are
+/// what a namespace left behind.
+pub fn left_behind(before: &BTreeSet<String>, after: &BTreeSet<String>) -> Vec<String> {
+    after.difference(before).filter(|key| !BOUNDED.iter().any(|family| key.starts_with(family))).cloned().collect()
 }
 
 pub async fn shard_namespaces(client: &Client, shard: &str) -> Vec<Namespace> {
