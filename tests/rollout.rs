@@ -166,6 +166,13 @@ async fn a_root_pod_holds_enforce_at_baseline_and_many_pods_are_counted() {
     let l = labels(&op.admin, &root).await;
     assert_eq!((l[ENFORCE].as_str(), l[AUDIT].as_str(), l[WARN].as_str()), ("baseline", "restricted", "restricted"));
 
+    // The first hardening's events are published after its writes: wait for them, so the window
+    // below holds only re-checks.
+    eventually("the first hardening's events", || async {
+        let seen = events(&op.admin, &root).await;
+        (seen.contains(&"Hardened".to_owned()) && seen.contains(&"EnforceHeld".to_owned())).then_some(())
+    })
+    .await;
     // Held costs re-checks, one dry-run each, and nothing else: no write to the namespace.
     let offset = audit_log_offset();
     let about_root =
