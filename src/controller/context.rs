@@ -67,8 +67,6 @@ pub struct Context {
     pub state: Mutex<State>,
     /// Some namespace result changed: the status writer looks again.
     pub status_dirty: Notify,
-    /// A watch event reached a cache (for a reconcile waiting on one, see [`Context::observed`]).
-    pub watched: Notify,
     pub leader: Leadership,
     /// Flips to true once every cache has its initial contents.
     pub synced: watch::Sender<bool>,
@@ -134,7 +132,6 @@ impl Context {
         if let Some(memory) = self.state().namespaces.get_mut(namespace) {
             memory.pending.observed(key, version);
         }
-        self.watched.notify_waiters();
     }
 
     /// The resourceVersion the cache holds for `key`; `None` when the object is not cached.

@@ -139,7 +139,6 @@ pub async fn run(
         metrics,
         state: std::sync::Mutex::default(),
         status_dirty: Notify::new(),
-        watched: Notify::new(),
         leader: leader.clone(),
         synced,
         last_watch_error: std::sync::Mutex::default(),

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info, instrument, warn};
 
 use super::apply::execute;
@@ -16,7 +15,6 @@ use super::events::Pending;
 use super::gate::probe;
 use crate::core::announce::{Announcement, Subject, subject, summary};
 use crate::core::decide::{Decision, Next, decide};
-use crate::core::first_pass::{DEFAULT_ACCOUNT, await_default_account};
 use crate::core::gate::{self, AfterWrite, Evaluation, Step};
 use crate::core::guard::ObjectKey;
 use crate::core::model::NamespaceView;
@@ -27,42 +25,11 @@ use crate::ops::metrics::{DriftLabels, ResultLabels};
 
 #[instrument(skip_all, fields(namespace = %meta.name_any(), profile = tracing::field::Empty))]
 pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    let (requeue, wait) = pass(&meta, &ctx).await?;
-    let Some(wait) = wait else { return Ok(requeue) };
-    // A new namespace's `default` ServiceAccount is hardened in this same turn (core::first_pass).
-    match default_account_cached(&ctx, &meta.name_any(), wait).await {
-        Some(fresh) => Ok(pass(&fresh, &ctx).await?.0),
-        None => Ok(requeue),
-    }
-}
-
-/// Waits up to `wait` until the namespace's `default` ServiceAccount is cached and no namespace
-/// write of nsguard's is in flight (a second pass then sees what the first wrote). The namespace as
-/// cached then; `None` when the wait ran out or the namespace is gone.
-async fn default_account_cached(ctx: &Context, name: &str, wait: Duration) -> Option<Arc<NamespaceMeta>> {
-    let deadline = tokio::time::Instant::now() + wait;
-    let key = ObjectKey::new("Namespace", "", name);
-    loop {
-        // Created before the check, so no event between the check and the wait is missed.
-        let watched = ctx.watched.notified();
-        let written =
-            || ctx.state().namespaces.get_mut(name).is_none_or(|m| !m.pending.is_pending(&key, Instant::now()));
-        if ctx.service_accounts.get(name, DEFAULT_ACCOUNT).is_some() && written() {
-            return ctx.namespaces.get(&ObjectRef::new(name));
-        }
-        tokio::time::timeout_at(deadline, watched).await.ok()?;
-    }
-}
-
-/// One look at the namespace: decide and write. Also how long to wait for its `default`
-/// ServiceAccount before a second look (see [`await_default_account`]).
-async fn pass(meta: &NamespaceMeta, ctx: &Arc<Context>) -> Result<(Requeue, Option<Duration>), Error> {
-    let ctx = ctx.clone();
     let started = Instant::now();
-    let ns = NamespaceView::from_namespace(meta);
+    let ns = NamespaceView::from_namespace(&meta);
     if ns.name.is_empty() || !ctx.is_synced() {
         // Never decide against half-filled caches; every namespace is reconciled once they sync.
-        return Ok((Requeue::await_change(), None));
+        return Ok(Requeue::await_change());
     }
     let governance = govern(&ns, &ctx.profiles.all(), &ctx.settings.exclusions);
     if let Some(p) = governance.profile_name() {
@@ -97,7 +64,7 @@ async fn pass(meta: &NamespaceMeta, ctx: &Arc<Context>) -> Result<(Requeue, Opti
                     let memory = state.namespaces.entry(ns.name.clone()).or_default();
                     memory.hold = Some(hold);
                     memory.suspect = true;
-                    return Ok((Requeue::requeue(Duration::from_millis(50)), None));
+                    return Ok(Requeue::requeue(Duration::from_millis(50)));
                 }
                 Some(AfterWrite::Done) | None => {}
             }
@@ -116,7 +83,7 @@ async fn pass(meta: &NamespaceMeta, ctx: &Arc<Context>) -> Result<(Requeue, Opti
                 publish(&ctx, &ns, &subject(&[], &[], &observed), &announcement).await;
             }
             // The rest of the hardening goes ahead at once, without that policy.
-            return Ok((Requeue::requeue(Duration::from_millis(200)), None));
+            return Ok(Requeue::requeue(Duration::from_millis(200)));
         }
         if !e.not_leading() {
             let reports = {
@@ -149,14 +116,11 @@ async fn pass(meta: &NamespaceMeta, ctx: &Arc<Context>) -> Result<(Requeue, Opti
         publish(&ctx, &ns, &about, announcement).await;
     }
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
-    let created = meta.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    let wait = ctx.is_leader().then(|| await_default_account(&plan, &observed.service_accounts, created, observed.now));
-    let requeue = match decision.next {
+    Ok(match decision.next {
         Next::Resync => Requeue::requeue(ctx.settings.resync),
         // Never later than the resync backstop (an exception may end weeks from now).
         Next::After(wait) => Requeue::requeue(wait.min(ctx.settings.resync)),
-    };
-    Ok((requeue, wait.flatten()))
+    })
 }
 
 /// How soon a failed enforce dry-run is tried again (at most).

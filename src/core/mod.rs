@@ -13,7 +13,6 @@ pub mod desired;
 pub mod drift;
 pub mod exceptions;
 pub mod field;
-pub mod first_pass;
 pub mod gate;
 pub mod globs;
 pub mod guard;
