@@ -84,12 +84,17 @@ where
 }
 
 pub(super) fn config(selector: Option<&str>) -> watcher::Config {
-    let config = watcher::Config::default();
+    let config = watcher::Config::default().page_size(LIST_PAGE);
     match selector {
         Some(s) => config.labels(s),
         None => config,
     }
 }
+
+/// Objects per page of a (re)list. kube's default, 500, holds 500 whole objects (managedFields and
+/// all) in memory at once before they are compacted into the caches; 100 lowers that peak at the
+/// cost of more, smaller list requests.
+const LIST_PAGE: u32 = 100;
 
 /// The object a watch event carries, if any.
 fn touched<K>(event: &WatchEvent<K>) -> Option<&K> {
@@ -170,7 +175,7 @@ where
 /// ServiceAccounts: every one, indexed by namespace.
 pub fn service_accounts(ctx: Arc<Context>) -> impl Stream<Item = Trigger> + Send {
     let api = Api::<ServiceAccount>::all(ctx.client.clone());
-    let events = relisting(api, watcher::Config::default());
+    let events = relisting(api, config(None));
     triggers(ctx, "ServiceAccount", events, |ctx, event| {
         let relisted = ctx.service_accounts.apply(&event, ServiceAccountView::from_object);
         namespaced_triggers(ctx, "ServiceAccount", &event, relisted)
