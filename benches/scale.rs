@@ -578,7 +578,6 @@ impl Bench {
         let names: Vec<String> = (0..n).map(|i| format!("f-{}-{i:05}", self.run)).collect();
         let labels = [("bench", "floor"), ("bench-run", self.run.as_str())];
         let writer = self.nsguard_client.clone();
-        let observer = self.observer.clone();
         let permits = Arc::new(Semaphore::new(self.args.concurrency));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let apply = PatchParams::apply("bench-floor").force();
@@ -587,21 +586,26 @@ impl Bench {
             let mut tasks = Vec::new();
             while let Some(ns) = rx.recv().await {
                 let permit = permits.clone().acquire_owned().await.expect("semaphore");
-                let (writer, observer, apply, policies) =
-                    (writer.clone(), observer.clone(), apply.clone(), policies.clone());
+                let (writer, apply, policies) = (writer.clone(), apply.clone(), policies.clone());
                 tasks.push(tokio::spawn(async move {
                     let labels: BTreeMap<&str, &str> = RESTRICTED.iter().copied().collect();
                     let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels,
                         "annotations": {"bench.nsguard.io/profile": "floor", "bench.nsguard.io/release-policy": "Release"}}});
                     let nps = Api::<NetworkPolicy>::namespaced(writer.clone(), &ns);
                     let namespaces = Api::<Namespace>::all(writer.clone());
-                    let (ns_patch, deny, dns) =
-                        (Patch::Apply(&patch), Patch::Apply(&policies[0]), Patch::Apply(&policies[1]));
+                    // The `default` ServiceAccount is applied with the policies, as nsguard does:
+                    // created hardened if the controller-manager has not made it yet.
+                    let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns},
+                        "automountServiceAccountToken": false});
+                    let (ns_patch, deny, dns, sa) =
+                        (Patch::Apply(&patch), Patch::Apply(&policies[0]), Patch::Apply(&policies[1]), Patch::Apply(&sa));
+                    let accounts = Api::<ServiceAccount>::namespaced(writer.clone(), &ns);
                     futures::try_join!(
                         nps.patch("nsguard-default-deny", &apply, &deny),
                         nps.patch("nsguard-allow-dns", &apply, &dns),
+                        accounts.patch("default", &apply, &sa),
                     )
-                    .expect("floor policy writes");
+                    .expect("floor policy and ServiceAccount writes");
                     namespaces.patch(&ns, &apply, &ns_patch).await.expect("floor namespace write");
                     let (condition, report) = floor_reporting(&ns);
                     let reports = Api::<DynamicObject>::namespaced_with(
@@ -615,20 +619,6 @@ impl Bench {
                         reports.patch("nsguard", &apply, &report),
                     )
                     .expect("floor condition and Report writes");
-                    // The `default` ServiceAccount comes from the controller-manager.
-                    loop {
-                        let notified = observer.changed.notified();
-                        if observer.with(&ns, |s| s.is_some_and(|s| s.default_sa_exists)) {
-                            break;
-                        }
-                        let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
-                    }
-                    let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns},
-                        "automountServiceAccountToken": false});
-                    Api::<ServiceAccount>::namespaced(writer, &ns)
-                        .patch("default", &apply, &Patch::Apply(&sa))
-                        .await
-                        .expect("floor SA write");
                     drop(permit);
                 }));
             }

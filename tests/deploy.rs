@@ -3,11 +3,15 @@
 mod support;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
 use support::*;
+
+const NSGUARD_SERVICE_ACCOUNT: &str = "system:serviceaccount:nsguard-system:nsguard";
 
 #[tokio::test]
 async fn config_default_applies_without_warnings_and_creates_everything() {
@@ -96,6 +100,37 @@ async fn nsguard_identity_cannot_read_secrets_or_pods() {
     );
     // And what it does need works.
     Api::<Namespace>::all(nsguard.clone()).list(&Default::default()).await.expect("list namespaces");
+}
+
+/// nsguard creates the `default` ServiceAccount hardened when it reaches a new namespace before the
+/// controller-manager: RBAC lets it create that name and no other. A server-side apply that would
+/// create an object is authorized as `create`, with the name.
+#[tokio::test]
+async fn nsguard_identity_can_create_the_default_service_account_and_no_other() {
+    let admin = admin_client().await;
+    let namespace = create_namespace(&admin, "accounts", &[]).await;
+    let may_create = |name: &str| {
+        let review: SubjectAccessReview = serde_json::from_value(json!({
+            "spec": {"user": NSGUARD_SERVICE_ACCOUNT, "groups": ["system:serviceaccounts"],
+                "resourceAttributes": {"verb": "create", "resource": "serviceaccounts", "namespace": namespace, "name": name}}
+        }))
+        .expect("review");
+        let admin = admin.clone();
+        async move {
+            let answer =
+                Api::<SubjectAccessReview>::all(admin).create(&Default::default(), &review).await.expect("review");
+            answer.status.is_some_and(|s| s.allowed)
+        }
+    };
+    assert!(may_create("default").await, "create the default ServiceAccount");
+    assert!(!may_create("builder").await, "create any other ServiceAccount");
+    // And a server-side apply that would create another is refused.
+    let nsguard = support::operator::nsguard_client(&admin).await;
+    let builder = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "builder", "namespace": namespace}, "automountServiceAccountToken": false});
+    let params = PatchParams::apply("nsguard").dry_run();
+    let api = Api::<ServiceAccount>::namespaced(nsguard, &namespace);
+    forbidden(api.patch("builder", &params, &Patch::Apply(&builder)).await, "apply a new ServiceAccount builder");
 }
 
 #[test]

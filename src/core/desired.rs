@@ -47,6 +47,9 @@ pub struct Desired {
     pub rollout: Rollout,
 }
 
+/// The ServiceAccount every namespace has (the controller-manager creates it).
+pub const DEFAULT_ACCOUNT: &str = "default";
+
 /// Which ServiceAccounts of a namespace nsguard turns token automount off for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceAccountTarget {
@@ -58,7 +61,7 @@ pub struct ServiceAccountTarget {
 impl ServiceAccountTarget {
     pub fn includes(&self, name: &str) -> bool {
         self.enabled
-            && (self.scope == ServiceAccountScope::All || name == "default")
+            && (self.scope == ServiceAccountScope::All || name == DEFAULT_ACCOUNT)
             && !self.exempt.iter().any(|e| e == name)
     }
 }

@@ -11,7 +11,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Serialize;
 
 use crate::core::crd::{Mode, ReleasePolicy, Rollout};
-use crate::core::desired::{Desired, desired, same_policy};
+use crate::core::desired::{DEFAULT_ACCOUNT, Desired, desired, same_policy};
 use crate::core::exceptions::{Exception, applying};
 use crate::core::gate::Hold;
 use crate::core::model::{
@@ -305,6 +305,14 @@ fn enforce(ns: &NamespaceView, want: &Desired, drift: &[Drift], observed: &Obser
         if want.service_accounts.includes(&sa.name) && !sa.guarded && !drifted {
             actions.push(Action::DisableAutomount { name: sa.name.clone(), uid: sa.uid.clone() });
         }
+    }
+    // The `default` ServiceAccount not there yet (the controller-manager creates it moments after
+    // the namespace): created hardened now, in this turn, not hardened by a second reconcile that
+    // would queue behind the first ones of every namespace created meanwhile.
+    if want.service_accounts.includes(DEFAULT_ACCOUNT)
+        && !observed.service_accounts.iter().any(|sa| sa.name == DEFAULT_ACCOUNT)
+    {
+        actions.push(Action::DisableAutomount { name: DEFAULT_ACCOUNT.to_owned(), uid: None });
     }
     // ServiceAccounts nsguard no longer targets (exempted, or out of scope) give back the field.
     for sa in observed.service_accounts.iter().filter(|sa| !want.service_accounts.includes(&sa.name)) {

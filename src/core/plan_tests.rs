@@ -73,6 +73,22 @@ fn new_namespace_is_hardened_with_every_write() {
 }
 
 #[test]
+fn a_default_service_account_not_there_yet_is_created_hardened_in_the_same_turn() {
+    let ns = NamespaceView { name: "team-a".into(), ..Default::default() };
+    let p = plan(&ns, governed(HardeningProfileSpec::default()), &Observed::default());
+    let created = Action::DisableAutomount { name: "default".into(), uid: None };
+    assert!(p.actions.contains(&created), "{:?}", p.actions);
+    // Not when the profile leaves `default` alone, nor in Audit mode.
+    let mut exempt = HardeningProfileSpec::default();
+    exempt.service_accounts.exempt = vec!["default".into()];
+    let p = plan(&ns, governed(exempt), &Observed::default());
+    assert!(!p.actions.iter().any(|a| matches!(a, Action::DisableAutomount { .. })), "{:?}", p.actions);
+    let mut audit = HardeningProfileSpec::default();
+    audit.mode = crate::core::crd::Mode::Audit;
+    assert!(plan(&ns, governed(audit), &Observed::default()).actions.is_empty());
+}
+
+#[test]
 fn converged_namespace_needs_no_writes() {
     let spec = HardeningProfileSpec::default();
     let (ns, observed) = converged(&spec);
