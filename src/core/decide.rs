@@ -354,7 +354,7 @@ impl Pending {
 /// edited (say, rules added to a list nsguard leaves empty), so applying cannot take it back, and
 /// the policy must be deleted; its watch event brings a reconcile that re-creates it whole.
 pub fn recreate_after_apply(want: &NetworkPolicy, got: Option<&NetworkPolicySpec>) -> bool {
-    !same_policy(want.spec.as_ref(), &got.cloned().unwrap_or_default())
+    !same_policy(want.spec.as_ref(), got)
 }
 
 /// The object an action writes.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::{
     core::v1::{Namespace, NamespaceCondition, ServiceAccount},
-    networking::v1::{NetworkPolicy, NetworkPolicySpec},
+    networking::v1::NetworkPolicy,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::api::ObjectMeta;
@@ -247,7 +247,8 @@ pub struct NetworkPolicyView {
     pub uid: Option<String>,
     pub resource_version: Option<String>,
     pub labels: BTreeMap<String, String>,
-    pub spec: NetworkPolicySpec,
+    /// [`crate::core::desired::policy_fingerprint`] of the spec.
+    pub spec_fingerprint: u64,
 }
 
 impl NetworkPolicyView {
@@ -258,7 +259,7 @@ impl NetworkPolicyView {
             uid: np.metadata.uid.clone(),
             resource_version: np.metadata.resource_version.clone(),
             labels: np.metadata.labels.clone().unwrap_or_default(),
-            spec: np.spec.clone().unwrap_or_default(),
+            spec_fingerprint: crate::core::desired::policy_fingerprint(np.spec.as_ref()),
         }
     }
 

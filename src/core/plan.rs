@@ -11,7 +11,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Serialize;
 
 use crate::core::crd::{Mode, ReleasePolicy, Rollout};
-use crate::core::desired::{DEFAULT_ACCOUNT, Desired, desired, same_policy};
+use crate::core::desired::{DEFAULT_ACCOUNT, Desired, desired, policy_fingerprint};
 use crate::core::exceptions::{Exception, applying};
 use crate::core::gate::Hold;
 use crate::core::model::{
@@ -243,7 +243,7 @@ fn drift(ns: &NamespaceView, want: &Desired, observed: &Observed) -> Vec<Drift> 
             None => drift.push(Drift::NetworkPolicyMissing { name: name.clone() }),
             Some(o) => {
                 let labels_ok = np.metadata.labels.iter().flatten().all(|(k, v)| o.labels.get(k) == Some(v));
-                if !labels_ok || !same_policy(np.spec.as_ref(), &o.spec) {
+                if !labels_ok || policy_fingerprint(np.spec.as_ref()) != o.spec_fingerprint {
                     drift.push(Drift::NetworkPolicyChanged { name: name.clone() });
                 }
             }

@@ -120,9 +120,9 @@ fn drifted_label_is_reported_and_reapplied() {
 fn edited_and_deleted_policies_are_reapplied() {
     let spec = HardeningProfileSpec::default();
     let (ns, mut observed) = converged(&spec);
-    let mut edited = (*observed.network_policies[1]).clone();
-    edited.spec.ingress = Some(vec![Default::default()]);
-    observed.network_policies = vec![Arc::new(edited)];
+    let mut edited = desired("prod", &spec, "team-a").network_policies[DEFAULT_DENY_POLICY].clone();
+    edited.spec.as_mut().expect("spec").ingress = Some(vec![Default::default()]);
+    observed.network_policies = vec![np_view(&edited)];
     let p = plan(&ns, governed(spec), &observed);
     assert_eq!(
         p.drift,
