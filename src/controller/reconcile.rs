@@ -18,7 +18,7 @@ use crate::core::decide::{Decision, Next, decide};
 use crate::core::gate::{self, AfterWrite, Evaluation, Step};
 use crate::core::guard::ObjectKey;
 use crate::core::model::NamespaceView;
-use crate::core::plan::{Observed, Outcome, plan};
+use crate::core::plan::{Observed, Outcome, plan, report_alongside};
 use crate::core::selection::govern;
 use crate::core::status::Correction;
 use crate::ops::metrics::{DriftLabels, ResultLabels};
@@ -50,7 +50,16 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
         decide(&ns.name, &plan, memory, ctx.is_leader(), now)
     };
 
-    let executed = match execute(&ctx, &ns, &decision.writes).await {
+    // A profile change's label update goes with its Report; a first hardening or a raise of
+    // enforce goes first, and its warnings decide what the Report says.
+    let (written, mut reported) = if report_alongside(&ns, plan.desired.as_ref(), &decision.writes) {
+        let (written, reported) =
+            futures::join!(execute(&ctx, &ns, &decision.writes), execute(&ctx, &ns, &decision.reports));
+        (written, Some(reported))
+    } else {
+        (execute(&ctx, &ns, &decision.writes).await, None)
+    };
+    let executed = match written {
         Ok(warnings) => {
             let cached = ctx.state().namespaces.get(&ns.name).and_then(|m| m.hold.clone());
             let next = plan.desired.as_ref().map(|want| gate::after_write(&ns, want, cached.as_ref(), &warnings, now));
@@ -68,7 +77,10 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
                 }
                 Some(AfterWrite::Done) | None => {}
             }
-            execute(&ctx, &ns, &decision.reports).await.map(drop)
+            match reported.take() {
+                Some(reported) => reported.map(drop),
+                None => execute(&ctx, &ns, &decision.reports).await.map(drop),
+            }
         }
         Err(e) => Err(e),
     };

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::core::crd::{Mode, ReleasePolicy, Rollout};
 use crate::core::desired::{DEFAULT_ACCOUNT, Desired, desired, policy_fingerprint};
 use crate::core::exceptions::{Exception, applying};
-use crate::core::gate::Hold;
+use crate::core::gate::{Hold, enforced, raises};
 use crate::core::model::{
     GUARD_LABEL, NamespaceView, NetworkPolicyView, PROFILE_ANNOTATION, PSA_PREFIX, RELEASE_POLICY_ANNOTATION,
     ServiceAccountView, is_marker,
@@ -383,3 +383,12 @@ fn release(ns: &NamespaceView, observed: &Observed) -> Vec<Action> {
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+/// Whether the condition and Report may be written alongside `writes` rather than after them: when
+/// `writes` touch only the namespace and raise no enforce level, no warning of theirs can change what
+/// the Report says (see `gate::after_write`), so a profile change costs one round trip, not two.
+pub fn report_alongside(ns: &NamespaceView, want: Option<&Desired>, writes: &[Action]) -> bool {
+    want.is_some_and(|want| !raises(enforced(ns), &want.enforce))
+        && !writes.is_empty()
+        && writes.iter().all(|a| matches!(a, Action::ApplyNamespace { .. }))
+}

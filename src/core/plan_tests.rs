@@ -382,3 +382,21 @@ fn a_marker_another_manager_set_is_not_nsguards_to_take_down() {
         matches!(&p.actions[..], [Action::ApplyNamespace { annotations, .. }] if !annotations.contains_key(EXEMPT_ANNOTATION))
     );
 }
+
+#[test]
+fn only_a_namespace_write_that_raises_nothing_goes_alongside_the_report() {
+    let spec = HardeningProfileSpec::default();
+    let want = desired("prod", &spec, "team-a");
+    let (hardened, _) = converged(&spec);
+    let relabel = Action::ApplyNamespace { labels: want.labels.clone(), annotations: want.annotations.clone() };
+    // A profile change (warn, say) on a namespace already enforcing the target.
+    assert!(report_alongside(&hardened, Some(&want), std::slice::from_ref(&relabel)));
+    // A first hardening raises enforce: the write goes first, its warnings decide the Report.
+    let new = NamespaceView { name: "team-a".into(), ..Default::default() };
+    assert!(!report_alongside(&new, Some(&want), std::slice::from_ref(&relabel)));
+    // Other objects, no writes, no profile: the usual order.
+    let token = Action::DisableAutomount { name: "default".into(), uid: None };
+    assert!(!report_alongside(&hardened, Some(&want), &[token, relabel.clone()]));
+    assert!(!report_alongside(&hardened, Some(&want), &[]));
+    assert!(!report_alongside(&hardened, None, &[relabel]));
+}
