@@ -607,7 +607,7 @@ impl Bench {
                     )
                     .expect("floor policy and ServiceAccount writes");
                     namespaces.patch(&ns, &apply, &ns_patch).await.expect("floor namespace write");
-                    let (condition, report) = floor_reporting(&ns);
+                    let (condition, report) = floor_reporting(&ns, "restricted");
                     let reports = Api::<DynamicObject>::namespaced_with(
                         writer.clone(),
                         &ns,
@@ -727,12 +727,55 @@ impl Bench {
         if let Some(r) = ratio {
             println!("fanout floor_ratio: {r:.2}");
         }
+        let same_writes = if floor.is_empty() { None } else { Some(self.fanout_same_writes(&floor).await) };
+        let same_ratio = same_writes.map(|f| seconds / f);
+        if let (Some(f), Some(r)) = (same_writes, same_ratio) {
+            println!("fanout same-writes floor: {} namespace and Report applies in {f:.2}s; ratio {r:.2}", floor.len());
+        }
         self.report.insert(
             "fanout".into(),
-            json!({"namespaces": n, "seconds": seconds, "floor_seconds": floor_seconds, "floor_ratio": ratio}),
+            json!({"namespaces": n, "seconds": seconds, "floor_seconds": floor_seconds, "floor_ratio": ratio,
+                "same_writes_floor_seconds": same_writes, "same_writes_floor_ratio": same_ratio}),
         );
         set_bench_profile(&self.admin, "restricted").await;
         self.observer.wait_all(&names, "the profile set back", Duration::from_secs(3600), NsState::compliant).await;
+    }
+
+    /// The fan-out's second floor: what nsguard writes for a profile change, written by a minimal
+    /// client at the same concurrency — each namespace's labels (server-side apply) and its Report,
+    /// whose check message names the level, both at once. The `warn` level goes to `privileged` (the
+    /// label-patch floor left it at `baseline`), so every write changes something.
+    async fn fanout_same_writes(&self, floor: &[String]) -> f64 {
+        let writer = self.nsguard_client.clone();
+        let apply = PatchParams::apply("bench-floor").force();
+        let t0 = Instant::now();
+        futures::stream::iter(floor.iter().cloned())
+            .map(|ns| {
+                let (writer, apply) = (writer.clone(), apply.clone());
+                async move {
+                    let mut labels: BTreeMap<&str, &str> = RESTRICTED.iter().copied().collect();
+                    labels.insert("pod-security.kubernetes.io/warn", "privileged");
+                    let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels,
+                        "annotations": {"bench.nsguard.io/profile": "floor", "bench.nsguard.io/release-policy": "Release"}}});
+                    let (_, report) = floor_reporting(&ns, "privileged");
+                    let namespaces = Api::<Namespace>::all(writer.clone());
+                    let reports =
+                        Api::<DynamicObject>::namespaced_with(writer, &ns, &nsguard::core::report::resource());
+                    let (patch, report) = (Patch::Apply(&patch), Patch::Apply(&report));
+                    futures::try_join!(
+                        namespaces.patch(&ns, &apply, &patch),
+                        reports.patch("nsguard", &apply, &report),
+                    )
+                    .map(drop)
+                }
+            })
+            .buffer_unordered(self.args.concurrency)
+            .try_collect::<Vec<()>>()
+            .await
+            .expect("same-writes floor fan-out");
+        let is_privileged = |s: &NsState| s.warn.as_deref() == Some("privileged");
+        self.observer.wait_all(floor, "same-writes floor fan-out", Duration::from_secs(3600), is_privileged).await;
+        t0.elapsed().as_secs_f64()
     }
 
     /// The tamper guard's cost on the API server: the latency of requests it evaluates (and lets
@@ -936,11 +979,18 @@ impl Bench {
         let mut readings = Vec::new();
         // Every burst namespace gets 2 more ServiceAccounts (3 with `default`).
         let before = nsguard.metric_with("nsguard_write_requests_total{", "resource=\"serviceaccounts\"").await;
+        let (rss_one_account, _) = nsguard.memory_mib();
         create_service_accounts(&self.admin, &self.burst_names, 2, self.args.create_concurrency).await;
         self.wait_sa_writes(nsguard, before + 2.0 * self.burst_names.len() as f64).await;
         let (rss, peak) = nsguard.memory_mib();
-        println!("memory: {} namespaces, RSS {rss:.1} MiB, peak {peak:.1} MiB", self.burst_names.len());
-        readings.push(json!({"namespaces": self.burst_names.len(), "service_accounts": 3 * self.burst_names.len(), "rss_mib": rss, "peak_rss_mib": peak}));
+        // What 2 more ServiceAccounts per namespace added to the resident set, per ServiceAccount.
+        let per_account = (rss - rss_one_account) * 1024.0 * 1024.0 / (2 * self.burst_names.len()) as f64;
+        println!(
+            "memory: {} namespaces, RSS {rss:.1} MiB, peak {peak:.1} MiB; {per_account:.0} bytes per added ServiceAccount",
+            self.burst_names.len()
+        );
+        readings.push(json!({"namespaces": self.burst_names.len(), "service_accounts": 3 * self.burst_names.len(), "rss_mib": rss, "peak_rss_mib": peak,
+            "rss_mib_before_added_service_accounts": rss_one_account, "bytes_per_added_service_account": per_account}));
 
         let more = self.args.memory_namespaces.saturating_sub(self.burst_names.len());
         if more > 0 {
@@ -953,14 +1003,17 @@ impl Bench {
             self.observer.wait_all(&names, "compliance at scale", Duration::from_secs(3600), NsState::compliant).await;
             self.wait_sa_writes(nsguard, before + 3.0 * names.len() as f64).await;
             let total = self.burst_names.len() + names.len();
+            let rss_small = rss;
             let (rss, peak) = nsguard.memory_mib();
+            // What each namespace (with its 3 ServiceAccounts, 2 policies, Report) added.
+            let per_namespace = (rss - rss_small) * 1024.0 * 1024.0 / names.len() as f64;
             println!(
-                "memory: {total} namespaces, RSS {rss:.1} MiB, peak {peak:.1} MiB ({:.0}s to grow)",
+                "memory: {total} namespaces, RSS {rss:.1} MiB, peak {peak:.1} MiB ({:.0}s to grow); {per_namespace:.0} bytes per added namespace",
                 t0.elapsed().as_secs_f64()
             );
             readings
                 .push(json!({"namespaces": total, "service_accounts": 3 * total, "rss_mib": rss, "peak_rss_mib": peak,
-                "seconds_to_grow_and_converge": t0.elapsed().as_secs_f64()}));
+                "seconds_to_grow_and_converge": t0.elapsed().as_secs_f64(), "bytes_per_added_namespace": per_namespace}));
         }
         self.report.insert("memory".into(), json!(readings));
     }
@@ -975,14 +1028,15 @@ impl Bench {
 }
 
 /// The condition and the Report the floor writes: the same objects, of the same size, as nsguard's.
-fn floor_reporting(ns: &str) -> (Value, Value) {
+fn floor_reporting(ns: &str, warn: &str) -> (Value, Value) {
+    let warn_message = format!("warn level {warn}, version latest");
     let condition = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns},
         "status": {"conditions": [{"type": "nsguard.io/Hardened", "status": "True", "reason": "Compliant",
             "message": "Profile floor: hardened, matches the baseline", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
     let checks = [
         ("pod-security-enforce", "enforce level restricted, version latest"),
         ("pod-security-audit", "audit level restricted, version latest"),
-        ("pod-security-warn", "warn level restricted, version latest"),
+        ("pod-security-warn", warn_message.as_str()),
         ("network-default-deny-ingress", "NetworkPolicy nsguard-default-deny denies all ingress"),
         ("network-default-deny-egress", "NetworkPolicy nsguard-default-deny denies all egress"),
         ("network-dns-egress", "NetworkPolicy nsguard-allow-dns allows DNS to the cluster DNS pods only"),
