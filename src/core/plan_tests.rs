@@ -76,15 +76,13 @@ fn new_namespace_is_hardened_with_every_write() {
 fn a_default_service_account_not_there_yet_is_created_hardened_in_the_same_turn() {
     let ns = NamespaceView { name: "team-a".into(), ..Default::default() };
     let p = plan(&ns, governed(HardeningProfileSpec::default()), &Observed::default());
-    let created = Action::DisableAutomount { name: "default".into(), uid: None };
-    assert!(p.actions.contains(&created), "{:?}", p.actions);
+    assert!(p.actions.contains(&Action::DisableAutomount { name: "default".into(), uid: None }), "{:?}", p.actions);
     // Not when the profile leaves `default` alone, nor in Audit mode.
     let mut exempt = HardeningProfileSpec::default();
     exempt.service_accounts.exempt = vec!["default".into()];
     let p = plan(&ns, governed(exempt), &Observed::default());
     assert!(!p.actions.iter().any(|a| matches!(a, Action::DisableAutomount { .. })), "{:?}", p.actions);
-    let mut audit = HardeningProfileSpec::default();
-    audit.mode = crate::core::crd::Mode::Audit;
+    let audit = HardeningProfileSpec { mode: crate::core::crd::Mode::Audit, ..Default::default() };
     assert!(plan(&ns, governed(audit), &Observed::default()).actions.is_empty());
 }
 
@@ -389,12 +387,11 @@ fn only_a_namespace_write_that_raises_nothing_goes_alongside_the_report() {
     let want = desired("prod", &spec, "team-a");
     let (hardened, _) = converged(&spec);
     let relabel = Action::ApplyNamespace { labels: want.labels.clone(), annotations: want.annotations.clone() };
-    // A profile change (warn, say) on a namespace already enforcing the target.
+    // A profile change (warn, say) on a namespace already enforcing the target; not a first
+    // hardening, which raises enforce (the write goes first, its warnings decide the Report).
     assert!(report_alongside(&hardened, Some(&want), std::slice::from_ref(&relabel)));
-    // A first hardening raises enforce: the write goes first, its warnings decide the Report.
     let new = NamespaceView { name: "team-a".into(), ..Default::default() };
     assert!(!report_alongside(&new, Some(&want), std::slice::from_ref(&relabel)));
-    // Other objects, no writes, no profile: the usual order.
     let token = Action::DisableAutomount { name: "default".into(), uid: None };
     assert!(!report_alongside(&hardened, Some(&want), &[token, relabel.clone()]));
     assert!(!report_alongside(&hardened, Some(&want), &[]));
