@@ -136,3 +136,36 @@ async fn a_users_policy_with_nsguards_name_is_left_alone_and_reported() {
     .await;
     assert_eq!(policies.get("nsguard-default-deny").await.expect("their policy").uid(), created.uid());
 }
+
+/// A profile deleted moments after its creation — before or after nsguard put its finalizer on —
+/// never leaves a namespace hardened under a profile that is gone (orphaned for good): nsguard
+/// hardens nothing under a profile until the profile carries its finalizer.
+#[tokio::test]
+async fn a_profile_deleted_at_once_leaves_no_namespace_orphaned() {
+    let op = Operator::start().await;
+    let admin = op.admin.clone();
+    let profiles = Api::<DynamicObject>::all_with(admin.clone(), &profile_resource());
+    let mut pairs = Vec::new();
+    for i in 0..8 {
+        let name = format!("brief{i}");
+        let ns = op.namespace(&name, &[("brief", &name)]).await;
+        let profile = op.profile(&name, json!({"namespaceSelector": {"matchLabels": {"brief": name}}})).await;
+        // Back to back, as a GitOps tool reverting a commit would: the race is the point.
+        tokio::time::sleep(std::time::Duration::from_millis(20 * i)).await;
+        profiles.delete(&profile, &DeleteParams::default()).await.expect("delete profile");
+        pairs.push((ns, profile));
+    }
+    for (ns, profile) in &pairs {
+        eventually("the deleted profile to go", || async {
+            profiles.get_opt(profile).await.expect("get profile").is_none().then_some(())
+        })
+        .await;
+        eventually("the namespace to carry no hardening and no claim of the gone profile", || async {
+            let namespace = Api::<Namespace>::all(admin.clone()).get(ns).await.expect("namespace");
+            let claimed = namespace.annotations().contains_key(nsguard::core::model::PROFILE_ANNOTATION);
+            (!claimed && hardening(&admin, ns).await == (None, vec![])).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(op.metrics.orphaned.get(), 0, "a namespace was left orphaned");
+}

@@ -67,6 +67,8 @@ pub struct Context {
     pub state: Mutex<State>,
     /// Some namespace result changed: the status writer looks again.
     pub status_dirty: Notify,
+    /// A profile or a namespace result changed: the finalizer keeper looks again.
+    pub finalizers_dirty: Notify,
     pub leader: Leadership,
     /// Flips to true once every cache has its initial contents.
     pub synced: watch::Sender<bool>,
@@ -161,7 +163,13 @@ impl Context {
     /// The namespace is gone: forget everything about it, in one place.
     pub fn forget_namespace(&self, name: &str) {
         self.state().namespaces.remove(name);
+        self.changed();
+    }
+
+    /// A profile or a namespace's result changed: wake the status writer and the finalizer keeper.
+    pub fn changed(&self) {
         self.status_dirty.notify_one();
+        self.finalizers_dirty.notify_one();
     }
 
     /// The results of every namespace, for the profile status.

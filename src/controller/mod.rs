@@ -139,6 +139,7 @@ pub async fn run(
         metrics,
         state: std::sync::Mutex::default(),
         status_dirty: Notify::new(),
+        finalizers_dirty: Notify::new(),
         leader: leader.clone(),
         synced,
         last_watch_error: std::sync::Mutex::default(),
@@ -170,6 +171,7 @@ pub async fn run(
     tokio::select! {
         () = controller => {},
         () = status_writer::run(ctx.clone()) => warn!("status writer ended"),
+        () = status_writer::keep_finalizers(ctx.clone()) => warn!("finalizer keeper ended"),
         () = tamper::watch(ctx.clone()) => {},
     }
     info!("controller stopped");

@@ -19,7 +19,7 @@ use crate::core::gate::{self, AfterWrite, Evaluation, Step};
 use crate::core::guard::ObjectKey;
 use crate::core::model::NamespaceView;
 use crate::core::plan::{Observed, Outcome, plan, report_alongside};
-use crate::core::selection::govern;
+use crate::core::selection::{Governance, awaits_finalizer, govern};
 use crate::core::status::Correction;
 use crate::ops::metrics::{DriftLabels, ResultLabels};
 
@@ -31,9 +31,26 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
         // Never decide against half-filled caches; every namespace is reconciled once they sync.
         return Ok(Requeue::await_change());
     }
-    let governance = govern(&ns, &ctx.profiles.all(), &ctx.settings.exclusions);
+    // Governance is decided and the namespace marked as being written under one lock, the lock
+    // the finalizer keeper counts under: a profile whose deletion begins meanwhile keeps its
+    // finalizer until these writes show in the cache and can be released.
+    let (governance, _writing) = {
+        let mut state = ctx.state();
+        let governance = govern(&ns, &ctx.profiles.all(), &ctx.settings.exclusions);
+        let writing = matches!(governance, Governance::Governed { .. }).then(|| {
+            state.namespaces.entry(ns.name.clone()).or_default().writing = true;
+            Writing { ctx: &ctx, namespace: &ns.name }
+        });
+        (governance, writing)
+    };
     if let Some(p) = governance.profile_name() {
         tracing::Span::current().record("profile", p);
+    }
+    if awaits_finalizer(&governance) {
+        // The profile's finalizer event, moments away, fans out to this namespace again.
+        debug!("waiting for the profile to carry nsguard's finalizer");
+        ctx.finalizers_dirty.notify_one();
+        return Ok(Requeue::await_change());
     }
     let mut observed = Observed {
         network_policies: ctx.network_policies.in_namespace(&ns.name),
@@ -108,7 +125,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
                 debug!(error = %report_error, "could not report the failed write");
             }
         }
-        ctx.status_dirty.notify_one();
+        ctx.changed();
         return Err(e);
     }
     {
@@ -121,7 +138,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
             state.corrections.insert(profile.to_owned(), correction);
         }
     }
-    ctx.status_dirty.notify_one();
+    ctx.changed();
     count(&ctx, &decision, plan.outcome);
     let about = subject(&decision.writes, &decision.reports, &observed);
     for announcement in &decision.announce {
@@ -274,4 +291,20 @@ pub fn error_policy(meta: Arc<NamespaceMeta>, error: &Error, ctx: Arc<Context>) 
     warn!(namespace = %name, error = %error, retry_in_seconds = delay.as_secs(), "reconcile failed");
     ctx.metrics.reconciles.get_or_create(&ResultLabels { result: "error" }).inc();
     Requeue::requeue(delay)
+}
+
+/// Clears a namespace's `writing` mark when its reconcile ends, however it ends, and lets the
+/// finalizer keeper look again.
+struct Writing<'a> {
+    ctx: &'a Context,
+    namespace: &'a str,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        if let Some(memory) = self.ctx.state().namespaces.get_mut(self.namespace) {
+            memory.writing = false;
+        }
+        self.ctx.finalizers_dirty.notify_one();
+    }
 }

@@ -16,6 +16,7 @@ use super::apply::gone;
 use super::context::Context;
 use super::error::Error;
 use crate::core::crd::{HardeningProfile, HardeningProfileStatus};
+use crate::core::guard::ObjectKey;
 use crate::core::model::{FIELD_MANAGER, NamespaceView, PROFILE_FINALIZER, Profile};
 use crate::core::plan::Outcome;
 use crate::core::selection::{FinalizerChange, awaits_release, finalizer_change};
@@ -38,13 +39,7 @@ pub async fn run(ctx: Arc<Context>) {
     let mut settling: Option<Option<std::time::Instant>> = Some(None);
     loop {
         ctx.status_dirty.notified().await;
-        // Finalizers first, without waiting: a profile deleted moments after it was created must
-        // already carry nsguard's finalizer, or its namespaces could not be released. (A release
-        // that finishes during the pause records a result, which wakes this loop again.)
         let mut ok = true;
-        if ctx.is_synced() && ctx.is_leader() {
-            ok &= finalizers(&ctx, &ctx.profiles.all()).await;
-        }
         // Coalesce bursts of namespace results into one status write per profile; back off after
         // failures.
         let wait = ctx.settings.status_interval.saturating_mul(1 << failures.min(6)).min(MAX_RETRY);
@@ -154,23 +149,38 @@ async fn write_status(ctx: &Context, name: &str, status: HardeningProfileStatus)
     }
 }
 
+/// Keeps nsguard's finalizer on profiles, at once on every change (no coalescing pause: namespaces
+/// wait for a new profile's finalizer before they are hardened, see `awaits_finalizer`); failed
+/// writes are retried with back-off.
+pub async fn keep_finalizers(ctx: Arc<Context>) {
+    let mut failures = 0u32;
+    loop {
+        ctx.finalizers_dirty.notified().await;
+        if !ctx.is_synced() {
+            // Never decide against half-filled caches: look again shortly.
+            tokio::time::sleep(ctx.settings.status_interval).await;
+            ctx.finalizers_dirty.notify_one();
+            continue;
+        }
+        // A follower writes nothing; becoming the leader re-reconciles everything, which wakes this.
+        if !ctx.is_leader() || finalizers(&ctx).await {
+            failures = 0;
+        } else {
+            failures = failures.saturating_add(1);
+            let wait = ctx.settings.status_interval.saturating_mul(1 << failures.min(6)).min(MAX_RETRY);
+            tokio::time::sleep(wait).await;
+            ctx.finalizers_dirty.notify_one();
+        }
+    }
+}
+
 /// Puts nsguard's finalizer on every live profile and takes it off a deleted one once none of its
 /// namespaces is left to release (see [`finalizer_change`]); false when a write failed.
-async fn finalizers(ctx: &Context, profiles: &[Arc<Profile>]) -> bool {
+async fn finalizers(ctx: &Context) -> bool {
     let api = Api::<HardeningProfile>::all(ctx.client.clone());
     let mut ok = true;
-    for profile in profiles {
-        let still_annotated = if profile.deleting {
-            let exclusions = &ctx.settings.exclusions;
-            let namespaces = ctx.namespaces.state();
-            namespaces
-                .iter()
-                .filter(|ns| awaits_release(&NamespaceView::from_namespace(ns), &profile.name, profiles, exclusions))
-                .count()
-        } else {
-            0
-        };
-        let written = match finalizer_change(profile, still_annotated) {
+    for (profile, still_annotated) in still_to_release(ctx) {
+        let written = match finalizer_change(&profile, still_annotated) {
             FinalizerChange::None => continue,
             FinalizerChange::Add => {
                 let patch = json!({"apiVersion": "nsguard.io/v1alpha1", "kind": "HardeningProfile",
@@ -203,4 +213,39 @@ async fn finalizers(ctx: &Context, profiles: &[Arc<Profile>]) -> bool {
         }
     }
     ok
+}
+
+/// Every profile, with how many namespaces a deleted one must still release: those that carry its
+/// annotation, and (conservatively) those a reconcile is writing or whose namespace write has not
+/// shown in the cache yet. Counted under the lock a reconcile decides its governance under.
+fn still_to_release(ctx: &Context) -> Vec<(Arc<Profile>, usize)> {
+    let mut state = ctx.state();
+    let profiles = ctx.profiles.all();
+    if !profiles.iter().any(|p| p.deleting) {
+        return profiles.into_iter().map(|p| (p, 0)).collect();
+    }
+    let now = std::time::Instant::now();
+    let exclusions = &ctx.settings.exclusions;
+    let namespaces: Vec<NamespaceView> =
+        ctx.namespaces.state().iter().map(|ns| NamespaceView::from_namespace(ns)).collect();
+    let busy = namespaces
+        .iter()
+        .filter(|ns| {
+            state
+                .namespaces
+                .get_mut(&ns.name)
+                .is_some_and(|m| m.writing || m.pending.is_pending(&ObjectKey::new("Namespace", "", &ns.name), now))
+        })
+        .count();
+    profiles
+        .iter()
+        .map(|p| {
+            let count = if p.deleting {
+                busy + namespaces.iter().filter(|ns| awaits_release(ns, &p.name, &profiles, exclusions)).count()
+            } else {
+                0
+            };
+            (p.clone(), count)
+        })
+        .collect()
 }

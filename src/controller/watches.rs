@@ -229,7 +229,7 @@ fn profile_triggers(ctx: &Context, event: WatchEvent<DynamicObject>) -> Vec<Stri
     let previous = touched(&event).and_then(|obj| ctx.profiles.get(&obj.name_any()));
     let relisted = ctx.profiles.apply(&event, ResourceExt::name_any, Profile::from_object);
     ctx.profile_status.apply(&event, ResourceExt::name_any, parse_status);
-    ctx.status_dirty.notify_one();
+    ctx.changed();
     if matches!(event, WatchEvent::InitDone) {
         ctx.cache_listed();
     }

@@ -130,10 +130,24 @@ pub fn may_affect(profile: &Profile, ns: &NamespaceView) -> bool {
 }
 
 /// Whether a profile's watch event must fan out to its namespaces: it is new, its spec changed
-/// (generation), or its deletion began. A status or finalizer write nsguard made itself changes
-/// none of these, so it re-reconciles nothing.
+/// (generation), its deletion began, or it just received nsguard's finalizer (its namespaces wait
+/// for that, see [`awaits_finalizer`]). A status write nsguard made itself changes none of these,
+/// so it re-reconciles nothing.
 pub fn fans_out(previous: Option<&Profile>, now: &Profile) -> bool {
-    previous.is_none_or(|p| p.uid != now.uid || p.generation != now.generation || p.deleting != now.deleting)
+    previous.is_none_or(|p| {
+        p.uid != now.uid
+            || p.generation != now.generation
+            || p.deleting != now.deleting
+            || (!p.finalized() && now.finalized())
+    })
+}
+
+/// Whether the namespace must wait, writing nothing, until its profile carries nsguard's
+/// finalizer. Otherwise a profile deleted moments after its creation could go before nsguard
+/// released the namespaces it had just hardened, and leave them orphaned. The finalizer is put on
+/// within one round trip of the profile's creation; its watch event fans out to the namespaces.
+pub fn awaits_finalizer(governance: &Governance) -> bool {
+    matches!(governance, Governance::Governed { profile, .. } if !profile.finalized() && !profile.deleting)
 }
 
 /// What to do with nsguard's finalizer on a profile.

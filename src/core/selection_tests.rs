@@ -148,9 +148,10 @@ fn only_spec_changes_and_deletion_fan_a_profile_out() {
     let mut p = (*profile("prod", 0, &[])).clone();
     p.generation = Some(1);
     assert!(fans_out(None, &p), "a new profile");
-    let mut status_written = p.clone();
-    status_written.finalizers = vec![crate::core::model::PROFILE_FINALIZER.into()];
-    assert!(!fans_out(Some(&p), &status_written), "nsguard's own status or finalizer write");
+    let mut finalized = p.clone();
+    finalized.finalizers = vec![crate::core::model::PROFILE_FINALIZER.into()];
+    assert!(fans_out(Some(&p), &finalized), "its namespaces waited for the finalizer");
+    assert!(!fans_out(Some(&finalized), &finalized.clone()), "nsguard's own status write");
     let mut edited = p.clone();
     edited.generation = Some(2);
     assert!(fans_out(Some(&p), &edited));
@@ -199,4 +200,15 @@ fn namespace_of_an_invalid_profile_is_held() {
     assert!(matches!(govern(&n, &profiles, &Exclusions::default()), Governance::Held { .. }));
     // A namespace the invalid profile never governed goes to the valid one.
     assert_eq!(winner(&govern(&ns("y", &[]), &profiles, &Exclusions::default())).0, Some("other"));
+}
+
+#[test]
+fn a_namespace_waits_for_its_profiles_finalizer_before_anything_is_written() {
+    let ex = Exclusions::default();
+    let mut p = (*profile("prod", 0, &[])).clone();
+    let fresh = govern(&ns("x", &[]), &[Arc::new(p.clone())], &ex);
+    assert!(awaits_finalizer(&fresh), "a profile without nsguard's finalizer yet");
+    p.finalizers = vec![crate::core::model::PROFILE_FINALIZER.into()];
+    assert!(!awaits_finalizer(&govern(&ns("x", &[]), &[Arc::new(p.clone())], &ex)));
+    assert!(!awaits_finalizer(&Governance::Ungoverned), "a release never waits");
 }
