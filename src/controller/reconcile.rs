@@ -37,10 +37,13 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
     let (governance, _writing) = {
         let mut state = ctx.state();
         let governance = govern(&ns, &ctx.profiles.all(), &ctx.settings.exclusions);
-        let writing = matches!(governance, Governance::Governed { .. }).then(|| {
-            state.namespaces.entry(ns.name.clone()).or_default().writing = true;
-            Writing { ctx: &ctx, namespace: &ns.name }
-        });
+        let writing = match &governance {
+            Governance::Governed { profile, .. } => {
+                state.namespaces.entry(ns.name.clone()).or_default().writing = Some(profile.name.clone());
+                Some(Writing { ctx: &ctx, namespace: &ns.name })
+            }
+            _ => None,
+        };
         (governance, writing)
     };
     if let Some(p) = governance.profile_name() {
@@ -303,7 +306,7 @@ struct Writing<'a> {
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
         if let Some(memory) = self.ctx.state().namespaces.get_mut(self.namespace) {
-            memory.writing = false;
+            memory.writing = None;
         }
         self.ctx.finalizers_dirty.notify_one();
     }

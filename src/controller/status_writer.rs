@@ -165,6 +165,11 @@ pub async fn keep_finalizers(ctx: Arc<Context>) {
         // A follower writes nothing; becoming the leader re-reconciles everything, which wakes this.
         if !ctx.is_leader() || finalizers(&ctx).await {
             failures = 0;
+            if ctx.profiles.all().iter().any(|p| p.deleting) {
+                // A release in progress wakes this after every namespace: count at most a few
+                // times a second, not once per namespace.
+                tokio::time::sleep(ctx.settings.status_interval.min(Duration::from_millis(100))).await;
+            }
         } else {
             failures = failures.saturating_add(1);
             let wait = ctx.settings.status_interval.saturating_mul(1 << failures.min(6)).min(MAX_RETRY);
@@ -204,7 +209,10 @@ async fn finalizers(ctx: &Context) -> bool {
         match written {
             Ok(Ok(_)) => ctx.metrics.write("patch", "hardeningprofiles"),
             // Gone, or changed under us (the test failed): the watch brings the next look.
-            Ok(Err(e)) if gone(&e) || matches!(&e, kube::Error::Api(s) if s.code == 422) => {}
+            Ok(Err(e)) if gone(&e) => {}
+            // The test-and-remove failed (the finalizers changed under us): the watch brings the
+            // next look. A refused add is retried and logged: the profile's namespaces wait for it.
+            Ok(Err(kube::Error::Api(s))) if s.code == 422 && profile.deleting => {}
             Ok(Err(e)) => {
                 warn!(profile = %profile.name, error = %e, "finalizer not updated; retrying");
                 ok = false;
@@ -219,29 +227,41 @@ async fn finalizers(ctx: &Context) -> bool {
 /// annotation, and (conservatively) those a reconcile is writing or whose namespace write has not
 /// shown in the cache yet. Counted under the lock a reconcile decides its governance under.
 fn still_to_release(ctx: &Context) -> Vec<(Arc<Profile>, usize)> {
-    let mut state = ctx.state();
-    let profiles = ctx.profiles.all();
-    if !profiles.iter().any(|p| p.deleting) {
-        return profiles.into_iter().map(|p| (p, 0)).collect();
-    }
-    let now = std::time::Instant::now();
+    // Under the lock only the snapshot: the profiles and, per deleted profile, the namespaces being
+    // written for it or whose write for it has not shown yet. The namespace cache is read after:
+    // a later cache only shows more of nsguard's annotations, never fewer than are there.
+    let (profiles, busy) = {
+        let mut state = ctx.state();
+        let profiles = ctx.profiles.all();
+        let deleting: HashSet<&str> = profiles.iter().filter(|p| p.deleting).map(|p| p.name.as_str()).collect();
+        if deleting.is_empty() {
+            drop(state);
+            return profiles.into_iter().map(|p| (p, 0)).collect();
+        }
+        let now = std::time::Instant::now();
+        let mut busy: HashMap<String, usize> = HashMap::new();
+        for (name, memory) in &mut state.namespaces {
+            let claimed = memory.result.as_ref().and_then(|r| r.profile.clone());
+            let writing = memory
+                .writing
+                .clone()
+                .or_else(|| claimed.filter(|_| memory.pending.is_pending(&ObjectKey::new("Namespace", "", name), now)));
+            if let Some(p) = writing.filter(|p| deleting.contains(p.as_str())) {
+                *busy.entry(p).or_default() += 1;
+            }
+        }
+        (profiles, busy)
+    };
     let exclusions = &ctx.settings.exclusions;
     let namespaces: Vec<NamespaceView> =
         ctx.namespaces.state().iter().map(|ns| NamespaceView::from_namespace(ns)).collect();
-    let busy = namespaces
-        .iter()
-        .filter(|ns| {
-            state
-                .namespaces
-                .get_mut(&ns.name)
-                .is_some_and(|m| m.writing || m.pending.is_pending(&ObjectKey::new("Namespace", "", &ns.name), now))
-        })
-        .count();
     profiles
         .iter()
         .map(|p| {
             let count = if p.deleting {
-                busy + namespaces.iter().filter(|ns| awaits_release(ns, &p.name, &profiles, exclusions)).count()
+                let annotated =
+                    namespaces.iter().filter(|ns| awaits_release(ns, &p.name, &profiles, exclusions)).count();
+                annotated + busy.get(&p.name).copied().unwrap_or(0)
             } else {
                 0
             };

@@ -46,9 +46,9 @@ pub struct Memory {
     pub hold: Option<crate::core::gate::Hold>,
     /// A namespace write's warnings said existing pods violate what it set: the gate looks now.
     pub suspect: bool,
-    /// A reconcile governed by a profile is deciding or writing: its writes may claim the
-    /// namespace for that profile before the cache shows it, so a deleted profile waits.
-    pub writing: bool,
+    /// The profile a reconcile of this namespace is deciding or writing for: its writes may claim
+    /// the namespace for that profile before the cache shows it, so that profile, if deleted, waits.
+    pub writing: Option<String>,
 }
 
 /// How long nsguard leaves a NetworkPolicy name that another object holds before trying again.

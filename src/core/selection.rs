@@ -172,11 +172,14 @@ pub fn finalizer_change(profile: &Profile, still_annotated: usize) -> FinalizerC
 
 /// Whether `ns` still waits to be released from `profile` before the profile may go: it carries
 /// the profile's annotation and nsguard will release it (not excluded, not terminating, and not
-/// handed over to another profile, which takes it as it is).
+/// handed over to another profile that carries its finalizer, which takes it as it is).
 pub fn awaits_release(ns: &NamespaceView, profile: &str, profiles: &[Arc<Profile>], exclusions: &Exclusions) -> bool {
-    ns.governing_annotation() == Some(profile)
-        && !ns.terminating
-        && matches!(govern(ns, profiles, exclusions), Governance::Ungoverned)
+    ns.governing_annotation() == Some(profile) && !ns.terminating && {
+        // A profile taking it over that has no finalizer yet has written nothing: the namespace
+        // still claims the deleted profile, and would be orphaned if that went first.
+        let governance = govern(ns, profiles, exclusions);
+        matches!(governance, Governance::Ungoverned) || awaits_finalizer(&governance)
+    }
 }
 
 #[cfg(test)]

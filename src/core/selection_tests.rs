@@ -186,7 +186,14 @@ fn only_namespaces_nsguard_will_release_hold_a_profile_back() {
     assert!(!awaits_release(&terminating, "prod", &deleting, &ex));
     assert!(!awaits_release(&annotated("kube-system", "prod"), "prod", &deleting, &ex));
     // Handed over to another profile (which may be in Audit mode and never rewrite the annotation).
-    let with_successor = [Arc::new(gone), profile("audit-all", 0, &[])];
+    let mut successor = (*profile("audit-all", 0, &[])).clone();
+    let unfinalized = [Arc::new(gone.clone()), Arc::new(successor.clone())];
+    assert!(
+        awaits_release(&annotated("x", "prod"), "prod", &unfinalized, &ex),
+        "a successor without the finalizer has written nothing yet"
+    );
+    successor.finalizers = vec![crate::core::model::PROFILE_FINALIZER.into()];
+    let with_successor = [Arc::new(gone), Arc::new(successor)];
     assert!(!awaits_release(&annotated("x", "prod"), "prod", &with_successor, &ex));
 }
 
