@@ -46,8 +46,7 @@ pub struct Memory {
     pub hold: Option<crate::core::gate::Hold>,
     /// A namespace write's warnings said existing pods violate what it set: the gate looks now.
     pub suspect: bool,
-    /// The profile a reconcile of this namespace is deciding or writing for: its writes may claim
-    /// the namespace for that profile before the cache shows it, so that profile, if deleted, waits.
+    /// The profile a reconcile is writing for: if deleted, it waits until the cache shows them.
     pub writing: Option<String>,
 }
 
@@ -396,7 +395,6 @@ mod tests;
 #[cfg(test)]
 #[path = "decide_condition_tests.rs"]
 mod condition_tests;
-
 #[cfg(test)]
 #[path = "decide_rollout_tests.rs"]
 mod rollout_tests;
