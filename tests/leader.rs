@@ -52,11 +52,13 @@ async fn only_the_leader_writes_and_a_follower_takes_over_when_it_dies() {
     assert!(a.writes().await > 0.0, "the leader wrote");
     assert!(!b.is_leader().await, "b follows");
     assert_eq!(b.writes().await, 0.0, "the follower wrote nothing");
-    let hardened = events_by(&admin, &ns, "Hardened").await;
-    assert!(
-        !hardened.is_empty() && hardened.iter().all(|i| i == "a"),
-        "only the leader published events: {hardened:?}"
-    );
+    // The event follows the writes (it is published once they succeeded): wait for it.
+    let hardened = eventually("the Hardened event", || async {
+        let by = events_by(&admin, &ns, "Hardened").await;
+        (!by.is_empty()).then_some(by)
+    })
+    .await;
+    assert!(hardened.iter().all(|i| i == "a"), "only the leader published events: {hardened:?}");
 
     // Kill the leader without a chance to release its lease, then weaken the namespace.
     a.child.start_kill().expect("kill a");
