@@ -38,7 +38,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
         let mut state = ctx.state();
         let governance = govern(&ns, &ctx.profiles.all(), &ctx.settings.exclusions);
         let writing = match &governance {
-            Governance::Governed { profile, .. } => {
+            Governance::Governed { profile, .. } if !awaits_finalizer(&governance) => {
                 state.namespaces.entry(ns.name.clone()).or_default().writing = Some(profile.name.clone());
                 Some(Writing { ctx: &ctx, namespace: &ns.name })
             }

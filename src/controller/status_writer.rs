@@ -42,8 +42,7 @@ pub async fn run(ctx: Arc<Context>) {
         let mut ok = true;
         // Coalesce bursts of namespace results into one status write per profile; back off after
         // failures.
-        let wait = ctx.settings.status_interval.saturating_mul(1 << failures.min(6)).min(MAX_RETRY);
-        tokio::time::sleep(wait.max(ctx.settings.status_interval)).await;
+        tokio::time::sleep(retry_wait(&ctx, failures).max(ctx.settings.status_interval)).await;
         if !ctx.is_synced() {
             ctx.status_dirty.notify_one();
             continue;
@@ -149,6 +148,12 @@ async fn write_status(ctx: &Context, name: &str, status: HardeningProfileStatus)
     }
 }
 
+/// How long to wait after `failures` failed passes in a row: doubling from the status interval, up
+/// to [`MAX_RETRY`].
+fn retry_wait(ctx: &Context, failures: u32) -> Duration {
+    ctx.settings.status_interval.saturating_mul(1 << failures.min(6)).min(MAX_RETRY)
+}
+
 /// Keeps nsguard's finalizer on profiles, at once on every change (no coalescing pause: namespaces
 /// wait for a new profile's finalizer before they are hardened, see `awaits_finalizer`); failed
 /// writes are retried with back-off.
@@ -172,8 +177,7 @@ pub async fn keep_finalizers(ctx: Arc<Context>) {
             }
         } else {
             failures = failures.saturating_add(1);
-            let wait = ctx.settings.status_interval.saturating_mul(1 << failures.min(6)).min(MAX_RETRY);
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(retry_wait(&ctx, failures)).await;
             ctx.finalizers_dirty.notify_one();
         }
     }
