@@ -1,6 +1,7 @@
 //! `kubectl nsguard`: the nsguard binary installed on the PATH as `kubectl-nsguard` is a kubectl
 //! plugin (`kubectl plugin list` finds it, `kubectl nsguard validate|plan|status` run it), and its
-//! help names it as it was called. Uses the control plane's kubectl; no cluster needed.
+//! help names it as it was called. Uses the control plane's kubectl; `status` needs the local control
+//! plane.
 
 #[path = "support/render.rs"]
 mod render;
@@ -75,4 +76,40 @@ fn help_names_the_plugin_as_kubectl_nsguard() {
     // Called by its own name, it is still `nsguard`.
     let own = Command::new(env!("CARGO_BIN_EXE_nsguard")).arg("--help").output().expect("nsguard --help");
     assert!(stdout(&own).contains("Usage: nsguard <COMMAND>"), "{}", stdout(&own));
+}
+
+#[test]
+fn kubectl_nsguard_status_reads_the_cluster() {
+    // The plugin inherits kubectl's environment: KUBECONFIG names the local control plane (this
+    // test fails without it, as every test that needs the cluster does).
+    let kubeconfig = std::env::var_os("NSGUARD_KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| render::repo().join("target/cluster/kubeconfig"));
+    let dir = plugin_dir();
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+    let run = |args: &[&str]| {
+        Command::new(render::kubectl_bin())
+            .args(args)
+            .env("PATH", &path)
+            .env("KUBECONFIG", &kubeconfig)
+            .current_dir(render::repo())
+            .output()
+            .expect("run kubectl")
+    };
+    // nsguard's CRD and RBAC, as every cluster test installs them.
+    let install = run(&["apply", "-k", "config/default"]);
+    assert!(install.status.success(), "kubectl apply -k config/default: {}", String::from_utf8_lossy(&install.stderr));
+    let crd = "crd/hardeningprofiles.nsguard.io";
+    assert!(run(&["wait", "--for=condition=Established", "--timeout=60s", crd]).status.success());
+    let out = run(&["nsguard", "status", "--all", "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "kubectl nsguard status (KUBECONFIG={}): {}",
+        kubeconfig.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status -o json");
+    let names: Vec<&str> =
+        status["namespaces"].as_array().into_iter().flatten().filter_map(|n| n["namespace"].as_str()).collect();
+    assert!(names.contains(&"kube-system") && names.contains(&"default"), "{names:?}");
 }

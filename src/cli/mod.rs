@@ -171,6 +171,9 @@ struct StatusRow {
     compliant: bool,
     differences: Vec<String>,
     last_drift: Option<LastDrift>,
+    /// An active exception that lowers the enforce level nsguard sets here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exception: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -193,7 +196,15 @@ pub async fn status(args: &StatusArgs, client: Client) -> anyhow::Result<i32> {
         Some(s) => ListParams::default().labels(s),
         None => ListParams::default(),
     };
-    let profiles = Api::<DynamicObject>::all_with(client.clone(), &ar).list(&selected(&args.profile_selector)).await?;
+    let profiles = Api::<DynamicObject>::all_with(client.clone(), &ar)
+        .list(&selected(&args.profile_selector))
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 404 => anyhow::anyhow!(
+                "the HardeningProfile CRD (hardeningprofiles.nsguard.io) is not installed in this cluster: install nsguard first (kubectl apply -f crds/)"
+            ),
+            e => e.into(),
+        })?;
     let namespaces = Api::<Namespace>::all(client.clone()).list(&selected(&args.namespace_selector)).await?;
     let service_accounts = Api::<ServiceAccount>::all(client.clone()).list(&all).await?;
     let managed = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
@@ -233,6 +244,7 @@ pub async fn status(args: &StatusArgs, client: Client) -> anyhow::Result<i32> {
             compliant: p.profile.is_some() && p.drift.is_empty(),
             differences: p.drift.iter().map(ToString::to_string).collect(),
             last_drift: last.remove(&p.namespace),
+            exception: p.enforce.as_ref().and_then(|e| e.exception.clone()),
             namespace: p.namespace,
             profile: p.profile,
             mode: p.mode,
@@ -274,7 +286,14 @@ fn status_table(rows: &[StatusRow]) -> String {
             [r.namespace.clone(), r.profile.clone().unwrap_or_else(|| "<none>".into()), mode, compliant, last]
         })
         .collect();
-    offline::columns(&["NAMESPACE", "PROFILE", "MODE", "COMPLIANT", "LAST DRIFT"], &cells)
+    let mut out = offline::columns(&["NAMESPACE", "PROFILE", "MODE", "COMPLIANT", "LAST DRIFT"], &cells);
+    // Active exceptions follow the table, one line each, so none is read as plain compliance.
+    for r in rows {
+        if let Some(exception) = &r.exception {
+            out.push_str(&format!("{}: {exception}\n", r.namespace));
+        }
+    }
+    out
 }
 
 fn human(seconds: i64) -> String {
