@@ -296,13 +296,21 @@ fn chart_guard_is_config_guard_in_deny_and_warn_mode() {
 
 #[test]
 fn readme_kustomize_overlay_pins_the_image_by_digest() {
-    // The overlay README "Deploy" shows, two directories below the repository root.
+    // The overlay README "Deploy" shows, read from the README (so the two cannot drift apart), put
+    // two directories below the repository root as the README's `../../config/default` expects.
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+    let deploy = &readme[readme.find("## Deploy").expect("a Deploy section")..];
+    let block = deploy
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the kustomize overlay's YAML block");
+    assert!(block.starts_with("# overlays/prod/kustomization.yaml"), "{block}");
+    assert!(deploy.contains("```sh\nkubectl apply -k overlays/prod\n```"), "one command applies it");
     let overlay = repo().join("target/overlay-digest");
     std::fs::create_dir_all(&overlay).expect("mkdir");
-    let kustomization = format!(
-        "resources: [../../config/default]\nimages:\n  - {{name: nsguard, newName: registry.example.com/nsguard, digest: \"{DIGEST}\"}}\n"
-    );
-    std::fs::write(overlay.join("kustomization.yaml"), kustomization).expect("write overlay");
+    std::fs::write(overlay.join("kustomization.yaml"), block.replace("sha256:<digest>", DIGEST))
+        .expect("write overlay");
     let objects = kustomize("target/overlay-digest");
     assert_eq!(images(&objects), [format!("registry.example.com/nsguard@{DIGEST}")]);
 }
