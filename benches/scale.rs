@@ -19,7 +19,7 @@ use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -42,8 +42,9 @@ struct Args {
     /// Namespaces in the burst (and in the floor).
     #[arg(long, default_value_t = 1000)]
     namespaces: usize,
-    /// Scenarios to run (comma-separated): burst, floor, steady, drift, restart, guard, memory.
-    #[arg(long, value_delimiter = ',', default_value = "burst,floor,steady,drift,fanout,restart,guard,memory")]
+    /// Scenarios to run (comma-separated): burst, floor, steady, drift, fanout, held, restart, guard,
+    /// memory.
+    #[arg(long, value_delimiter = ',', default_value = "burst,floor,steady,drift,fanout,held,restart,guard,memory")]
     scenarios: Vec<String>,
     /// Drift events in the drift scenario.
     #[arg(long, default_value_t = 200)]
@@ -54,6 +55,15 @@ struct Args {
     /// Total namespaces for the second memory reading (each with 3 ServiceAccounts).
     #[arg(long, default_value_t = 10_000)]
     memory_namespaces: usize,
+    /// Namespaces the rollout gate holds in the `held` scenario (each has a pod running as root).
+    #[arg(long, default_value_t = 50)]
+    held_namespaces: usize,
+    /// nsguard's --enforce-recheck-seconds (how often a held namespace is checked again).
+    #[arg(long, default_value_t = 5)]
+    recheck_seconds: u64,
+    /// Length of the `held` scenario's window.
+    #[arg(long, default_value_t = 30)]
+    held_seconds: u64,
     /// nsguard's --concurrency, and the floor client's.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -247,14 +257,15 @@ struct Nsguard {
 }
 
 impl Nsguard {
-    async fn start(kubeconfig: &PathBuf, concurrency: usize, log: &PathBuf) -> (Self, Duration) {
+    async fn start(kubeconfig: &PathBuf, args: &Args, log: &PathBuf) -> (Self, Duration) {
         let port = free_port();
         let started = Instant::now();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
             .args(["run", "--log-format", "json", "--namespace", "nsguard-system", "--identity", "bench"])
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .args(["--metrics-address", &format!("127.0.0.1:{port}"), "--concurrency", &concurrency.to_string()])
+            .args(["--metrics-address", &format!("127.0.0.1:{port}"), "--concurrency", &args.concurrency.to_string()])
+            .args(["--enforce-recheck-seconds", &args.recheck_seconds.to_string()])
             .env("NSGUARD_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log"))
@@ -884,6 +895,83 @@ impl Bench {
         );
     }
 
+    /// Namespaces the rollout gate holds (a pod in each runs as root: it passes baseline, not the
+    /// profile's restricted): what holding them costs over a window of re-checks. Expected: one
+    /// dry-run per re-check, no write.
+    async fn held(&mut self, nsguard: &Nsguard) {
+        let n = self.args.held_namespaces;
+        let names: Vec<String> = (0..n).map(|i| format!("h-{}-{i:03}", self.run)).collect();
+        let api = Api::<Namespace>::all(self.admin.clone());
+        let label = ("bench-held", self.run.as_str());
+        // Pods first (no profile selects the namespaces yet), then select them all.
+        for name in &names {
+            let ns = Namespace {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    labels: Some(BTreeMap::from([(label.0.to_owned(), label.1.to_owned())])),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            api.create(&PostParams::default(), &ns).await.expect("create namespace");
+        }
+        for name in &names {
+            default_service_account(&self.admin, name).await;
+            let pod: Pod =
+                serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root"},
+                "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}}))
+                .expect("pod");
+            Api::<Pod>::namespaced(self.admin.clone(), name).create(&PostParams::default(), &pod).await.expect("pod");
+        }
+        let select = json!({"metadata": {"labels": {"bench": "nsguard"}}});
+        for name in &names {
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&select)).await.expect("select");
+        }
+        let selector = ListParams::default().labels(&format!("{}={}", label.0, label.1));
+        let held = |ns: &Namespace| {
+            ns.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
+                c.iter().any(|c| c.type_ == "nsguard.io/Hardened" && c.reason.as_deref() == Some("EnforceHeld"))
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while api.list(&selector).await.expect("list").items.iter().filter(|ns| held(ns)).count() < n {
+            assert!(Instant::now() < deadline, "held: not every namespace held after 300 s");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        // Let the first looks' writes settle, then count a window of re-checks only.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let checks = nsguard.metric("nsguard_enforce_checks_total").await;
+        let dry_runs = nsguard.metric("nsguard_enforce_dry_runs_total{").await;
+        let offset = audit_log_offset();
+        tokio::time::sleep(Duration::from_secs(self.args.held_seconds)).await;
+        let checks = nsguard.metric("nsguard_enforce_checks_total").await - checks;
+        let dry_runs = nsguard.metric("nsguard_enforce_dry_runs_total{").await - dry_runs;
+        let about = |e: &Value| {
+            names.iter().any(|n| e["objectRef"]["name"] == n.as_str() || e["objectRef"]["namespace"] == n.as_str())
+        };
+        let seen: Vec<Value> = audited_requests(NSGUARD_USER, offset).into_iter().filter(|e| about(e)).collect();
+        let audited_dry_runs = seen.iter().filter(|e| is_dry_run(e)).count();
+        let writes = seen.iter().filter(|e| is_write(e)).count();
+        println!(
+            "held: {n} namespaces, {}s window, re-check every {}s: {checks} re-checks, {dry_runs} dry-runs ({audited_dry_runs} audited), {writes} writes",
+            self.args.held_seconds, self.args.recheck_seconds
+        );
+        self.report.insert(
+            "held".into(),
+            json!({"namespaces": n, "window_s": self.args.held_seconds, "recheck_s": self.args.recheck_seconds,
+                "rechecks": checks, "dry_runs": dry_runs, "audited_dry_runs": audited_dry_runs,
+                "dry_runs_per_recheck": if checks > 0.0 { dry_runs / checks } else { 0.0 }, "writes": writes}),
+        );
+        // Gone before the next scenario.
+        for name in &names {
+            let _ = api.delete(name, &DeleteParams::default()).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !api.list(&selector).await.expect("list").items.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     async fn drift(&mut self) {
         let events = self.args.drift_events.min(self.burst_names.len());
         let step = (self.burst_names.len() / events.max(1)).max(1);
@@ -948,7 +1036,7 @@ impl Bench {
         let total_namespaces = self.observer.states.lock().expect("lock").len();
         let offset = audit_log_offset();
         let started = Instant::now();
-        let (nsguard, ready) = Nsguard::start(&self.kubeconfig, self.args.concurrency, &self.log).await;
+        let (nsguard, ready) = Nsguard::start(&self.kubeconfig, &self.args, &self.log).await;
         // Every namespace reconciled once since the restart, then a moment for status to settle.
         let end = Instant::now() + Duration::from_secs(600);
         while (nsguard.metric("nsguard_reconciles_total{").await as usize) < total_namespaces {
@@ -1175,6 +1263,21 @@ fn markdown(report: &serde_json::Map<String, Value>) -> String {
     if let Some(r) = report.get("floor_ratio") {
         row("**floor_ratio** (burst ÷ floor)", format!("**{:.2}**", r.as_f64().unwrap_or(0.0)));
     }
+    if let Some(h) = report.get("held") {
+        row(
+            &format!(
+                "held: {} namespaces over {} s, re-check every {} s",
+                h["namespaces"], h["window_s"], h["recheck_s"]
+            ),
+            format!(
+                "{} re-checks, {} dry-runs ({:.2} per re-check), {} writes",
+                h["rechecks"],
+                h["dry_runs"],
+                h["dry_runs_per_recheck"].as_f64().unwrap_or(0.0),
+                h["writes"]
+            ),
+        );
+    }
     if let Some(s) = report.get("steady_state") {
         row(&format!("**steady_state_writes** over {} s", s["seconds"]), format!("**{}**", s["writes"]));
         row(
@@ -1253,7 +1356,7 @@ async fn main() {
         bench.report.insert("guard_installed".into(), json!(true));
         println!("tamper guard installed (config/guard)");
     }
-    let (mut nsguard, ready) = Nsguard::start(&bench.kubeconfig, args.concurrency, &bench.log).await;
+    let (mut nsguard, ready) = Nsguard::start(&bench.kubeconfig, &args, &bench.log).await;
     println!("nsguard ready in {:.2}s", ready.as_secs_f64());
     set_bench_profile(&admin, "restricted").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1272,6 +1375,9 @@ async fn main() {
     }
     if args.runs("fanout") && !bench.burst_names.is_empty() {
         bench.fanout().await;
+    }
+    if args.runs("held") {
+        bench.held(&nsguard).await;
     }
     if args.runs("restart") {
         nsguard = bench.restart(nsguard).await;

@@ -102,6 +102,20 @@ async fn nsguard_status(ns: &str) -> Value {
     serde_json::from_slice(&out.stdout).expect("json")
 }
 
+/// `nsguard status` over the whole cluster, as the cluster admin: its standard output.
+async fn nsguard_status_all(args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
+        .arg("status")
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .output()
+        .await
+        .expect("run nsguard status");
+    assert!(out.status.success(), "nsguard status: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
 async fn events(client: &Client, ns: &str) -> Vec<String> {
     nsguard_events(client, ns).await.into_iter().filter_map(|e| e.reason).collect()
 }
@@ -280,6 +294,14 @@ async fn an_exception_lowers_enforce_until_it_expires_and_one_too_far_ahead_is_r
     let enforce =
         status["checks"].as_array().and_then(|c| c.iter().find(|c| c["rule"] == "pod-security-enforce").cloned());
     assert!(enforce.as_ref().is_some_and(|c| c["result"] == "warn"), "the Report warns of the exception: {status}");
+    // The cluster-wide view names it too, in JSON and after the table.
+    let all = nsguard_status_all(&["-o", "json"]).await;
+    let all: Value = serde_json::from_str(&all).expect("json");
+    let row = all["namespaces"].as_array().and_then(|r| r.iter().find(|r| r["namespace"] == ns.as_str()).cloned());
+    let shown = row.as_ref().and_then(|r| r["exception"].as_str()).unwrap_or_default();
+    assert!(shown.starts_with("exception 0 enforces baseline:latest until") && shown.contains("SEC-1"), "{row:?}");
+    let table = nsguard_status_all(&[]).await;
+    assert!(table.contains(&format!("{ns}: exception 0 enforces baseline:latest until")), "{table}");
     let l = labels(&op.admin, &ns).await;
     assert_eq!((l[ENFORCE].as_str(), l[AUDIT].as_str(), l[WARN].as_str()), ("baseline", "restricted", "restricted"));
     // The refused exception is not applied: its namespace enforces the target.
@@ -313,6 +335,48 @@ async fn an_exception_lowers_enforce_until_it_expires_and_one_too_far_ahead_is_r
         events(&op.admin, &ns).await.contains(&"ExceptionExpired".to_owned()).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn an_exception_that_expires_over_a_violating_pod_leaves_the_namespace_held_not_broken() {
+    let op = operator().await;
+    let value = unique_name("exh");
+    let exceptions = json!({"exceptions": [
+        {"namespaces": ["exh-*"], "podSecurity": {"enforce": {"level": "baseline"}},
+         "expires": in_seconds(30), "reason": "SEC-2 root batch job"},
+    ]});
+    op.profile("rollout", selecting(&value, exceptions)).await;
+    // A pod that passes baseline and fails restricted (it runs as root).
+    let ns = namespace_with_pods(&op, "exh", vec![root_pod("batch")]).await;
+    select(&op.admin, &ns, &value).await;
+
+    // Inside the window the exception sets baseline, which the pod passes: compliant.
+    let c = wait_condition(&op.admin, &ns, "True", "Compliant").await;
+    assert!(c.message.unwrap_or_default().contains("exception 0 enforces baseline:latest until"));
+    assert_eq!(labels(&op.admin, &ns).await[ENFORCE], "baseline");
+
+    // At expiry the target goes through the gate: the pod would violate restricted, so enforce is
+    // held at baseline (never raised over the pod), reported, and the expiry is announced.
+    let held = eventually_within("the exception to expire into a hold", Duration::from_secs(90), || async {
+        hardened(&op.admin, &ns).await.filter(|c| c.reason.as_deref() == Some("EnforceHeld"))
+    })
+    .await;
+    assert_eq!(held.status, "False");
+    let message = held.message.unwrap_or_default();
+    assert!(message.contains("enforce held at baseline (target restricted:latest)"), "{message}");
+    assert!(message.contains("pod batch: "), "names the pod: {message}");
+    let l = labels(&op.admin, &ns).await;
+    assert_eq!((l[ENFORCE].as_str(), l[AUDIT].as_str(), l[WARN].as_str()), ("baseline", "restricted", "restricted"));
+    eventually("ExceptionExpired and EnforceHeld events", || async {
+        let seen = events(&op.admin, &ns).await;
+        (seen.contains(&"ExceptionExpired".to_owned()) && seen.contains(&"EnforceHeld".to_owned())).then_some(())
+    })
+    .await;
+
+    // Once the pod is gone the namespace is promoted to the target.
+    delete_pods(&op.admin, &ns).await;
+    wait_condition(&op.admin, &ns, "True", "Compliant").await;
+    assert_eq!(labels(&op.admin, &ns).await[ENFORCE], "restricted");
 }
 
 #[tokio::test]

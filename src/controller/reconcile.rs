@@ -183,6 +183,7 @@ async fn gated_plan(
         Step::Probe(_) if !ctx.is_leader() => cached,
         Step::Probe(levels) => {
             let recheck = gate::jittered(ctx.settings.enforce_recheck, &ns.name);
+            ctx.metrics.enforce_checks.inc();
             let (results, recheck) = match probe(ctx, &ns.name, &want.enforce, &levels).await {
                 Ok(results) => (results, recheck),
                 // Fail closed: without an answer, enforce is not raised; it stays where it is, the

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub watch_errors: Family<KindLabels, Counter>,
     /// Dry-runs of a raised enforce level, by result.
     pub gate_checks: Family<GateLabels, Counter>,
+    /// Rollout-gate checks of a namespace (first looks and re-checks), each one or more dry-runs.
+    pub enforce_checks: Counter,
     /// Namespaces whose enforce level the rollout gate holds below the target.
     pub enforce_held: Gauge,
     /// Active Pod Security exceptions, by profile.
@@ -132,6 +134,12 @@ impl Default for Metrics {
             "Dry-runs of a raised Pod Security enforce level (rollout: Gated), by result",
             gate_checks.clone(),
         );
+        let enforce_checks = Counter::default();
+        registry.register(
+            "enforce_checks",
+            "Rollout-gate checks of a namespace (a first look or a re-check), each one or more enforce dry-runs",
+            enforce_checks.clone(),
+        );
         let enforce_held = Gauge::default();
         registry.register(
             "enforce_held_namespaces",
@@ -146,6 +154,7 @@ impl Default for Metrics {
         );
         Self {
             gate_checks,
+            enforce_checks,
             enforce_held,
             exceptions_active,
             watch_errors,
