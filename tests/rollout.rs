@@ -15,7 +15,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use support::operator::{Operator, profile_resource};
+use support::operator::{Operator, SHARD_LABEL, profile_resource};
 use support::*;
 
 const ENFORCE: &str = "pod-security.kubernetes.io/enforce";
@@ -103,9 +103,12 @@ async fn nsguard_status(ns: &str) -> Value {
 }
 
 /// `nsguard status` over the whole cluster, as the cluster admin: its standard output.
-async fn nsguard_status_all(args: &[&str]) -> String {
+/// `nsguard status --all`, scoped to the test's shard as `nsguard run` is (other tests' profiles,
+/// e.g. ones selecting every namespace, share the cluster).
+async fn nsguard_status_all(op: &Operator, args: &[&str]) -> String {
+    let shard = format!("{SHARD_LABEL}={}", op.shard);
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
-        .arg("status")
+        .args(["status", "--all", "--namespace-selector", &shard, "--profile-selector", &shard])
         .args(args)
         .arg("--kubeconfig")
         .arg(kubeconfig_path())
@@ -295,12 +298,12 @@ async fn an_exception_lowers_enforce_until_it_expires_and_one_too_far_ahead_is_r
         status["checks"].as_array().and_then(|c| c.iter().find(|c| c["rule"] == "pod-security-enforce").cloned());
     assert!(enforce.as_ref().is_some_and(|c| c["result"] == "warn"), "the Report warns of the exception: {status}");
     // The cluster-wide view names it too, in JSON and after the table.
-    let all = nsguard_status_all(&["-o", "json"]).await;
+    let all = nsguard_status_all(&op, &["-o", "json"]).await;
     let all: Value = serde_json::from_str(&all).expect("json");
     let row = all["namespaces"].as_array().and_then(|r| r.iter().find(|r| r["namespace"] == ns.as_str()).cloned());
     let shown = row.as_ref().and_then(|r| r["exception"].as_str()).unwrap_or_default();
     assert!(shown.starts_with("exception 0 enforces baseline:latest until") && shown.contains("SEC-1"), "{row:?}");
-    let table = nsguard_status_all(&[]).await;
+    let table = nsguard_status_all(&op, &[]).await;
     assert!(table.contains(&format!("{ns}: exception 0 enforces baseline:latest until")), "{table}");
     let l = labels(&op.admin, &ns).await;
     assert_eq!((l[ENFORCE].as_str(), l[AUDIT].as_str(), l[WARN].as_str()), ("baseline", "restricted", "restricted"));
