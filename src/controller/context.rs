@@ -1,6 +1,7 @@
 //! Everything a reconcile needs, built once: the client, the caches, the per-namespace memory, the
 //! event queue, metrics and leadership.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -8,6 +9,7 @@ use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
+use kube::api::ObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use tokio::sync::{Notify, watch};
@@ -21,14 +23,62 @@ use super::settings::Settings;
 use crate::core::crd::HardeningProfileStatus;
 use crate::core::decide::Memory;
 use crate::core::guard::ObjectKey;
-use crate::core::model::{NetworkPolicyView, Profile, ServiceAccountView};
+use crate::core::model::{NamespaceView, NetworkPolicyView, Profile, ServiceAccountView};
 use crate::core::model::{ReportSeen as Seen, ReportView};
 use crate::core::status::{Correction, NamespaceResult};
 use crate::ops::metrics::{KindLabels, Metrics};
 
-/// Namespaces as cached: metadata, and of the status only nsguard's condition (see
-/// [`super::watches::namespaces`]).
-pub type NamespaceMeta = Namespace;
+/// A Namespace as cached and reconciled: the metadata kube's store and Controller key on (name and
+/// resourceVersion) and the core's view of it, built once per watch event. A whole `Namespace` with
+/// its managedFields costs kilobytes; at 10,000 namespaces this keeps only what nsguard reads.
+/// Deserializing reads a whole Namespace and keeps this much of it.
+#[derive(Clone, Debug, Default)]
+pub struct NamespaceMeta {
+    pub metadata: ObjectMeta,
+    pub view: NamespaceView,
+}
+
+impl From<Namespace> for NamespaceMeta {
+    fn from(ns: Namespace) -> Self {
+        let view = NamespaceView::from_watched(&ns);
+        let metadata = ObjectMeta {
+            name: ns.metadata.name,
+            resource_version: ns.metadata.resource_version,
+            ..ObjectMeta::default()
+        };
+        Self { metadata, view }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NamespaceMeta {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        Namespace::deserialize(deserializer).map(Self::from)
+    }
+}
+
+impl kube::Resource for NamespaceMeta {
+    type DynamicType = ();
+    type Scope = k8s_openapi::ClusterResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        <Namespace as kube::Resource>::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        <Namespace as kube::Resource>::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        <Namespace as kube::Resource>::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        <Namespace as kube::Resource>::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
 
 /// The longest nsguard waits for one API write.
 pub const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -41,7 +91,7 @@ const WATCH_TROUBLE: std::time::Duration = std::time::Duration::from_secs(10);
 #[derive(Default)]
 pub struct State {
     /// Everything remembered per namespace: one entry, dropped whole when the namespace goes.
-    pub namespaces: HashMap<String, Memory>,
+    pub namespaces: HashMap<String, Box<Memory>>,
     /// Per profile: the last drift corrected in its namespaces (shown in its status).
     pub corrections: HashMap<String, Correction>,
     /// Per profile (name, UID): the status last written, not written again before its watch event.

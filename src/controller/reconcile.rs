@@ -26,7 +26,7 @@ use crate::ops::metrics::{DriftLabels, ResultLabels};
 #[instrument(skip_all, fields(namespace = %meta.name_any(), profile = tracing::field::Empty))]
 pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
-    let ns = NamespaceView::from_namespace(&meta);
+    let ns = &meta.view;
     if ns.name.is_empty() || !ctx.is_synced() {
         // Never decide against half-filled caches; every namespace is reconciled once they sync.
         return Ok(Requeue::await_change());
@@ -36,7 +36,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
     // finalizer until these writes show in the cache and can be released.
     let (governance, _writing) = {
         let mut state = ctx.state();
-        let governance = govern(&ns, &ctx.profiles.all(), &ctx.settings.exclusions);
+        let governance = govern(ns, &ctx.profiles.all(), &ctx.settings.exclusions);
         let writing = match &governance {
             Governance::Governed { profile, .. } if !awaits_finalizer(&governance) => {
                 state.namespaces.entry(ns.name.clone()).or_default().writing = Some(profile.name.clone());
@@ -63,7 +63,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
         hold: None,
     };
     let now = Instant::now();
-    let plan = gated_plan(&ctx, &ns, governance, &mut observed, now).await?;
+    let plan = gated_plan(&ctx, ns, governance, &mut observed, now).await?;
     let decision = {
         let mut state = ctx.state();
         let memory = state.namespaces.entry(ns.name.clone()).or_default();
@@ -72,17 +72,17 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
 
     // A profile change's label update goes with its Report; a first hardening or a raise of
     // enforce goes first, and its warnings decide what the Report says.
-    let (written, mut reported) = if report_alongside(&ns, plan.desired.as_ref(), &decision.writes) {
+    let (written, mut reported) = if report_alongside(ns, plan.desired.as_ref(), &decision.writes) {
         let (written, reported) =
-            futures::join!(execute(&ctx, &ns, &decision.writes), execute(&ctx, &ns, &decision.reports));
+            futures::join!(execute(&ctx, ns, &decision.writes), execute(&ctx, ns, &decision.reports));
         (written, Some(reported))
     } else {
-        (execute(&ctx, &ns, &decision.writes).await, None)
+        (execute(&ctx, ns, &decision.writes).await, None)
     };
     let executed = match written {
         Ok(warnings) => {
-            let cached = ctx.state().namespaces.get(&ns.name).and_then(|m| m.hold.clone());
-            let next = plan.desired.as_ref().map(|want| gate::after_write(&ns, want, cached.as_ref(), &warnings, now));
+            let cached = ctx.state().namespaces.get(&ns.name).and_then(|m| m.hold.as_deref().cloned());
+            let next = plan.desired.as_ref().map(|want| gate::after_write(ns, want, cached.as_ref(), &warnings, now));
             match next {
                 Some(AfterWrite::Restored) => {
                     warn!(warnings = ?warnings, "enforce restored after tampering; existing pods violate it");
@@ -91,7 +91,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
                     warn!(warnings = ?warnings, "existing pods violate the enforce level just set; holding it back");
                     let mut state = ctx.state();
                     let memory = state.namespaces.entry(ns.name.clone()).or_default();
-                    memory.hold = Some(hold);
+                    memory.hold = Some(Box::new(hold));
                     memory.suspect = true;
                     return Ok(Requeue::requeue(Duration::from_millis(50)));
                 }
@@ -99,7 +99,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
             }
             match reported.take() {
                 Some(reported) => reported.map(drop),
-                None => execute(&ctx, &ns, &decision.reports).await.map(drop),
+                None => execute(&ctx, ns, &decision.reports).await.map(drop),
             }
         }
         Err(e) => Err(e),
@@ -112,7 +112,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
                 decision.taken(state.namespaces.entry(ns.name.clone()).or_default(), name, now)
             };
             if let Some(announcement) = announcement {
-                publish(&ctx, &ns, &subject(&[], &[], &observed), &announcement).await;
+                publish(&ctx, ns, &subject(&[], &[], &observed), &announcement).await;
             }
             // The rest of the hardening goes ahead at once, without that policy.
             return Ok(Requeue::requeue(Duration::from_millis(200)));
@@ -124,7 +124,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
                 decision.failed(&ns.name, &plan, memory, e.to_string(), now)
             };
             // Best effort: the condition and Report say the writes failed (the retry follows).
-            if let Err(report_error) = execute(&ctx, &ns, &reports).await {
+            if let Err(report_error) = execute(&ctx, ns, &reports).await {
                 debug!(error = %report_error, "could not report the failed write");
             }
         }
@@ -145,7 +145,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
     count(&ctx, &decision, plan.outcome);
     let about = subject(&decision.writes, &decision.reports, &observed);
     for announcement in &decision.announce {
-        publish(&ctx, &ns, &about, announcement).await;
+        publish(&ctx, ns, &about, announcement).await;
     }
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
     Ok(match decision.next {
@@ -173,7 +173,7 @@ async fn gated_plan(
         let mut state = ctx.state();
         let memory = state.namespaces.entry(ns.name.clone()).or_default();
         let in_flight = memory.pending.is_pending(&ObjectKey::new("Namespace", "", &ns.name), now);
-        (memory.hold.clone(), memory.suspect, !in_flight)
+        (memory.hold.as_deref().cloned(), memory.suspect, !in_flight)
     };
     let step = gate::step(ns, want, observed.service_accounts.len(), cached.as_ref(), suspect, settled, now);
     let hold = match step {
@@ -201,7 +201,7 @@ async fn gated_plan(
             let mut state = ctx.state();
             let memory = state.namespaces.entry(ns.name.clone()).or_default();
             memory.suspect = false;
-            memory.hold = hold.clone();
+            memory.hold = hold.clone().map(Box::new);
             hold
         }
     };

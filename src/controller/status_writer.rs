@@ -17,7 +17,7 @@ use super::context::Context;
 use super::error::Error;
 use crate::core::crd::{HardeningProfile, HardeningProfileStatus};
 use crate::core::guard::ObjectKey;
-use crate::core::model::{FIELD_MANAGER, NamespaceView, PROFILE_FINALIZER, Profile};
+use crate::core::model::{FIELD_MANAGER, PROFILE_FINALIZER, Profile};
 use crate::core::plan::Outcome;
 use crate::core::selection::{FinalizerChange, awaits_release, finalizer_change};
 use crate::core::status::{aggregate, needs_write};
@@ -257,14 +257,13 @@ fn still_to_release(ctx: &Context) -> Vec<(Arc<Profile>, usize)> {
         (profiles, busy)
     };
     let exclusions = &ctx.settings.exclusions;
-    let namespaces: Vec<NamespaceView> =
-        ctx.namespaces.state().iter().map(|ns| NamespaceView::from_namespace(ns)).collect();
+    let namespaces = ctx.namespaces.state();
     profiles
         .iter()
         .map(|p| {
             let count = if p.deleting {
                 let annotated =
-                    namespaces.iter().filter(|ns| awaits_release(ns, &p.name, &profiles, exclusions)).count();
+                    namespaces.iter().filter(|ns| awaits_release(&ns.view, &p.name, &profiles, exclusions)).count();
                 annotated + busy.get(&p.name).copied().unwrap_or(0)
             } else {
                 0

@@ -24,10 +24,7 @@ use tracing::warn;
 use super::context::{Context, NamespaceMeta};
 use crate::core::crd::{HardeningProfile, HardeningProfileStatus};
 use crate::core::guard::ObjectKey;
-use crate::core::model::{
-    MANAGED_BY_LABEL, MANAGED_BY_VALUE, NamespaceView, NetworkPolicyView, Profile, ServiceAccountView,
-    compact_managed_fields, owns_condition,
-};
+use crate::core::model::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, NetworkPolicyView, Profile, ServiceAccountView};
 use crate::core::selection::{fans_out, may_affect};
 
 pub(super) type Trigger = ObjectRef<NamespaceMeta>;
@@ -114,19 +111,6 @@ pub fn namespaces(
     let failed = ctx.clone();
     relisting(api, config(ctx.settings.namespace_selector.as_deref()))
         .inspect_err(move |e| failed.watch_failed("Namespace", e))
-        .modify(|ns| {
-            // Of the status, only nsguard's own condition is read (one another manager wrote is
-            // not nsguard's to show or remove): keep 10,000 namespaces small.
-            let ours = owns_condition(&ns.metadata);
-            compact_managed_fields(ns.managed_fields_mut());
-            ns.spec = None;
-            if let Some(status) = &mut ns.status {
-                status.phase = None;
-                if let Some(conditions) = &mut status.conditions {
-                    conditions.retain(|c| ours && c.type_ == crate::core::model::HARDENED_CONDITION);
-                }
-            }
-        })
         .reflect(writer)
         .inspect_ok(move |event| {
             if let Some(ns) = touched(event) {
@@ -261,12 +245,12 @@ fn profile_triggers(ctx: &Context, event: WatchEvent<DynamicObject>) -> Vec<Stri
     ctx.namespaces
         .state()
         .iter()
-        .map(|ns| NamespaceView::from_namespace(ns))
-        .filter(|view| {
+        .filter(|ns| {
+            let view = &ns.view;
             competed.contains(&view.name)
                 || may_affect(&now, view)
                 || previous.as_deref().is_some_and(|before| may_affect(before, view))
         })
-        .map(|view| view.name)
+        .map(|ns| ns.view.name.clone())
         .collect()
 }

@@ -43,7 +43,7 @@ pub struct Memory {
     /// left alone, and tried again only after [`TAKEN_RETRY`].
     pub taken: BTreeMap<String, Instant>,
     /// The rollout gate's last hold on enforce (re-checked when due).
-    pub hold: Option<crate::core::gate::Hold>,
+    pub hold: Option<Box<crate::core::gate::Hold>>,
     /// A namespace write's warnings said existing pods violate what it set: the gate looks now.
     pub suspect: bool,
     /// The profile a reconcile is writing for: if deleted, it waits until the cache shows them.

@@ -81,6 +81,16 @@ impl NamespaceView {
         Self { hardened, ..Self::from_meta(&ns.metadata) }
     }
 
+    /// A namespace as nsguard's watch caches it: nsguard's condition only if nsguard's field
+    /// manager applied it (one another manager wrote is not nsguard's to show or remove).
+    pub fn from_watched(ns: &Namespace) -> Self {
+        let mut view = Self::from_namespace(ns);
+        if !owns_condition(&ns.metadata) {
+            view.hardened = None;
+        }
+        view
+    }
+
     /// A namespace from its metadata alone (no condition).
     pub fn from_meta(meta: &ObjectMeta) -> Self {
         Self {
@@ -246,7 +256,9 @@ pub struct NetworkPolicyView {
     pub name: String,
     pub uid: Option<String>,
     pub resource_version: Option<String>,
-    pub labels: BTreeMap<String, String>,
+    /// Of its labels, those nsguard sets on its policies ([`MANAGED_BY_LABEL`]): the others are
+    /// not nsguard's to compare, and a map per policy costs half a KiB at 20,000 policies.
+    pub labels: Vec<(String, String)>,
     /// [`crate::core::desired::policy_fingerprint`] of the spec.
     pub spec_fingerprint: u64,
 }
@@ -258,14 +270,26 @@ impl NetworkPolicyView {
             name: np.metadata.name.clone().unwrap_or_default(),
             uid: np.metadata.uid.clone(),
             resource_version: np.metadata.resource_version.clone(),
-            labels: np.metadata.labels.clone().unwrap_or_default(),
+            labels: np
+                .metadata
+                .labels
+                .iter()
+                .flatten()
+                .filter(|(k, _)| *k == MANAGED_BY_LABEL)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             spec_fingerprint: crate::core::desired::policy_fingerprint(np.spec.as_ref()),
         }
     }
 
     /// nsguard created this policy.
     pub fn managed_by_nsguard(&self) -> bool {
-        self.labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
+        self.label(MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE)
+    }
+
+    /// The value of one of the labels kept (see [`Self::labels`]).
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 

@@ -242,7 +242,7 @@ fn drift(ns: &NamespaceView, want: &Desired, observed: &Observed) -> Vec<Drift> 
         match observed.network_policies.iter().find(|o| &o.name == name) {
             None => drift.push(Drift::NetworkPolicyMissing { name: name.clone() }),
             Some(o) => {
-                let labels_ok = np.metadata.labels.iter().flatten().all(|(k, v)| o.labels.get(k) == Some(v));
+                let labels_ok = np.metadata.labels.iter().flatten().all(|(k, v)| o.label(k) == Some(v.as_str()));
                 if !labels_ok || policy_fingerprint(np.spec.as_ref()) != o.spec_fingerprint {
                     drift.push(Drift::NetworkPolicyChanged { name: name.clone() });
                 }
