@@ -260,7 +260,19 @@ impl Nsguard {
     async fn start(kubeconfig: &PathBuf, args: &Args, log: &PathBuf) -> (Self, Duration) {
         let port = free_port();
         let started = Instant::now();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
+        // NSGUARD_BENCH_WRAPPER runs nsguard under a profiler, e.g. `heaptrack -o target/bench/heap`
+        // (its RSS figures are then the wrapper's, not nsguard's).
+        let wrapper: Vec<String> =
+            std::env::var("NSGUARD_BENCH_WRAPPER").unwrap_or_default().split_whitespace().map(str::to_owned).collect();
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_nsguard"));
+                c
+            }
+            None => tokio::process::Command::new(env!("CARGO_BIN_EXE_nsguard")),
+        };
+        let child = command
             .args(["run", "--log-format", "json", "--namespace", "nsguard-system", "--identity", "bench"])
             .arg("--kubeconfig")
             .arg(kubeconfig)
@@ -1033,7 +1045,13 @@ impl Bench {
 
     async fn restart(&mut self, nsguard: Nsguard) -> Nsguard {
         nsguard.stop().await;
-        let total_namespaces = self.observer.states.lock().expect("lock").len();
+        // Every namespace there is (the held scenario's are gone; the observer remembers them).
+        let total_namespaces = Api::<Namespace>::all(self.admin.clone())
+            .list_metadata(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .len();
         let offset = audit_log_offset();
         let started = Instant::now();
         let (nsguard, ready) = Nsguard::start(&self.kubeconfig, &self.args, &self.log).await;
