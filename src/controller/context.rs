@@ -2,7 +2,7 @@
 //! event queue, metrics and leadership.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -40,7 +40,12 @@ pub struct NamespaceMeta {
 
 impl From<Namespace> for NamespaceMeta {
     fn from(ns: Namespace) -> Self {
-        let view = NamespaceView::from_watched(&ns);
+        let mut view = NamespaceView::from_watched(&ns);
+        {
+            let mut strings = lock(&STRINGS);
+            view.labels = view.labels.shared(|s| strings.intern(s));
+            view.annotations = view.annotations.shared(|s| strings.intern(s));
+        }
         let metadata = ObjectMeta {
             name: ns.metadata.name,
             resource_version: ns.metadata.resource_version,
@@ -77,6 +82,34 @@ impl kube::Resource for NamespaceMeta {
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
         &mut self.metadata
+    }
+}
+
+/// The label keys and values of the cached namespaces, each stored once: every namespace repeats
+/// the same keys and mostly the same values (`restricted`, `latest`, a team's name).
+static STRINGS: Mutex<Interner> = Mutex::new(Interner { strings: None, kept: 0 });
+
+/// A set of shared strings; those no cached namespace uses any more are dropped as it grows.
+struct Interner {
+    strings: Option<HashSet<Arc<str>>>,
+    /// How many strings were left after the last sweep.
+    kept: usize,
+}
+
+impl Interner {
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        let strings = self.strings.get_or_insert_with(HashSet::new);
+        if let Some(shared) = strings.get(s) {
+            return shared.clone();
+        }
+        if strings.len() >= 2 * self.kept.max(1024) {
+            // Only the set holds these: no namespace has the label any more.
+            strings.retain(|shared| Arc::strong_count(shared) > 1);
+            self.kept = strings.len();
+        }
+        let shared: Arc<str> = Arc::from(s);
+        strings.insert(shared.clone());
+        shared
     }
 }
 

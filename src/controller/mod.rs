@@ -156,6 +156,7 @@ pub async fn run(
         .reconcile_on(watches::service_accounts(ctx.clone()))
         .reconcile_on(watches::network_policies(ctx.clone()))
         .reconcile_on(reports::watch(ctx.clone()))
+        .reconcile_on(watches::resync(ctx.clone()))
         .reconcile_all_on(caches_synced)
         .reconcile_all_on(became_leader(leader))
         .graceful_shutdown_on(shutdown)

@@ -149,7 +149,8 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
     }
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
     Ok(match decision.next {
-        Next::Resync => Requeue::requeue(ctx.settings.resync),
+        // The resync backstop comes from [`super::watches::resync`], not a timer per namespace.
+        Next::Resync => Requeue::await_change(),
         // Never later than the resync backstop (an exception may end weeks from now).
         Next::After(wait) => Requeue::requeue(wait.min(ctx.settings.resync)),
     })

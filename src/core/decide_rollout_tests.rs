@@ -139,7 +139,7 @@ fn an_exception_lowers_enforce_until_it_expires_then_the_target_returns_with_an_
 
     let tomorrow: Timestamp = "2026-11-24T12:00:01Z".parse().expect("time");
     let mut at_baseline = ns.clone();
-    at_baseline.labels = p.desired.as_ref().expect("desired").labels.clone();
+    at_baseline.labels = p.desired.as_ref().expect("desired").labels.clone().into();
     let p = plan(&at_baseline, govern(&at_baseline, &profiles, &Exclusions::default()), &observed(tomorrow, None));
     assert!(p.exception.is_none());
     let d = decide(NS, &p, &mut memory, true, now);

@@ -50,8 +50,8 @@ fn converged(want: &Desired) -> (NamespaceView, Observed) {
     let ns = NamespaceView {
         name: NS.into(),
         uid: Some("ns-uid".into()),
-        labels: want.labels.clone(),
-        annotations: want.annotations.clone(),
+        labels: want.labels.clone().into(),
+        annotations: want.annotations.clone().into(),
         terminating: false,
         label_managers: Default::default(),
         hardened: None,
@@ -89,14 +89,14 @@ pub(super) fn plan_for(situation: Situation, mode: &str) -> Plan {
         Situation::Converged => plan(&converged_ns, govern(&converged_ns, &profiles, &ex), &converged),
         Situation::LabelDrifted => {
             let mut ns = converged_ns;
-            ns.labels.insert("pod-security.kubernetes.io/enforce".into(), "privileged".into());
+            ns.labels.insert("pod-security.kubernetes.io/enforce", "privileged");
             // Whoever changed it owns the label now.
             ns.label_managers.insert("pod-security.kubernetes.io/enforce".into(), vec!["kubectl-label".into()]);
             plan(&ns, govern(&ns, &profiles, &ex), &converged)
         }
         Situation::Orphaned | Situation::Deselected => {
             let mut ns = converged_ns;
-            ns.annotations.insert(PROFILE_ANNOTATION.into(), "gone".into());
+            ns.annotations.insert(PROFILE_ANNOTATION, "gone");
             let visible: Vec<Arc<Profile>> = match situation {
                 Situation::Deselected => {
                     let spec: HardeningProfileSpec = serde_json::from_value(
@@ -340,7 +340,7 @@ fn a_profile_change_updates_nsguards_own_labels_without_calling_it_drift() {
     let p = profile("Enforce");
     let want = desired("prod", &p.spec.as_ref().expect("valid").spec, NS);
     let (mut ns, observed) = converged(&want);
-    ns.labels.insert("pod-security.kubernetes.io/enforce".into(), "baseline".into());
+    ns.labels.insert("pod-security.kubernetes.io/enforce", "baseline");
     let plan = plan(&ns, govern(&ns, &[p], &Exclusions::default()), &observed);
     assert_eq!(plan.drift.len(), 1, "{:?}", plan.drift);
     assert!(plan.corrections.is_empty(), "{:?}", plan.corrections);

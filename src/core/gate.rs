@@ -222,8 +222,8 @@ pub enum Step {
 
 /// The enforce level and version a namespace's labels set (no label: PSA's default, privileged).
 pub fn enforced(ns: &NamespaceView) -> (PodSecurityLevel, Option<&str>) {
-    let level = ns.labels.get(&format!("{PSA_PREFIX}enforce")).and_then(|v| PodSecurityLevel::parse(v));
-    let version = ns.labels.get(&format!("{PSA_PREFIX}enforce-version")).map(String::as_str);
+    let level = ns.labels.get(&format!("{PSA_PREFIX}enforce")).and_then(PodSecurityLevel::parse);
+    let version = ns.labels.get(&format!("{PSA_PREFIX}enforce-version"));
     (level.unwrap_or(PodSecurityLevel::Privileged), version)
 }
 
@@ -327,8 +327,8 @@ pub fn provisional(before: &NamespaceView, target: &PodSecurityMode, warnings: &
 /// The namespace's enforce and enforce-version labels.
 fn enforce_labels(ns: &NamespaceView) -> (Option<String>, Option<String>) {
     (
-        ns.labels.get(&format!("{PSA_PREFIX}enforce")).cloned(),
-        ns.labels.get(&format!("{PSA_PREFIX}enforce-version")).cloned(),
+        ns.labels.get(&format!("{PSA_PREFIX}enforce")).map(str::to_owned),
+        ns.labels.get(&format!("{PSA_PREFIX}enforce-version")).map(str::to_owned),
     )
 }
 

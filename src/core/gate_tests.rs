@@ -31,7 +31,7 @@ fn namespace(enforce: Option<&str>) -> NamespaceView {
         labels.insert(format!("{PSA_PREFIX}enforce"), level.to_owned());
         labels.insert(format!("{PSA_PREFIX}enforce-version"), "latest".to_owned());
     }
-    NamespaceView { name: "team-a".into(), labels, ..Default::default() }
+    NamespaceView { name: "team-a".into(), labels: labels.into(), ..Default::default() }
 }
 
 fn want(rollout: Rollout) -> Desired {
@@ -238,7 +238,7 @@ fn a_namespace_pinned_to_a_version_is_held_exactly_as_it_is() {
     // v1.30 (it must not write the very level the dry-run refused).
     let now = Instant::now();
     let mut ns = namespace(Some("restricted"));
-    ns.labels.insert(format!("{PSA_PREFIX}enforce-version"), "v1.30".into());
+    ns.labels.insert(format!("{PSA_PREFIX}enforce-version"), "v1.30");
     let target = want(Rollout::Gated).enforce;
     let Step::Probe(levels) = step(&ns, &want(Rollout::Gated), 1, None, false, true, now) else { panic!("probe") };
     assert_eq!(levels, [PodSecurityLevel::Restricted]);
@@ -287,7 +287,7 @@ fn a_tampered_enforce_label_is_healed_at_once_not_gated() {
     let now = Instant::now();
     let d = want(Rollout::Gated);
     let mut ns = namespace(Some("privileged"));
-    ns.annotations = d.annotations.clone();
+    ns.annotations = d.annotations.clone().into();
     // Someone else set it (they own the label now): restore it, no dry-run.
     ns.label_managers.insert(format!("{PSA_PREFIX}enforce"), vec!["kubectl-label".into()]);
     assert!(tampered(&ns, &d, None));
@@ -298,7 +298,7 @@ fn a_tampered_enforce_label_is_healed_at_once_not_gated() {
     // A namespace nsguard holds without a label (cluster default) is not "tampered", even after a
     // restart (memory empty): its condition shows the hold.
     let mut held = namespace(None);
-    held.annotations = d.annotations.clone();
+    held.annotations = d.annotations.clone().into();
     held.hardened = Some(k8s_openapi::api::core::v1::NamespaceCondition {
         reason: Some("EnforceHeld".into()),
         ..Default::default()
@@ -320,7 +320,7 @@ fn after_a_write_violations_hold_back_unless_the_write_healed_tampering_or_the_r
     );
     assert_eq!(after_write(&before, &want(Rollout::Immediate), None, &warnings(), now), AfterWrite::Done);
     let mut tampered_ns = namespace(Some("privileged"));
-    tampered_ns.annotations = d.annotations.clone();
+    tampered_ns.annotations = d.annotations.clone().into();
     tampered_ns.label_managers.insert(format!("{PSA_PREFIX}enforce"), vec!["kubectl-label".into()]);
     assert_eq!(after_write(&tampered_ns, &d, None, &warnings(), now), AfterWrite::Restored);
 }

@@ -57,8 +57,9 @@ pub const HARDENED_CONDITION: &str = "nsguard.io/Hardened";
 pub struct NamespaceView {
     pub name: String,
     pub uid: Option<String>,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
+    pub labels: crate::core::labels::Pairs,
+    /// nsguard's own annotations (`nsguard.io/…`; the others are not kept).
+    pub annotations: crate::core::labels::Pairs,
     /// The namespace is being deleted: nsguard leaves it alone.
     pub terminating: bool,
     /// For each Pod Security label, the field managers other than nsguard that own it (to name a
@@ -96,8 +97,8 @@ impl NamespaceView {
         Self {
             name: meta.name.clone().unwrap_or_default(),
             uid: meta.uid.clone(),
-            labels: meta.labels.clone().unwrap_or_default(),
-            annotations: meta.annotations.clone().unwrap_or_default(),
+            labels: crate::core::labels::labels(meta),
+            annotations: crate::core::labels::nsguard_annotations(meta),
             terminating: meta.deletion_timestamp.is_some(),
             label_managers: label_managers(meta),
             hardened: None,
@@ -107,7 +108,7 @@ impl NamespaceView {
 
     /// The profile named in the namespace's [`PROFILE_ANNOTATION`], if any.
     pub fn governing_annotation(&self) -> Option<&str> {
-        self.annotations.get(PROFILE_ANNOTATION).map(String::as_str)
+        self.annotations.get(PROFILE_ANNOTATION)
     }
 }
 

@@ -14,6 +14,7 @@ use crate::core::crd::{Mode, ReleasePolicy, Rollout};
 use crate::core::desired::{DEFAULT_ACCOUNT, Desired, desired, policy_fingerprint};
 use crate::core::exceptions::{Exception, applying};
 use crate::core::gate::{Hold, enforced, raises};
+use crate::core::labels::Pairs;
 use crate::core::model::{
     GUARD_LABEL, NamespaceView, NetworkPolicyView, PROFILE_ANNOTATION, PSA_PREFIX, RELEASE_POLICY_ANNOTATION,
     ServiceAccountView, is_marker,
@@ -228,14 +229,22 @@ fn drift(ns: &NamespaceView, want: &Desired, observed: &Observed) -> Vec<Drift> 
     let mut drift = Vec::new();
     for (key, expected) in want.labels.iter().filter(|(k, _)| !is_marker(k)) {
         let actual = ns.labels.get(key);
-        if actual != Some(expected) {
-            drift.push(Drift::Label { key: key.clone(), expected: expected.clone(), actual: actual.cloned() });
+        if actual != Some(expected.as_str()) {
+            drift.push(Drift::Label {
+                key: key.clone(),
+                expected: expected.clone(),
+                actual: actual.map(str::to_owned),
+            });
         }
     }
     for (key, expected) in want.annotations.iter().filter(|(k, _)| !is_marker(k)) {
         let actual = ns.annotations.get(key);
-        if actual != Some(expected) {
-            drift.push(Drift::Annotation { key: key.clone(), expected: expected.clone(), actual: actual.cloned() });
+        if actual != Some(expected.as_str()) {
+            drift.push(Drift::Annotation {
+                key: key.clone(),
+                expected: expected.clone(),
+                actual: actual.map(str::to_owned),
+            });
         }
     }
     for (name, np) in &want.network_policies {
@@ -267,9 +276,12 @@ fn drift(ns: &NamespaceView, want: &Desired, observed: &Observed) -> Vec<Drift> 
 fn markers_stale(ns: &NamespaceView, want: &Desired) -> bool {
     // A marker nsguard no longer wants counts only if nsguard holds it: applying cannot take down
     // one another manager set (and would be repeated on every look).
-    let stale = |wanted: &BTreeMap<String, String>, seen: &BTreeMap<String, String>| {
-        wanted.iter().filter(|(k, _)| is_marker(k)).any(|(k, v)| seen.get(k) != Some(v))
-            || seen.keys().filter(|k| is_marker(k)).any(|k| !wanted.contains_key(k) && ns.owned_markers.contains(k))
+    let stale = |wanted: &BTreeMap<String, String>, seen: &Pairs| {
+        wanted.iter().filter(|(k, _)| is_marker(k)).any(|(k, v)| seen.get(k) != Some(v.as_str()))
+            || seen
+                .keys()
+                .filter(|k| is_marker(k))
+                .any(|k| !wanted.contains_key(k) && ns.owned_markers.iter().any(|o| o == k))
     };
     stale(&want.labels, &ns.labels) || stale(&want.annotations, &ns.annotations)
 }
@@ -337,15 +349,9 @@ fn unguard(ns: &NamespaceView) -> Vec<Action> {
     if !ns.owned_markers.iter().any(|k| k == GUARD_LABEL) {
         return vec![];
     }
-    let keep = |map: &BTreeMap<String, String>, prefix: &str| -> BTreeMap<String, String> {
-        map.iter()
-            .filter(|(k, _)| k.starts_with(prefix) && !is_marker(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    };
     vec![Action::ApplyNamespace {
-        labels: keep(&ns.labels, PSA_PREFIX),
-        annotations: keep(&ns.annotations, "nsguard.io/"),
+        labels: ns.labels.to_map_where(|k| k.starts_with(PSA_PREFIX) && !is_marker(k)),
+        annotations: ns.annotations.to_map_where(|k| k.starts_with("nsguard.io/") && !is_marker(k)),
     }]
 }
 
@@ -354,7 +360,7 @@ fn release(ns: &NamespaceView, observed: &Observed) -> Vec<Action> {
     if ns.governing_annotation().is_none() {
         return vec![];
     }
-    let retain = ns.annotations.get(RELEASE_POLICY_ANNOTATION).map(String::as_str) == Some("Retain");
+    let retain = ns.annotations.get(RELEASE_POLICY_ANNOTATION) == Some("Retain");
     let mut actions = Vec::new();
     if !retain {
         for np in observed.network_policies.iter().filter(|np| np.managed_by_nsguard()) {
@@ -367,11 +373,7 @@ fn release(ns: &NamespaceView, observed: &Observed) -> Vec<Action> {
     // Last, the namespace: Release gives up the labels and annotations; Retain keeps the labels and
     // drops only nsguard's bookkeeping annotations, so the namespace no longer claims a profile.
     let labels = if retain {
-        ns.labels
-            .iter()
-            .filter(|(k, _)| k.starts_with(crate::core::model::PSA_PREFIX))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        ns.labels.to_map_where(|k| k.starts_with(crate::core::model::PSA_PREFIX))
     } else {
         BTreeMap::new()
     };

@@ -35,8 +35,8 @@ fn converged(spec: &HardeningProfileSpec) -> (NamespaceView, Observed) {
     let ns = NamespaceView {
         name: "team-a".into(),
         uid: Some("ns-uid".into()),
-        labels: want.labels.clone(),
-        annotations: want.annotations.clone(),
+        labels: want.labels.clone().into(),
+        annotations: want.annotations.clone().into(),
         terminating: false,
         label_managers: Default::default(),
         hardened: None,
@@ -99,7 +99,7 @@ fn converged_namespace_needs_no_writes() {
 fn drifted_label_is_reported_and_reapplied() {
     let spec = HardeningProfileSpec::default();
     let (mut ns, observed) = converged(&spec);
-    ns.labels.insert("pod-security.kubernetes.io/enforce".into(), "privileged".into());
+    ns.labels.insert("pod-security.kubernetes.io/enforce", "privileged");
     ns.labels.remove("pod-security.kubernetes.io/warn");
     let p = plan(&ns, governed(spec), &observed);
     assert!(!p.first_hardening);
@@ -226,7 +226,7 @@ fn retained_namespace_keeps_labels_policies_and_tokens() {
 #[test]
 fn released_namespace_without_annotation_needs_nothing() {
     let (mut ns, observed) = converged(&HardeningProfileSpec::default());
-    ns.annotations.clear();
+    ns.annotations = Default::default();
     let p = plan(&ns, Governance::Ungoverned, &observed);
     assert_eq!(p.outcome, Outcome::Untouched);
     assert!(p.actions.is_empty());
@@ -283,8 +283,8 @@ fn the_field_manager_that_set_a_drifted_label_is_named() {
     assert_eq!(managed.len(), 1, "only other managers' Pod Security labels are kept: {managed:?}");
     let mut meta = kube::api::ObjectMeta {
         name: Some(ns.name.clone()),
-        labels: Some(ns.labels.clone()),
-        annotations: Some(ns.annotations.clone()),
+        labels: Some(ns.labels.to_map()),
+        annotations: Some(ns.annotations.to_map()),
         managed_fields: Some(managed),
         ..Default::default()
     };
@@ -370,7 +370,7 @@ fn audit_mode_takes_the_markers_down_and_keeps_everything_else() {
 fn a_marker_another_manager_set_is_not_nsguards_to_take_down() {
     use crate::core::model::EXEMPT_ANNOTATION;
     let (mut ns, observed) = converged(&HardeningProfileSpec::default());
-    ns.annotations.insert(EXEMPT_ANNOTATION.into(), "default".into());
+    ns.annotations.insert(EXEMPT_ANNOTATION, "default");
     // Someone else's: applying cannot remove it, so nsguard does not try (on every look).
     assert!(plan(&ns, governed(HardeningProfileSpec::default()), &observed).actions.is_empty());
     // nsguard's own (the profile's exemptions were emptied): taken down.

@@ -78,7 +78,7 @@ impl Governance {
 }
 
 fn selects(profile: &ValidProfile, ns: &NamespaceView) -> bool {
-    !profile.excluded.matches(&ns.name) && profile.selector.matches(&ns.labels)
+    !profile.excluded.matches(&ns.name) && profile.selector.matches(&ns.labels.to_map())
 }
 
 /// Decides which profile governs `ns`.

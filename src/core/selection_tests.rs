@@ -6,11 +6,7 @@ use crate::core::crd::{HardeningProfileSpec, LabelSelector, LabelSelectorRequire
 use crate::core::model::PROFILE_ANNOTATION;
 
 fn ns(name: &str, labels: &[(&str, &str)]) -> NamespaceView {
-    NamespaceView {
-        name: name.into(),
-        labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
-        ..Default::default()
-    }
+    NamespaceView { name: name.into(), labels: labels.iter().copied().collect(), ..Default::default() }
 }
 
 fn profile(name: &str, priority: i32, labels: &[(&str, &str)]) -> Arc<Profile> {
@@ -110,7 +106,7 @@ fn excluded_globs_match_whole_names() {
 
 fn annotated(name: &str, profile: &str) -> NamespaceView {
     let mut n = ns(name, &[]);
-    n.annotations.insert(PROFILE_ANNOTATION.into(), profile.into());
+    n.annotations.insert(PROFILE_ANNOTATION, profile);
     n
 }
 
@@ -203,7 +199,7 @@ fn namespace_of_an_invalid_profile_is_held() {
     bad.pod_security.enforce.version = "1.30".into();
     let profiles = [Arc::new(Profile::from_spec("broken", bad)), profile("other", 0, &[])];
     let mut n = ns("x", &[]);
-    n.annotations.insert(PROFILE_ANNOTATION.into(), "broken".into());
+    n.annotations.insert(PROFILE_ANNOTATION, "broken");
     assert!(matches!(govern(&n, &profiles, &Exclusions::default()), Governance::Held { .. }));
     // A namespace the invalid profile never governed goes to the valid one.
     assert_eq!(winner(&govern(&ns("y", &[]), &profiles, &Exclusions::default())).0, Some("other"));
