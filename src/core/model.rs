@@ -257,9 +257,9 @@ pub struct NetworkPolicyView {
     pub name: String,
     pub uid: Option<String>,
     pub resource_version: Option<String>,
-    /// Of its labels, those nsguard sets on its policies ([`MANAGED_BY_LABEL`]): the others are
-    /// not nsguard's to compare, and a map per policy costs half a KiB at 20,000 policies.
-    pub labels: Vec<(String, String)>,
+    /// It carries nsguard's [`MANAGED_BY_LABEL`], the one label nsguard sets on its policies (the
+    /// others are not nsguard's to compare; a copy of them per policy cost ~190 bytes).
+    pub managed: bool,
     /// [`crate::core::desired::policy_fingerprint`] of the spec.
     pub spec_fingerprint: u64,
 }
@@ -271,26 +271,24 @@ impl NetworkPolicyView {
             name: np.metadata.name.clone().unwrap_or_default(),
             uid: np.metadata.uid.clone(),
             resource_version: np.metadata.resource_version.clone(),
-            labels: np
+            managed: np
                 .metadata
                 .labels
-                .iter()
-                .flatten()
-                .filter(|(k, _)| *k == MANAGED_BY_LABEL)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+                .as_ref()
+                .and_then(|l| l.get(MANAGED_BY_LABEL))
+                .is_some_and(|v| v == MANAGED_BY_VALUE),
             spec_fingerprint: crate::core::desired::policy_fingerprint(np.spec.as_ref()),
         }
     }
 
     /// nsguard created this policy.
     pub fn managed_by_nsguard(&self) -> bool {
-        self.label(MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE)
+        self.managed
     }
 
-    /// The value of one of the labels kept (see [`Self::labels`]).
+    /// The value of one of the labels kept: [`MANAGED_BY_LABEL`]'s, if it is nsguard's.
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        (self.managed && key == MANAGED_BY_LABEL).then_some(MANAGED_BY_VALUE)
     }
 }
 
