@@ -1,10 +1,12 @@
 //! The watches: one per kind, each feeding its cache and naming the namespaces to reconcile.
 //!
-//! - Namespaces (metadata only) drive the controller (`Controller::for_stream`).
+//! - Namespaces drive the controller (`Controller::for_stream`), cached as [`NamespaceMeta`]: each
+//!   watched Namespace is read whole and kept as the core's compact view.
 //! - ServiceAccounts, nsguard's NetworkPolicies and HardeningProfiles keep compact indexes and
 //!   become streams of namespace triggers (`Controller::reconcile_on`): a change maps to its
 //!   namespace; a profile change fans out to the namespaces it can affect; a relist after an outage
 //!   triggers every namespace whose objects changed meanwhile.
+//! - [`resync`]: the periodic backstop, a slice of the namespaces at a time.
 
 use std::collections::HashSet;
 use std::sync::Arc;
