@@ -155,9 +155,12 @@ async fn profile_with_an_invalid_spec_is_failed() {
             "spec": {"namespaceSelector": {"matchLabels": {"team": "none"}}, "futureField": "on"}});
         let api = Api::<DynamicObject>::all_with(admin.clone(), &profile_resource());
         let object: DynamicObject = serde_json::from_value(profile).expect("profile");
-        // The API server serves the new schema within moments of the patch.
+        // The API server serves the new schema within moments of the patch. Applied again on every
+        // try: a first write that raced the schema change had the field pruned, and a create-only
+        // retry would then never store it.
+        let apply = kube::api::PatchParams::apply("kstatus-test").force();
         eventually("the API server to store spec.futureField", || async {
-            let _ = api.create(&PostParams::default(), &object).await;
+            let _ = api.patch(&name, &apply, &kube::api::Patch::Apply(&object)).await;
             let stored = api.get(&name).await.ok()?;
             (stored.data["spec"]["futureField"] == "on").then_some(())
         })
