@@ -43,8 +43,9 @@ impl From<Namespace> for NamespaceMeta {
         let mut view = NamespaceView::from_watched(&ns);
         {
             let mut strings = lock(&STRINGS);
-            view.labels = view.labels.shared(|s| strings.intern(s));
-            view.annotations = view.annotations.shared(|s| strings.intern(s));
+            let unique = |key: &str| key == crate::core::desired::NAMESPACE_NAME_LABEL;
+            view.labels = view.labels.shared(|s| strings.intern(s), unique);
+            view.annotations = view.annotations.shared(|s| strings.intern(s), |_| false);
         }
         let metadata = ObjectMeta {
             name: ns.metadata.name,

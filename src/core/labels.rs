@@ -25,12 +25,16 @@ impl Pairs {
         Self(pairs.into_boxed_slice())
     }
 
-    /// The same labels with their strings made again by `share` (to intern them).
-    pub fn shared(&self, share: impl FnMut(&str) -> Arc<str>) -> Self {
-        Self::from_pairs(self.iter(), share)
+    /// The same labels with their strings made again by `share` (to intern them), except the
+    /// values `unique` names by key: those are kept as they are (interning a value no other
+    /// namespace has, such as `kubernetes.io/metadata.name`'s, would only add to the pool).
+    pub fn shared(&self, mut share: impl FnMut(&str) -> Arc<str>, unique: impl Fn(&str) -> bool) -> Self {
+        let pairs = self.0.iter().map(|(k, v)| (share(k), if unique(k) { v.clone() } else { share(v) }));
+        Self(pairs.collect())
     }
 
-    /// Sets one label (rebuilds the pairs: for building a namespace, not for hot paths).
+    /// Sets one label (rebuilds the pairs: for building a namespace in tests).
+    #[cfg(test)]
     pub fn insert(&mut self, key: impl AsRef<str>, value: impl AsRef<str>) {
         let (key, value) = (key.as_ref(), value.as_ref());
         let pairs = self.iter().filter(|(k, _)| *k != key).chain([(key, value)]);
@@ -38,6 +42,7 @@ impl Pairs {
     }
 
     /// Removes one label.
+    #[cfg(test)]
     pub fn remove(&mut self, key: &str) {
         *self = Self::from_pairs(self.iter().filter(|(k, _)| *k != key), |s| Arc::from(s));
     }
@@ -112,7 +117,7 @@ mod tests {
         assert_eq!(labels.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "2"), ("c", "restricted")]);
         assert_eq!((labels.get("b"), labels.get("z")), (Some("2"), None));
         let pool: Arc<str> = Arc::from("restricted");
-        let shared = labels.shared(|s| if s == "restricted" { pool.clone() } else { Arc::from(s) });
+        let shared = labels.shared(|s| if s == "restricted" { pool.clone() } else { Arc::from(s) }, |_| false);
         assert_eq!(shared, labels);
         assert_eq!(Arc::strong_count(&pool), 2, "the value is the pool's string, not a copy");
     }

@@ -8,7 +8,7 @@ use k8s_openapi::api::{
     core::v1::{Namespace, NamespaceCondition, ServiceAccount},
     networking::v1::NetworkPolicy,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::api::ObjectMeta;
 
 pub use crate::core::report_view::{ReportSeen, ReportView};
@@ -124,39 +124,21 @@ fn label_managers(meta: &ObjectMeta) -> BTreeMap<String, Vec<String>> {
     owners
 }
 
-/// The tamper-guard markers (label or annotation keys) a managedFields entry owns, as
-/// (`f:labels` or `f:annotations`, key) — read from a full entry or a compacted one.
-fn markers_owned(entry: &ManagedFieldsEntry) -> Vec<(&'static str, String)> {
-    let Some(fields) = entry.fields_v1.as_ref().map(|f| &f.0) else { return vec![] };
-    if let Some(compact) = fields.get("f:markers").and_then(|m| m.as_object()) {
-        return compact
-            .keys()
-            .filter_map(|k| {
-                let (path, key) = k.split_once('/')?;
-                let path = if path == "f:labels" { "f:labels" } else { "f:annotations" };
-                Some((path, key.to_owned()))
-            })
-            .collect();
-    }
-    let mut owned = Vec::new();
-    for path in ["f:labels", "f:annotations"] {
-        let keys = fields.get("f:metadata").and_then(|m| m.get(path)).and_then(|m| m.as_object());
-        for key in keys.into_iter().flat_map(|m| m.keys()) {
-            if let Some(key) = key.strip_prefix("f:").filter(|k| is_marker(k)) {
-                owned.push((path, key.to_owned()));
-            }
-        }
-    }
-    owned
+/// The tamper-guard markers (label or annotation keys) a managedFields entry owns.
+fn markers_owned(entry: &ManagedFieldsEntry) -> Vec<String> {
+    let Some(metadata) = entry.fields_v1.as_ref().and_then(|f| f.0.get("f:metadata")) else { return vec![] };
+    ["f:labels", "f:annotations"]
+        .into_iter()
+        .filter_map(|path| metadata.get(path)?.as_object())
+        .flat_map(|keys| keys.keys())
+        .filter_map(|key| key.strip_prefix("f:").filter(|k| is_marker(k)).map(str::to_owned))
+        .collect()
 }
 
 /// The tamper-guard markers nsguard's field manager holds on a namespace.
 fn nsguard_markers(meta: &ObjectMeta) -> Vec<String> {
     let ours = meta.managed_fields.iter().flatten().filter(|e| e.manager.as_deref() == Some(FIELD_MANAGER));
-    ours.filter(|e| e.subresource.as_deref().is_none_or(str::is_empty))
-        .flat_map(markers_owned)
-        .map(|(_, k)| k)
-        .collect()
+    ours.filter(|e| e.subresource.as_deref().is_none_or(str::is_empty)).flat_map(markers_owned).collect()
 }
 
 /// The Pod Security labels a managedFields entry owns.
@@ -179,39 +161,6 @@ pub fn owns_condition(meta: &ObjectMeta) -> bool {
             && entry.subresource.as_deref() == Some("status")
             && entry.fields_v1.as_ref().and_then(|f| f.0.get("f:status")?.get("f:conditions")?.get(&key)).is_some()
     })
-}
-
-/// Keeps of a namespace's managedFields only what [`NamespaceView`] reads — which other managers
-/// own Pod Security labels — so that the cache of 10,000 namespaces stays small.
-pub fn compact_managed_fields(entries: &mut Vec<ManagedFieldsEntry>) {
-    entries.retain_mut(|entry| {
-        if entry.manager.as_deref() == Some(FIELD_MANAGER) {
-            // Of nsguard's own entries, only which tamper-guard markers it holds.
-            let owned = markers_owned(entry);
-            if owned.is_empty() || entry.subresource.as_deref().is_some_and(|s| !s.is_empty()) {
-                return false;
-            }
-            let fields: serde_json::Map<String, serde_json::Value> =
-                owned.into_iter().map(|(path, key)| (format!("{path}/{key}"), serde_json::json!({}))).collect();
-            *entry = ManagedFieldsEntry {
-                manager: entry.manager.take(),
-                fields_v1: Some(FieldsV1(serde_json::json!({"f:markers": fields}))),
-                ..Default::default()
-            };
-            return true;
-        }
-        let labels: serde_json::Map<String, serde_json::Value> =
-            psa_labels_owned(entry).map(|label| (format!("f:{label}"), serde_json::json!({}))).collect();
-        if labels.is_empty() {
-            return false;
-        }
-        *entry = ManagedFieldsEntry {
-            manager: entry.manager.take(),
-            fields_v1: Some(FieldsV1(serde_json::json!({"f:metadata": {"f:labels": labels}}))),
-            ..Default::default()
-        };
-        true
-    });
 }
 
 /// The prefix of the Pod Security Admission labels.
@@ -314,6 +263,8 @@ pub struct ValidProfile {
     pub spec: HardeningProfileSpec,
     /// The namespace selector (absent or empty selects every namespace).
     pub selector: Selector,
+    /// The label keys the selector reads, sorted: only these are handed to it.
+    pub selector_keys: Vec<String>,
     pub excluded: NamespaceGlobs,
     /// `spec.exceptions`, compiled.
     pub exceptions: Vec<crate::core::exceptions::Exception>,
@@ -364,6 +315,13 @@ impl Profile {
 impl ValidProfile {
     fn new(spec: HardeningProfileSpec) -> Result<Self, Vec<FieldError>> {
         let selector = selector(spec.namespace_selector.as_ref());
+        let mut selector_keys: Vec<String> = spec
+            .namespace_selector
+            .iter()
+            .flat_map(|s| s.match_labels.keys().cloned().chain(s.match_expressions.iter().map(|req| req.key.clone())))
+            .collect();
+        selector_keys.sort();
+        selector_keys.dedup();
         let excluded = NamespaceGlobs::new(&spec.exclude_namespaces)
             .map_err(|e| vec![FieldError { field: "spec.excludeNamespaces".into(), message: e }])?;
         let exceptions = spec
@@ -373,7 +331,7 @@ impl ValidProfile {
             .map(|(i, e)| crate::core::exceptions::Exception::compile(i, e))
             .collect::<Result<_, _>>()
             .map_err(|e| vec![e])?;
-        Ok(Self { spec, selector, excluded, exceptions })
+        Ok(Self { spec, selector, selector_keys, excluded, exceptions })
     }
 }
 

@@ -271,7 +271,7 @@ fn the_field_manager_that_set_a_drifted_label_is_named() {
         fields_v1: Some(FieldsV1(fields)),
         ..Default::default()
     };
-    let mut managed = vec![
+    let managed = vec![
         entry("nsguard", serde_json::json!({"f:metadata": {"f:labels": {"f:pod-security.kubernetes.io/warn": {}}}})),
         entry(
             "argocd",
@@ -279,8 +279,6 @@ fn the_field_manager_that_set_a_drifted_label_is_named() {
         ),
         entry("kubectl", serde_json::json!({"f:metadata": {"f:labels": {"f:team": {}}}})),
     ];
-    crate::core::model::compact_managed_fields(&mut managed);
-    assert_eq!(managed.len(), 1, "only other managers' Pod Security labels are kept: {managed:?}");
     let mut meta = kube::api::ObjectMeta {
         name: Some(ns.name.clone()),
         labels: Some(ns.labels.to_map()),

@@ -78,7 +78,10 @@ impl Governance {
 }
 
 fn selects(profile: &ValidProfile, ns: &NamespaceView) -> bool {
-    !profile.excluded.matches(&ns.name) && profile.selector.matches(&ns.labels.to_map())
+    // Only the labels the selector reads (usually one or two), not a copy of all of them: this runs
+    // for every namespace and profile on a fan-out.
+    let read = |key: &str| profile.selector_keys.binary_search_by(|k| k.as_str().cmp(key)).is_ok();
+    !profile.excluded.matches(&ns.name) && profile.selector.matches(&ns.labels.to_map_where(read))
 }
 
 /// Decides which profile governs `ns`.
