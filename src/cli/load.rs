@@ -51,8 +51,9 @@ impl fmt::Display for FileError {
 pub struct Inputs {
     pub profiles: Vec<(Origin, Arc<Profile>)>,
     pub namespaces: Vec<NamespaceView>,
-    pub service_accounts: Vec<ServiceAccountView>,
-    pub network_policies: Vec<NetworkPolicyView>,
+    /// Each with its namespace (the views do not carry it).
+    pub service_accounts: Vec<(String, ServiceAccountView)>,
+    pub network_policies: Vec<(String, NetworkPolicyView)>,
     /// Problems: unreadable files, broken YAML, invalid profiles.
     pub errors: Vec<FileError>,
 }
@@ -174,16 +175,16 @@ fn load_object(origin: &Origin, value: Value, inputs: &mut Inputs) {
             Err(e) => inputs.errors.push(error("", format!("invalid Namespace: {e}"))),
         },
         ("v1", "ServiceAccount") => match serde_json::from_value::<ServiceAccount>(value) {
-            Ok(mut sa) => {
-                sa.metadata.namespace.get_or_insert_with(|| "default".to_owned());
-                inputs.service_accounts.push(ServiceAccountView::from_object(&sa));
+            Ok(sa) => {
+                let namespace = sa.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
+                inputs.service_accounts.push((namespace, ServiceAccountView::from_object(&sa)));
             }
             Err(e) => inputs.errors.push(error("", format!("invalid ServiceAccount: {e}"))),
         },
         ("networking.k8s.io/v1", "NetworkPolicy") => match serde_json::from_value::<NetworkPolicy>(value) {
-            Ok(mut np) => {
-                np.metadata.namespace.get_or_insert_with(|| "default".to_owned());
-                inputs.network_policies.push(NetworkPolicyView::from_object(&np));
+            Ok(np) => {
+                let namespace = np.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
+                inputs.network_policies.push((namespace, NetworkPolicyView::from_object(&np)));
             }
             Err(e) => inputs.errors.push(error("", format!("invalid NetworkPolicy: {e}"))),
         },

@@ -217,8 +217,11 @@ pub async fn status(args: &StatusArgs, client: Client) -> anyhow::Result<i32> {
         inputs.profiles.push((origin, std::sync::Arc::new(Profile::from_object(p))));
     }
     inputs.namespaces = namespaces.iter().map(NamespaceView::from_namespace).collect();
-    inputs.service_accounts = service_accounts.iter().map(ServiceAccountView::from_object).collect();
-    inputs.network_policies = policies.iter().map(NetworkPolicyView::from_object).collect();
+    let namespace = |meta: &kube::api::ObjectMeta| meta.namespace.clone().unwrap_or_default();
+    inputs.service_accounts =
+        service_accounts.iter().map(|sa| (namespace(&sa.metadata), ServiceAccountView::from_object(sa))).collect();
+    inputs.network_policies =
+        policies.iter().map(|np| (namespace(&np.metadata), NetworkPolicyView::from_object(np))).collect();
 
     let mut last: std::collections::HashMap<String, LastDrift> = std::collections::HashMap::new();
     let mut drift_events: Vec<&Event> = events.iter().filter(|e| is_drift_event(e)).collect();

@@ -84,25 +84,25 @@ pub fn plan_all(inputs: &Inputs, exclusions: &Exclusions) -> Vec<NamespacePlan> 
     namespaces
         .iter()
         .map(|ns| {
-            let mut service_accounts: Vec<Arc<ServiceAccountView>> =
-                inputs.service_accounts.iter().filter(|sa| sa.namespace == ns.name).cloned().map(Arc::new).collect();
+            let mut service_accounts: Vec<Arc<ServiceAccountView>> = inputs
+                .service_accounts
+                .iter()
+                .filter(|(at, _)| *at == ns.name)
+                .map(|(_, sa)| Arc::new(sa.clone()))
+                .collect();
             // Kubernetes creates a `default` ServiceAccount in every namespace; manifests rarely
             // contain it.
             if !service_accounts.iter().any(|sa| sa.name == "default") {
-                service_accounts.push(Arc::new(ServiceAccountView {
-                    namespace: ns.name.clone(),
-                    name: "default".into(),
-                    uid: None,
-                    resource_version: None,
-                    automount_token: None,
-                    automount_owned: false,
-                    guarded: false,
-                }));
+                service_accounts.push(Arc::new(ServiceAccountView { name: "default".into(), ..Default::default() }));
             }
             // In name order, as the controller's cache returns them.
             service_accounts.sort_by(|a, b| a.name.cmp(&b.name));
-            let mut network_policies: Vec<Arc<NetworkPolicyView>> =
-                inputs.network_policies.iter().filter(|np| np.namespace == ns.name).cloned().map(Arc::new).collect();
+            let mut network_policies: Vec<Arc<NetworkPolicyView>> = inputs
+                .network_policies
+                .iter()
+                .filter(|(at, _)| *at == ns.name)
+                .map(|(_, np)| Arc::new(np.clone()))
+                .collect();
             network_policies.sort_by(|a, b| a.name.cmp(&b.name));
             let observed = Observed {
                 network_policies,

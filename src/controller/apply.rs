@@ -19,7 +19,8 @@ use super::context::Context;
 use super::error::{Error, Result};
 use super::gate::send_warned;
 use crate::core::decide::{action_key, recreate_after_apply};
-use crate::core::model::{FIELD_MANAGER, NamespaceView, NetworkPolicyView, TOKEN_GUARD_LABEL};
+use crate::core::ids::revision;
+use crate::core::model::{FIELD_MANAGER, NamespaceView, NetworkPolicyView, TOKEN_GUARD_LABEL, Uid};
 use crate::core::plan::Action;
 use crate::core::report;
 
@@ -134,7 +135,11 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
             match ctx.guarded(api.patch(&name, &apply, &Patch::Apply(np.as_ref()))).await? {
                 Ok(after) if recreate_after_apply(np, after.spec.as_ref()) => {
                     ctx.metrics.write("apply", "networkpolicies");
-                    (delete_policy(ctx, &api, namespace, &name, after.uid()).await?, "networkpolicies", "delete")
+                    (
+                        delete_policy(ctx, &api, namespace, &name, after.uid().map(|u| Uid::new(&u)).as_ref()).await?,
+                        "networkpolicies",
+                        "delete",
+                    )
                 }
                 Ok(after) => (Written::Object(after.resource_version()), "networkpolicies", "apply"),
                 Err(e) if gone(&e) => (Written::Nothing, "networkpolicies", "apply"),
@@ -145,7 +150,7 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
         }
         Action::DeleteNetworkPolicy { name, uid } => {
             let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace);
-            (delete_policy(ctx, &api, namespace, name, uid.clone()).await?, "networkpolicies", "delete")
+            (delete_policy(ctx, &api, namespace, name, uid.as_ref()).await?, "networkpolicies", "delete")
         }
         Action::ApplyReport(body) => {
             let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), namespace, &report::resource());
@@ -158,10 +163,7 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
         }
         Action::DeleteReport { uid } => {
             let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), namespace, &report::resource());
-            let params = DeleteParams {
-                preconditions: uid.clone().map(|uid| Preconditions { uid: Some(uid), resource_version: None }),
-                ..Default::default()
-            };
+            let params = DeleteParams { preconditions: same_object(uid.as_ref()), ..Default::default() };
             let written = match ctx.guarded(api.delete(report::NAME, &params)).await? {
                 Ok(_) => Written::Deleted,
                 Err(e) if gone(&e) => Written::Nothing,
@@ -213,7 +215,8 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
     let cached = ctx.cached_version(&key);
     let (caught_up, version) = match written {
         Written::Nothing => (true, None),
-        Written::Object(rv) => (cached.is_some_and(|c| c == rv), rv),
+        // An unknown version never counts as caught up: the write stays pending until its event.
+        Written::Object(rv) => (cached.flatten().is_some_and(|c| Some(c) == revision(rv.as_deref())), rv),
         Written::Deleted => (cached.is_none(), None),
     };
     if !caught_up {
@@ -244,18 +247,20 @@ async fn apply_condition(ctx: &Context, ns: &NamespaceView, condition: Option<&N
     }
 }
 
+/// A delete's precondition: only the object with this UID (not one recreated under its name).
+fn same_object(uid: Option<&Uid>) -> Option<Preconditions> {
+    uid.map(|uid| Preconditions { uid: Some(uid.to_string()), resource_version: None })
+}
+
 /// Deletes nsguard's NetworkPolicy `name`, only while it is still the object with `uid`.
 async fn delete_policy(
     ctx: &Context,
     api: &Api<NetworkPolicy>,
     namespace: &str,
     name: &str,
-    uid: Option<String>,
+    uid: Option<&Uid>,
 ) -> Result<Written> {
-    let params = DeleteParams {
-        preconditions: uid.map(|uid| Preconditions { uid: Some(uid), resource_version: None }),
-        ..Default::default()
-    };
+    let params = DeleteParams { preconditions: same_object(uid), ..Default::default() };
     match ctx.guarded(api.delete(name, &params)).await? {
         Ok(_) => Ok(Written::Deleted),
         Err(e) if gone(&e) => Ok(Written::Nothing),

@@ -23,6 +23,7 @@ use super::settings::Settings;
 use crate::core::crd::HardeningProfileStatus;
 use crate::core::decide::Memory;
 use crate::core::guard::ObjectKey;
+use crate::core::ids::revision;
 use crate::core::model::{NamespaceView, NetworkPolicyView, Profile, ServiceAccountView};
 use crate::core::model::{ReportSeen as Seen, ReportView};
 use crate::core::status::{Correction, NamespaceResult};
@@ -220,18 +221,17 @@ impl Context {
         }
     }
 
-    /// The resourceVersion the cache holds for `key`; `None` when the object is not cached.
-    pub fn cached_version(&self, key: &ObjectKey) -> Option<Option<String>> {
-        let version = |v: Option<&str>| v.map(str::to_owned);
+    /// The resourceVersion the cache holds for `key` (as a number; inside, `None` when unknown);
+    /// `None` when the object is not cached.
+    pub fn cached_version(&self, key: &ObjectKey) -> Option<Option<u64>> {
         match key.kind {
-            "Namespace" => self.namespaces.get(&ObjectRef::new(&key.name)).map(|n| n.metadata.resource_version.clone()),
-            "ServiceAccount" => {
-                self.service_accounts.get(&key.namespace, &key.name).map(|v| version(v.resource_version()))
-            }
-            "NetworkPolicy" => {
-                self.network_policies.get(&key.namespace, &key.name).map(|v| version(v.resource_version()))
-            }
-            "Report" => self.reports.get(&key.namespace, &key.name).map(|v| version(v.resource_version())),
+            "Namespace" => self
+                .namespaces
+                .get(&ObjectRef::new(&key.name))
+                .map(|n| revision(n.metadata.resource_version.as_deref())),
+            "ServiceAccount" => self.service_accounts.get(&key.namespace, &key.name).map(|v| v.resource_version()),
+            "NetworkPolicy" => self.network_policies.get(&key.namespace, &key.name).map(|v| v.resource_version()),
+            "Report" => self.reports.get(&key.namespace, &key.name).map(|v| v.resource_version()),
             _ => None,
         }
     }

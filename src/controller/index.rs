@@ -10,25 +10,22 @@ use std::sync::{Arc, RwLock};
 
 use kube::runtime::watcher::Event;
 
-/// A view of an object, as kept by an index.
+/// A view of an object, as kept by an index (in its namespace's group).
 pub trait Keyed {
-    fn namespace(&self) -> &str;
     fn name(&self) -> &str;
-    fn resource_version(&self) -> Option<&str>;
+    /// The resourceVersion as a number; `None` when unknown.
+    fn resource_version(&self) -> Option<u64>;
 }
 
-/// Implements [`Keyed`] for views with `namespace`, `name` and `resource_version` fields.
+/// Implements [`Keyed`] for views with `name` and `resource_version` fields.
 macro_rules! keyed {
     ($($view:ty),+) => {$(
         impl Keyed for $view {
-            fn namespace(&self) -> &str {
-                &self.namespace
-            }
             fn name(&self) -> &str {
                 &self.name
             }
-            fn resource_version(&self) -> Option<&str> {
-                self.resource_version.as_deref()
+            fn resource_version(&self) -> Option<u64> {
+                self.resource_version
             }
         }
     )+};
@@ -56,11 +53,8 @@ impl<V> Default for NamespacedIndex<V> {
     }
 }
 
-fn insert<V: Keyed>(groups: &mut Groups<V>, view: V) {
-    let group = match groups.get_mut(view.namespace()) {
-        Some(group) => group,
-        None => groups.entry(view.namespace().to_owned()).or_default(),
-    };
+fn insert<V: Keyed>(groups: &mut Groups<V>, namespace: String, view: V) {
+    let group = groups.entry(namespace).or_default();
     match group.binary_search_by(|v| v.name().cmp(view.name())) {
         Ok(at) => group[at] = Arc::new(view),
         Err(at) => group.insert(at, Arc::new(view)),
@@ -72,28 +66,28 @@ fn find<'a, V: Keyed>(group: &'a [Arc<V>], name: &str) -> Option<&'a Arc<V>> {
 }
 
 impl<V: Keyed> NamespacedIndex<V> {
-    /// Applies one watch event, converting objects to views with `view`. When a relist after the
+    /// Applies one watch event; `namespace` and `view` read the object. When a relist after the
     /// first completes, returns the namespaces whose objects differ from before it (changed,
     /// created or deleted while the watch was down), so they can be reconciled at once.
-    pub fn apply<K>(&self, event: &Event<K>, view: impl Fn(&K) -> V) -> Vec<String> {
+    pub fn apply<K>(&self, event: &Event<K>, namespace: impl Fn(&K) -> String, view: impl Fn(&K) -> V) -> Vec<String> {
         match event {
-            Event::Apply(obj) => insert(&mut write(&self.groups), view(obj)),
+            Event::Apply(obj) => insert(&mut write(&self.groups), namespace(obj), view(obj)),
             Event::Delete(obj) => {
-                let v = view(obj);
+                let (namespace, v) = (namespace(obj), view(obj));
                 let mut groups = write(&self.groups);
-                if let Some(group) = groups.get_mut(v.namespace()) {
+                if let Some(group) = groups.get_mut(&namespace) {
                     if let Ok(at) = group.binary_search_by(|o| o.name().cmp(v.name())) {
                         group.remove(at);
                     }
                     if group.is_empty() {
-                        groups.remove(v.namespace());
+                        groups.remove(&namespace);
                     }
                 }
             }
             Event::Init => *write(&self.relist) = Some(Groups::new()),
             Event::InitApply(obj) => {
                 if let Some(buffer) = write(&self.relist).as_mut() {
-                    insert(buffer, view(obj));
+                    insert(buffer, namespace(obj), view(obj));
                 }
             }
             Event::InitDone => {
@@ -137,15 +131,20 @@ impl<V: Keyed> NamespacedIndex<V> {
     }
 }
 
-/// Namespaces whose objects (by name and resourceVersion) differ between `old` and `new`.
+/// Namespaces whose objects (by name and resourceVersion) differ between `old` and `new`; an
+/// unknown resourceVersion counts as changed.
 fn changed_groups<V: Keyed>(old: &Groups<V>, new: &Groups<V>) -> Vec<String> {
-    let versions = |g: Option<&Vec<Arc<V>>>| -> Vec<(String, Option<String>)> {
-        g.into_iter().flatten().map(|v| (v.name().to_owned(), v.resource_version().map(str::to_owned))).collect()
+    let same = |a: &Arc<V>, b: &Arc<V>| {
+        a.name() == b.name() && a.resource_version().is_some() && a.resource_version() == b.resource_version()
+    };
+    let unchanged = |a: Option<&Vec<Arc<V>>>, b: Option<&Vec<Arc<V>>>| {
+        let (a, b) = (a.map_or(&[][..], Vec::as_slice), b.map_or(&[][..], Vec::as_slice));
+        a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same(a, b))
     };
     let mut names: Vec<&String> = old.keys().chain(new.keys()).collect();
     names.sort();
     names.dedup();
-    names.into_iter().filter(|ns| versions(old.get(*ns)) != versions(new.get(*ns))).cloned().collect()
+    names.into_iter().filter(|ns| !unchanged(old.get(*ns), new.get(*ns))).cloned().collect()
 }
 
 /// Cluster-scoped objects by name (the profiles).
@@ -217,28 +216,26 @@ mod tests {
     use super::*;
     use crate::core::model::ServiceAccountView;
 
-    fn sa(ns: &str, name: &str) -> ServiceAccountView {
-        ServiceAccountView {
-            namespace: ns.into(),
-            name: name.into(),
-            uid: None,
-            resource_version: None,
-            automount_token: None,
-            automount_owned: false,
-            guarded: false,
-        }
+    /// A ServiceAccount in a namespace, as a watch event carries it (here: the namespace and the view).
+    fn sa(ns: &str, name: &str) -> (String, ServiceAccountView) {
+        let view = ServiceAccountView { name: name.into(), resource_version: Some(1), ..ServiceAccountView::default() };
+        (ns.into(), view)
+    }
+
+    fn namespace(sa: &(String, ServiceAccountView)) -> String {
+        sa.0.clone()
     }
 
     #[test]
     fn groups_by_namespace_and_forgets_deleted_objects() {
         let index = NamespacedIndex::default();
-        let id = |v: &ServiceAccountView| v.clone();
-        index.apply(&Event::Apply(sa("a", "default")), id);
-        index.apply(&Event::Apply(sa("a", "builder")), id);
-        index.apply(&Event::Apply(sa("b", "default")), id);
+        let id = |sa: &(String, ServiceAccountView)| sa.1.clone();
+        index.apply(&Event::Apply(sa("a", "default")), namespace, id);
+        index.apply(&Event::Apply(sa("a", "builder")), namespace, id);
+        index.apply(&Event::Apply(sa("b", "default")), namespace, id);
         let names = |ns: &str| index.in_namespace(ns).iter().map(|v| v.name.clone()).collect::<Vec<_>>();
         assert_eq!(names("a"), ["builder", "default"]);
-        index.apply(&Event::Delete(sa("a", "builder")), id);
+        index.apply(&Event::Delete(sa("a", "builder")), namespace, id);
         assert_eq!(names("a"), ["default"]);
         assert_eq!(index.len(), 2);
     }
@@ -246,17 +243,21 @@ mod tests {
     #[test]
     fn relist_replaces_the_cache_only_when_complete() {
         let index = NamespacedIndex::default();
-        let id = |v: &ServiceAccountView| v.clone();
-        index.apply(&Event::Init, id);
-        index.apply(&Event::InitApply(sa("a", "default")), id);
+        let id = |sa: &(String, ServiceAccountView)| sa.1.clone();
+        index.apply(&Event::Init, namespace, id);
+        index.apply(&Event::InitApply(sa("a", "default")), namespace, id);
         assert!(!index.is_synced());
-        index.apply(&Event::InitDone, id);
+        index.apply(&Event::InitDone, namespace, id);
         assert!(index.is_synced());
         // A later relist that no longer contains "a/default" (deleted while disconnected).
-        index.apply(&Event::Init, id);
-        index.apply(&Event::InitApply(sa("b", "default")), id);
+        index.apply(&Event::Init, namespace, id);
+        index.apply(&Event::InitApply(sa("b", "default")), namespace, id);
         assert_eq!(index.in_namespace("a").len(), 1, "old contents served until the relist is done");
-        assert_eq!(index.apply(&Event::InitDone, id), ["a", "b"], "both namespaces changed during the relist");
+        assert_eq!(
+            index.apply(&Event::InitDone, namespace, id),
+            ["a", "b"],
+            "both namespaces changed during the relist"
+        );
         assert!(index.in_namespace("a").is_empty());
         assert_eq!(index.in_namespace("b").len(), 1);
     }
@@ -264,15 +265,36 @@ mod tests {
     #[test]
     fn a_relist_names_only_the_namespaces_that_changed() {
         let index = NamespacedIndex::default();
-        let id = |v: &ServiceAccountView| v.clone();
-        let versioned =
-            |ns: &str, rv: &str| ServiceAccountView { resource_version: Some(rv.into()), ..sa(ns, "default") };
-        assert!(index.apply(&Event::InitDone, id).is_empty(), "the first list triggers nothing");
-        index.apply(&Event::Apply(versioned("same", "1")), id);
-        index.apply(&Event::Apply(versioned("edited", "1")), id);
-        index.apply(&Event::Init, id);
-        index.apply(&Event::InitApply(versioned("same", "1")), id);
-        index.apply(&Event::InitApply(versioned("edited", "2")), id);
-        assert_eq!(index.apply(&Event::InitDone, id), ["edited"]);
+        let id = |sa: &(String, ServiceAccountView)| sa.1.clone();
+        let versioned = |ns: &str, rv: u64| {
+            let (ns, view) = sa(ns, "default");
+            (ns, ServiceAccountView { resource_version: Some(rv), ..view })
+        };
+        assert!(index.apply(&Event::InitDone, namespace, id).is_empty(), "the first list triggers nothing");
+        index.apply(&Event::Apply(versioned("same", 1)), namespace, id);
+        index.apply(&Event::Apply(versioned("edited", 1)), namespace, id);
+        index.apply(&Event::Init, namespace, id);
+        index.apply(&Event::InitApply(versioned("same", 1)), namespace, id);
+        index.apply(&Event::InitApply(versioned("edited", 2)), namespace, id);
+        assert_eq!(index.apply(&Event::InitDone, namespace, id), ["edited"]);
+    }
+
+    #[test]
+    fn a_relist_counts_an_unknown_resource_version_as_changed() {
+        let index = NamespacedIndex::default();
+        let id = |sa: &(String, ServiceAccountView)| sa.1.clone();
+        let unversioned = || {
+            let (ns, view) = sa("opaque", "default");
+            (ns, ServiceAccountView { resource_version: None, ..view })
+        };
+        index.apply(&Event::InitDone, namespace, id);
+        index.apply(&Event::Apply(unversioned()), namespace, id);
+        index.apply(&Event::Init, namespace, id);
+        index.apply(&Event::InitApply(unversioned()), namespace, id);
+        assert_eq!(
+            index.apply(&Event::InitDone, namespace, id),
+            ["opaque"],
+            "reconciled rather than assumed unchanged"
+        );
     }
 }

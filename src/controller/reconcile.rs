@@ -17,7 +17,7 @@ use crate::core::announce::{Announcement, Subject, subject, summary};
 use crate::core::decide::{Decision, Next, decide};
 use crate::core::gate::{self, AfterWrite, Evaluation, Step};
 use crate::core::guard::ObjectKey;
-use crate::core::model::NamespaceView;
+use crate::core::model::{NamespaceView, Uid};
 use crate::core::plan::{Observed, Outcome, plan, report_alongside};
 use crate::core::selection::{Governance, awaits_finalizer, govern};
 use crate::core::status::Correction;
@@ -259,15 +259,15 @@ async fn publish(ctx: &Context, ns: &NamespaceView, subject: &Subject, announcem
         api_version: Some("v1".into()),
         kind: Some("Namespace".into()),
         name: Some(ns.name.clone()),
-        uid: ns.uid.clone(),
+        uid: ns.uid.as_ref().map(ToString::to_string),
         ..Default::default()
     };
-    let object = |api_version: &str, kind: &str, name: &str, uid: &Option<String>| ObjectReference {
+    let object = |api_version: &str, kind: &str, name: &str, uid: &Option<Uid>| ObjectReference {
         api_version: Some(api_version.into()),
         kind: Some(kind.into()),
         namespace: Some(ns.name.clone()),
         name: Some(name.into()),
-        uid: uid.clone(),
+        uid: uid.as_ref().map(ToString::to_string),
         ..Default::default()
     };
     let (regarding, related) = match subject {

@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{info, warn};
 
 use super::context::Context;
-use super::watches::{Trigger, config, namespaced_triggers, relisting};
+use super::watches::{Trigger, config, namespace_of, namespaced_triggers, relisting};
 use crate::core::model::ReportView;
 use crate::core::model::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::core::report;
@@ -70,9 +70,9 @@ async fn follow(ctx: Arc<Context>, tx: mpsc::Sender<Trigger>) {
         while let Some(event) = events.next().await {
             let names = match event {
                 Ok(event) => {
-                    let relisted = ctx
-                        .reports
-                        .apply(&event, |r| ReportView::from_parts(&r.metadata, report::fingerprint(&r.data)));
+                    let relisted = ctx.reports.apply(&event, namespace_of, |r| {
+                        ReportView::from_parts(&r.metadata, report::fingerprint(&r.data))
+                    });
                     let listed = matches!(event, WatchEvent::InitDone);
                     let mut names = namespaced_triggers(&ctx, "Report", &event, relisted);
                     if listed && !ctx.reports_ready.swap(true, Ordering::AcqRel) {

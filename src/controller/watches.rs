@@ -163,7 +163,7 @@ pub fn service_accounts(ctx: Arc<Context>) -> impl Stream<Item = Trigger> + Send
     let api = Api::<ServiceAccount>::all(ctx.client.clone());
     let events = relisting(api, config(None));
     triggers(ctx, "ServiceAccount", events, |ctx, event| {
-        let relisted = ctx.service_accounts.apply(&event, ServiceAccountView::from_object);
+        let relisted = ctx.service_accounts.apply(&event, namespace_of, ServiceAccountView::from_object);
         namespaced_triggers(ctx, "ServiceAccount", &event, relisted)
     })
 }
@@ -173,9 +173,14 @@ pub fn network_policies(ctx: Arc<Context>) -> impl Stream<Item = Trigger> + Send
     let api = Api::<NetworkPolicy>::all(ctx.client.clone());
     let events = relisting(api, config(Some(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"))));
     triggers(ctx, "NetworkPolicy", events, |ctx, event| {
-        let relisted = ctx.network_policies.apply(&event, NetworkPolicyView::from_object);
+        let relisted = ctx.network_policies.apply(&event, namespace_of, NetworkPolicyView::from_object);
         namespaced_triggers(ctx, "NetworkPolicy", &event, relisted)
     })
+}
+
+/// The namespace of a namespaced object (the index's group it goes in).
+pub(super) fn namespace_of<K: Resource>(obj: &K) -> String {
+    obj.meta().namespace.clone().unwrap_or_default()
 }
 
 /// The namespace of a changed object, plus those a completed relist changed. The initial list

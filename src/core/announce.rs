@@ -3,6 +3,7 @@
 
 use crate::core::crd::{Mode, Rollout};
 use crate::core::desired::DEFAULT_DENY_POLICY;
+use crate::core::ids::Uid;
 use crate::core::model::ReportSeen;
 use crate::core::plan::{Action, Drift, Observed, Outcome, Plan};
 use crate::core::selection::Governance;
@@ -186,9 +187,9 @@ fn gate_announcements(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Subject {
     /// nsguard's Report in the namespace (existing, being written or just deleted).
-    Report { uid: Option<String> },
+    Report { uid: Option<Uid> },
     /// nsguard's NetworkPolicy `name` in the namespace (existing, being created or just deleted).
-    NetworkPolicy { name: String, uid: Option<String> },
+    NetworkPolicy { name: String, uid: Option<Uid> },
     /// nsguard owns nothing in the namespace (say, Audit mode without NetworkPolicies): the event
     /// regards the Namespace and lives in `default`; the namespace's condition carries the verdict.
     Namespace,
@@ -204,7 +205,7 @@ pub fn subject(writes: &[Action], reports: &[Action], observed: &Observed) -> Su
     if reports.iter().any(|a| matches!(a, Action::ApplyReport(_))) {
         return Subject::Report { uid: None };
     }
-    let mut candidates: Vec<(&str, Option<&String>)> = observed
+    let mut candidates: Vec<(&str, Option<&Uid>)> = observed
         .network_policies
         .iter()
         .filter(|np| np.managed_by_nsguard())

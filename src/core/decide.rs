@@ -325,7 +325,7 @@ fn reports(namespace: &str, plan: &Plan, result: &NamespaceResult, pending: Pend
         writes.push(Action::ApplyCondition(c.map(Box::new)));
     }
     if !pending.report {
-        let want = report::desired(namespace, plan.namespace_uid.as_deref(), plan, result);
+        let want = report::desired(namespace, plan.namespace_uid.as_ref(), plan, result);
         // During a fight episode a passing Report is not written: it would flip between pass and
         // fail with each correction. The failing one stands until the episode ends.
         let passing = matches!(&want, Some(Some(body)) if body["summary"]["fail"] == 0);

@@ -23,7 +23,6 @@ fn profile(spec: serde_json::Value) -> Vec<Arc<Profile>> {
 
 fn observed(now: Timestamp, hold: Option<Hold>) -> Observed {
     let default = ServiceAccountView {
-        namespace: NS.into(),
         name: "default".into(),
         automount_token: Some(false),
         automount_owned: true,

@@ -15,10 +15,9 @@ pub(super) const NS: &str = "team-a";
 
 fn sa(name: &str, automount: Option<bool>, owned: bool) -> Arc<ServiceAccountView> {
     Arc::new(ServiceAccountView {
-        namespace: NS.into(),
         name: name.into(),
-        uid: Some(format!("uid-{name}")),
-        resource_version: Some("1".into()),
+        uid: Some(crate::core::ids::Uid::new(&format!("uid-{name}"))),
+        resource_version: Some(1),
         automount_token: automount,
         automount_owned: owned,
         guarded: owned,

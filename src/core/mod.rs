@@ -16,6 +16,7 @@ pub mod field;
 pub mod gate;
 pub mod globs;
 pub mod guard;
+pub mod ids;
 pub mod labels;
 pub mod model;
 pub mod plan;

@@ -11,12 +11,14 @@ use k8s_openapi::api::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::api::ObjectMeta;
 
+pub use crate::core::ids::Uid;
 pub use crate::core::report_view::{ReportSeen, ReportView};
 
 use kube::core::{Expression, Selector};
 
 use crate::core::crd::{HardeningProfileSpec, LabelSelector, SelectorOperator};
 pub use crate::core::globs::NamespaceGlobs;
+use crate::core::ids;
 use crate::core::validate::{self, FieldError};
 
 /// nsguard's field manager for server-side apply.
@@ -56,7 +58,7 @@ pub const HARDENED_CONDITION: &str = "nsguard.io/Hardened";
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NamespaceView {
     pub name: String,
-    pub uid: Option<String>,
+    pub uid: Option<Uid>,
     pub labels: crate::core::labels::Pairs,
     /// nsguard's own annotations (`nsguard.io/…`; the others are not kept).
     pub annotations: crate::core::labels::Pairs,
@@ -96,7 +98,7 @@ impl NamespaceView {
     pub fn from_meta(meta: &ObjectMeta) -> Self {
         Self {
             name: meta.name.clone().unwrap_or_default(),
-            uid: meta.uid.clone(),
+            uid: ids::uid(meta),
             labels: crate::core::labels::labels(meta),
             annotations: crate::core::labels::nsguard_annotations(meta),
             terminating: meta.deletion_timestamp.is_some(),
@@ -166,13 +168,14 @@ pub fn owns_condition(meta: &ObjectMeta) -> bool {
 /// The prefix of the Pod Security Admission labels.
 pub const PSA_PREFIX: &str = "pod-security.kubernetes.io/";
 
-/// A ServiceAccount as the core needs it.
+/// A ServiceAccount as the core needs it. (Its namespace is where it is kept: the caches group
+/// views by namespace, and a copy of the name in each view cost ~56 bytes.)
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceAccountView {
-    pub namespace: String,
     pub name: String,
-    pub uid: Option<String>,
-    pub resource_version: Option<String>,
+    pub uid: Option<Uid>,
+    /// The resourceVersion as a number ([`ids::revision`]).
+    pub resource_version: Option<u64>,
     pub automount_token: Option<bool>,
     /// nsguard's field manager owns `automountServiceAccountToken` (it applied the value).
     pub automount_owned: bool,
@@ -188,10 +191,9 @@ impl ServiceAccountView {
                 && entry.fields_v1.as_ref().and_then(|f| f.0.get("f:automountServiceAccountToken")).is_some()
         });
         Self {
-            namespace: sa.metadata.namespace.clone().unwrap_or_default(),
             name: sa.metadata.name.clone().unwrap_or_default(),
-            uid: sa.metadata.uid.clone(),
-            resource_version: sa.metadata.resource_version.clone(),
+            uid: ids::uid(&sa.metadata),
+            resource_version: ids::revision(sa.metadata.resource_version.as_deref()),
             automount_token: sa.automount_service_account_token,
             automount_owned,
             guarded: sa.metadata.labels.as_ref().and_then(|l| l.get(TOKEN_GUARD_LABEL)).is_some_and(|v| v == "true"),
@@ -202,10 +204,9 @@ impl ServiceAccountView {
 /// A NetworkPolicy as the core needs it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NetworkPolicyView {
-    pub namespace: String,
     pub name: String,
-    pub uid: Option<String>,
-    pub resource_version: Option<String>,
+    pub uid: Option<Uid>,
+    pub resource_version: Option<u64>,
     /// It carries nsguard's [`MANAGED_BY_LABEL`], the one label nsguard sets on its policies (the
     /// others are not nsguard's to compare; a copy of them per policy cost ~190 bytes).
     pub managed: bool,
@@ -216,10 +217,9 @@ pub struct NetworkPolicyView {
 impl NetworkPolicyView {
     pub fn from_object(np: &NetworkPolicy) -> Self {
         Self {
-            namespace: np.metadata.namespace.clone().unwrap_or_default(),
             name: np.metadata.name.clone().unwrap_or_default(),
-            uid: np.metadata.uid.clone(),
-            resource_version: np.metadata.resource_version.clone(),
+            uid: ids::uid(&np.metadata),
+            resource_version: ids::revision(np.metadata.resource_version.as_deref()),
             managed: np
                 .metadata
                 .labels

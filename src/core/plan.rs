@@ -14,6 +14,7 @@ use crate::core::crd::{Mode, ReleasePolicy, Rollout};
 use crate::core::desired::{DEFAULT_ACCOUNT, Desired, desired, policy_fingerprint};
 use crate::core::exceptions::{Exception, applying};
 use crate::core::gate::{Hold, enforced, raises};
+use crate::core::ids::Uid;
 use crate::core::labels::Pairs;
 use crate::core::model::{
     GUARD_LABEL, NamespaceView, NetworkPolicyView, PROFILE_ANNOTATION, PSA_PREFIX, RELEASE_POLICY_ANNOTATION,
@@ -47,21 +48,21 @@ pub enum Action {
     /// Apply a NetworkPolicy nsguard maintains.
     ApplyNetworkPolicy(Box<NetworkPolicy>),
     /// Delete a NetworkPolicy nsguard created.
-    DeleteNetworkPolicy { name: String, uid: Option<String> },
+    DeleteNetworkPolicy { name: String, uid: Option<Uid> },
     /// Apply `automountServiceAccountToken: false`.
-    DisableAutomount { name: String, uid: Option<String> },
+    DisableAutomount { name: String, uid: Option<Uid> },
     /// Apply nothing to a ServiceAccount, so nsguard gives up the field it owned.
-    ReleaseAutomount { name: String, uid: Option<String> },
+    ReleaseAutomount { name: String, uid: Option<Uid> },
     /// Keep `automountServiceAccountToken: false` but drop the tamper guard's label (a
     /// ServiceAccount the profile no longer manages, under `releasePolicy: Retain`).
-    UnguardAccount { name: String, uid: Option<String> },
+    UnguardAccount { name: String, uid: Option<Uid> },
     /// Apply nsguard's condition to the namespace's status (`None`: remove it). A reporting write:
     /// made in Audit mode too. A condition without a transition time gets the current time.
     ApplyCondition(Option<Box<k8s_openapi::api::core::v1::NamespaceCondition>>),
     /// Apply nsguard's Report to the namespace (a reporting write).
     ApplyReport(Box<serde_json::Value>),
     /// Delete nsguard's Report (the namespace was released).
-    DeleteReport { uid: Option<String> },
+    DeleteReport { uid: Option<Uid> },
 }
 
 /// How a reconcile of one namespace ends.
@@ -105,7 +106,7 @@ pub struct Plan {
     /// nsguard's Report as seen in the namespace.
     pub report: crate::core::model::ReportSeen,
     /// The namespace's UID (the Report's scope names it).
-    pub namespace_uid: Option<String>,
+    pub namespace_uid: Option<Uid>,
     /// The exception that lowers what is enforced here.
     pub exception: Option<Exception>,
     /// The rollout gate holds enforce below the target.
@@ -296,7 +297,7 @@ fn enforce(ns: &NamespaceView, want: &Desired, drift: &[Drift], observed: &Obser
             Drift::NetworkPolicyMissing { name } | Drift::NetworkPolicyChanged { name } => {
                 if let Some(np) = want.network_policies.get(name) {
                     let mut np = np.clone();
-                    np.metadata.uid = find_np(name).and_then(|o| o.uid.clone());
+                    np.metadata.uid = find_np(name).and_then(|o| o.uid.as_ref()).map(ToString::to_string);
                     actions.push(Action::ApplyNetworkPolicy(Box::new(np)));
                 }
             }

@@ -13,10 +13,9 @@ fn governed(spec: HardeningProfileSpec) -> Governance {
 
 fn sa(name: &str, automount: Option<bool>, owned: bool) -> Arc<ServiceAccountView> {
     Arc::new(ServiceAccountView {
-        namespace: "team-a".into(),
         name: name.into(),
-        uid: Some(format!("uid-{name}")),
-        resource_version: Some("1".into()),
+        uid: Some(crate::core::ids::Uid::new(&format!("uid-{name}"))),
+        resource_version: Some(1),
         automount_token: automount,
         automount_owned: owned,
         guarded: owned,
@@ -201,10 +200,13 @@ fn released_namespace_gives_back_everything_nsguard_applied() {
     assert_eq!(
         p.actions,
         [
-            Action::DeleteNetworkPolicy { name: ALLOW_DNS_POLICY.into(), uid: Some(format!("uid-{ALLOW_DNS_POLICY}")) },
+            Action::DeleteNetworkPolicy {
+                name: ALLOW_DNS_POLICY.into(),
+                uid: Some(crate::core::ids::Uid::new(&format!("uid-{ALLOW_DNS_POLICY}")))
+            },
             Action::DeleteNetworkPolicy {
                 name: DEFAULT_DENY_POLICY.into(),
-                uid: Some(format!("uid-{DEFAULT_DENY_POLICY}"))
+                uid: Some(crate::core::ids::Uid::new(&format!("uid-{DEFAULT_DENY_POLICY}")))
             },
             Action::ReleaseAutomount { name: "default".into(), uid: Some("uid-default".into()) },
             Action::ReleaseAutomount { name: "builder".into(), uid: Some("uid-builder".into()) },

@@ -168,7 +168,12 @@ pub fn checks(want: &Desired, drift: &[Drift]) -> Vec<Check> {
 /// The Report to apply for a namespace with `plan` and `result`: `None` when the namespace should
 /// have none (no profile governs it), `Some(None)` when nsguard leaves it as it is (an invalid or
 /// unseen profile: the last good report stands).
-pub fn desired(namespace: &str, uid: Option<&str>, plan: &Plan, result: &NamespaceResult) -> Option<Option<Value>> {
+pub fn desired(
+    namespace: &str,
+    uid: Option<&crate::core::ids::Uid>,
+    plan: &Plan,
+    result: &NamespaceResult,
+) -> Option<Option<Value>> {
     let profile = result.profile.as_deref();
     match (result.outcome, &plan.desired, profile) {
         (Outcome::Held | Outcome::Orphaned, _, _) => Some(None),
@@ -195,7 +200,7 @@ pub fn desired(namespace: &str, uid: Option<&str>, plan: &Plan, result: &Namespa
 }
 
 /// The apply body of the Report.
-fn body(namespace: &str, uid: Option<&str>, profile: &str, mode: Mode, checks: &[Check]) -> Value {
+fn body(namespace: &str, uid: Option<&crate::core::ids::Uid>, profile: &str, mode: Mode, checks: &[Check]) -> Value {
     let mut summary: BTreeMap<&str, u32> = ["pass", "fail", "warn", "error", "skip"].map(|k| (k, 0)).into();
     let results: Vec<Value> = checks
         .iter()

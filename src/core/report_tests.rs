@@ -93,7 +93,7 @@ fn planned(mode: &str, seen: Seen) -> (Plan, NamespaceResult) {
 #[test]
 fn the_report_is_written_when_it_differs_and_never_when_reports_are_unavailable() {
     let (p, r) = planned("Audit", Seen::Absent);
-    let body = desired("shop", Some("ns-uid"), &p, &r).expect("governed").expect("a report");
+    let body = desired("shop", Some(&"ns-uid".into()), &p, &r).expect("governed").expect("a report");
     assert_eq!(
         body["scope"],
         serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "name": "shop", "uid": "ns-uid"})

@@ -3,6 +3,8 @@
 
 use kube::api::ObjectMeta;
 
+use crate::core::ids::Uid;
+
 /// What nsguard sees of its Report in a namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum ReportSeen {
@@ -14,17 +16,16 @@ pub enum ReportSeen {
     /// nsguard's Report, by the fingerprint of its content.
     Present {
         fingerprint: u64,
-        uid: Option<String>,
+        uid: Option<Uid>,
     },
 }
 
 /// nsguard's Report as the cache keeps it: where it is and the fingerprint of its content.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportView {
-    pub namespace: String,
     pub name: String,
-    pub uid: Option<String>,
-    pub resource_version: Option<String>,
+    pub uid: Option<Uid>,
+    pub resource_version: Option<u64>,
     pub fingerprint: u64,
 }
 
@@ -32,10 +33,9 @@ impl ReportView {
     /// The view of a Report with `meta` whose content has `fingerprint`.
     pub fn from_parts(meta: &ObjectMeta, fingerprint: u64) -> Self {
         Self {
-            namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
-            uid: meta.uid.clone(),
-            resource_version: meta.resource_version.clone(),
+            uid: crate::core::ids::uid(meta),
+            resource_version: crate::core::ids::revision(meta.resource_version.as_deref()),
             fingerprint,
         }
     }
