@@ -13,8 +13,6 @@ use crate::core::crd::{
     HardeningProfileSpec, LabelSelector, Mode, PodOverride, PodSecurityLevel, PodSecurityMode, ReleasePolicy, Rollout,
     SelectorOperator, ServiceAccountScope,
 };
-#[cfg(test)]
-use crate::core::model::is_marker;
 use crate::core::model::{
     EXEMPT_ANNOTATION, GUARD_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, POD_TOKEN_GUARD_ANNOTATION, PROFILE_ANNOTATION,
     PSA_PREFIX, RELEASE_POLICY_ANNOTATION,
@@ -191,8 +189,8 @@ impl Desired {
     /// The tamper guard's marker keys (labels and annotations) this desired state sets: what
     /// nsguard holds on a namespace it applied.
     #[cfg(test)]
-    pub fn marker_keys(&self) -> Vec<String> {
-        self.labels.keys().chain(self.annotations.keys()).filter(|k| is_marker(k)).cloned().collect()
+    pub fn marker_keys(&self) -> Vec<&'static str> {
+        self.labels.keys().chain(self.annotations.keys()).filter_map(|k| crate::core::model::marker(k)).collect()
     }
 }
 

@@ -48,7 +48,12 @@ pub const TOKEN_GUARD_LABEL: &str = "nsguard.io/token-guard";
 
 /// A namespace label or annotation that is one of the tamper guard's markers.
 pub fn is_marker(key: &str) -> bool {
-    [GUARD_LABEL, POD_TOKEN_GUARD_ANNOTATION, EXEMPT_ANNOTATION].contains(&key)
+    marker(key).is_some()
+}
+
+/// The tamper guard's marker with this key, as the constant (a view keeps these, not copies).
+pub fn marker(key: &str) -> Option<&'static str> {
+    [GUARD_LABEL, POD_TOKEN_GUARD_ANNOTATION, EXEMPT_ANNOTATION].into_iter().find(|m| *m == key)
 }
 
 /// The condition type nsguard keeps on every governed namespace's status.
@@ -70,7 +75,7 @@ pub struct NamespaceView {
     /// nsguard's `nsguard.io/Hardened` condition on the namespace's status, if any.
     pub hardened: Option<NamespaceCondition>,
     /// The tamper-guard markers nsguard's field manager holds (it may take down only these).
-    pub owned_markers: Vec<String>,
+    pub owned_markers: Vec<&'static str>,
 }
 
 impl NamespaceView {
@@ -127,18 +132,18 @@ fn label_managers(meta: &ObjectMeta) -> BTreeMap<String, Vec<String>> {
 }
 
 /// The tamper-guard markers (label or annotation keys) a managedFields entry owns.
-fn markers_owned(entry: &ManagedFieldsEntry) -> Vec<String> {
+fn markers_owned(entry: &ManagedFieldsEntry) -> Vec<&'static str> {
     let Some(metadata) = entry.fields_v1.as_ref().and_then(|f| f.0.get("f:metadata")) else { return vec![] };
     ["f:labels", "f:annotations"]
         .into_iter()
         .filter_map(|path| metadata.get(path)?.as_object())
         .flat_map(|keys| keys.keys())
-        .filter_map(|key| key.strip_prefix("f:").filter(|k| is_marker(k)).map(str::to_owned))
+        .filter_map(|key| marker(key.strip_prefix("f:")?))
         .collect()
 }
 
 /// The tamper-guard markers nsguard's field manager holds on a namespace.
-fn nsguard_markers(meta: &ObjectMeta) -> Vec<String> {
+fn nsguard_markers(meta: &ObjectMeta) -> Vec<&'static str> {
     let ours = meta.managed_fields.iter().flatten().filter(|e| e.manager.as_deref() == Some(FIELD_MANAGER));
     ours.filter(|e| e.subresource.as_deref().is_none_or(str::is_empty)).flat_map(markers_owned).collect()
 }

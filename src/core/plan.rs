@@ -279,10 +279,7 @@ fn markers_stale(ns: &NamespaceView, want: &Desired) -> bool {
     // one another manager set (and would be repeated on every look).
     let stale = |wanted: &BTreeMap<String, String>, seen: &Pairs| {
         wanted.iter().filter(|(k, _)| is_marker(k)).any(|(k, v)| seen.get(k) != Some(v.as_str()))
-            || seen
-                .keys()
-                .filter(|k| is_marker(k))
-                .any(|k| !wanted.contains_key(k) && ns.owned_markers.iter().any(|o| o == k))
+            || seen.keys().filter(|k| is_marker(k)).any(|k| !wanted.contains_key(k) && ns.owned_markers.contains(&k))
     };
     stale(&want.labels, &ns.labels) || stale(&want.annotations, &ns.annotations)
 }
@@ -347,7 +344,7 @@ fn enforce(ns: &NamespaceView, want: &Desired, drift: &[Drift], observed: &Obser
 /// In Audit mode, the write that removes the tamper guard's markers from a namespace an earlier
 /// Enforce mode marked, re-applying what else nsguard holds there unchanged.
 fn unguard(ns: &NamespaceView) -> Vec<Action> {
-    if !ns.owned_markers.iter().any(|k| k == GUARD_LABEL) {
+    if !ns.owned_markers.contains(&GUARD_LABEL) {
         return vec![];
     }
     vec![Action::ApplyNamespace {

@@ -374,7 +374,7 @@ fn a_marker_another_manager_set_is_not_nsguards_to_take_down() {
     // Someone else's: applying cannot remove it, so nsguard does not try (on every look).
     assert!(plan(&ns, governed(HardeningProfileSpec::default()), &observed).actions.is_empty());
     // nsguard's own (the profile's exemptions were emptied): taken down.
-    ns.owned_markers.push(EXEMPT_ANNOTATION.into());
+    ns.owned_markers.push(EXEMPT_ANNOTATION);
     let p = plan(&ns, governed(HardeningProfileSpec::default()), &observed);
     assert!(
         matches!(&p.actions[..], [Action::ApplyNamespace { annotations, .. }] if !annotations.contains_key(EXEMPT_ANNOTATION))
