@@ -31,11 +31,16 @@ pub const WRITE_CONCURRENCY: usize = 8;
 /// What a write left behind.
 enum Written {
     /// The object at this resourceVersion.
-    Object(Option<String>),
+    Object(Option<u64>),
     /// The object is gone.
     Deleted,
     /// Nothing changed.
     Nothing,
+}
+
+/// What writing `after` left: the object at its resourceVersion.
+fn written<K: kube::Resource>(after: &K) -> Written {
+    Written::Object(revision(after.meta().resource_version.as_deref()))
 }
 
 /// 404: the object was deleted; 409 on an apply or delete with a UID precondition, or 422 on an
@@ -80,7 +85,7 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
                 metadata["annotations"] = json!(annotations);
             }
             let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata});
-            let before = ctx.namespaces.get(&ObjectRef::new(namespace)).and_then(|n| n.resource_version());
+            let before = ctx.namespaces.get(&ObjectRef::new(namespace)).and_then(|n| n.version);
             // Through the raw path, to read Pod Security Admission's warnings about existing pods.
             let request = kube::core::Request::new("/api/v1/namespaces")
                 .patch(namespace, &apply, &Patch::Apply(&patch))
@@ -91,11 +96,8 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
             let written = match ctx.guarded(send_warned::<Namespace>(&ctx.client, request)).await? {
                 Ok((after, said)) => {
                     warnings = said;
-                    if after.resource_version() == before {
-                        Written::Nothing
-                    } else {
-                        Written::Object(after.resource_version())
-                    }
+                    let after = revision(after.metadata.resource_version.as_deref());
+                    if after.is_some() && after == before { Written::Nothing } else { Written::Object(after) }
                 }
                 Err(e) if gone(&e) => Written::Nothing,
                 Err(source) => return Err(Error::ApplyNamespace { namespace: namespace.to_owned(), source }),
@@ -108,13 +110,13 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
             let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace);
             let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
             match ctx.guarded(api.create(&params, np.as_ref())).await? {
-                Ok(created) => (Written::Object(created.resource_version()), "networkpolicies", "create"),
+                Ok(created) => (written(&created), "networkpolicies", "create"),
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     // nsguard's own policy, not yet in the cache (a lost response, a lagging
                     // watch), or someone else's: only the label tells.
                     match ctx.guarded(api.get_opt(&name)).await? {
                         Ok(Some(found)) if NetworkPolicyView::from_object(&found).managed_by_nsguard() => {
-                            (Written::Object(found.resource_version()), "networkpolicies", "create")
+                            (written(&found), "networkpolicies", "create")
                         }
                         Ok(Some(_)) => return Err(Error::Taken { namespace: namespace.to_owned(), name }),
                         Ok(None) => (Written::Nothing, "networkpolicies", "create"),
@@ -141,7 +143,7 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
                         "delete",
                     )
                 }
-                Ok(after) => (Written::Object(after.resource_version()), "networkpolicies", "apply"),
+                Ok(after) => (written(&after), "networkpolicies", "apply"),
                 Err(e) if gone(&e) => (Written::Nothing, "networkpolicies", "apply"),
                 Err(source) => {
                     return Err(Error::ApplyNetworkPolicy { namespace: namespace.to_owned(), name, source });
@@ -155,7 +157,7 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
         Action::ApplyReport(body) => {
             let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), namespace, &report::resource());
             let written = match ctx.guarded(api.patch(report::NAME, &apply, &Patch::Apply(body.as_ref()))).await? {
-                Ok(after) => Written::Object(after.resource_version()),
+                Ok(after) => written(&after),
                 Err(e) if gone(&e) => Written::Nothing,
                 Err(source) => return Err(Error::ApplyReport { namespace: namespace.to_owned(), source }),
             };
@@ -193,7 +195,7 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
             }
             let api = Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace);
             let written = match ctx.guarded(api.patch(name, &apply, &Patch::Apply(&patch))).await? {
-                Ok(after) => Written::Object(after.resource_version()),
+                Ok(after) => written(&after),
                 Err(e) if gone(&e) => Written::Nothing,
                 Err(source) => {
                     return Err(Error::ApplyServiceAccount {
@@ -216,12 +218,12 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
     let (caught_up, version) = match written {
         Written::Nothing => (true, None),
         // An unknown version never counts as caught up: the write stays pending until its event.
-        Written::Object(rv) => (cached.flatten().is_some_and(|c| Some(c) == revision(rv.as_deref())), rv),
+        Written::Object(rv) => (cached.flatten().is_some_and(|c| Some(c) == rv), rv),
         Written::Deleted => (cached.is_none(), None),
     };
     if !caught_up {
         let pending = &mut state.namespaces.entry(namespace.to_owned()).or_default().pending;
-        pending.record_version(key, Instant::now(), version.as_deref());
+        pending.record_version(key, Instant::now(), version);
     }
     Ok(warnings)
 }
@@ -241,7 +243,7 @@ async fn apply_condition(ctx: &Context, ns: &NamespaceView, condition: Option<&N
     let api = Api::<Namespace>::all(ctx.client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
     match ctx.guarded(api.patch_status(&ns.name, &params, &Patch::Apply(&patch))).await? {
-        Ok(after) => Ok(Written::Object(after.resource_version())),
+        Ok(after) => Ok(written(&after)),
         Err(e) if gone(&e) => Ok(Written::Nothing),
         Err(source) => Err(Error::ApplyCondition { namespace: ns.name.clone(), source }),
     }

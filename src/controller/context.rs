@@ -35,7 +35,12 @@ use crate::ops::metrics::{KindLabels, Metrics};
 /// Deserializing reads a whole Namespace and keeps this much of it.
 #[derive(Clone, Debug, Default)]
 pub struct NamespaceMeta {
+    /// The name; and the resourceVersion only until kube's watcher has read it: [`Self::cached`]
+    /// takes it out before the store keeps the object (the number in `version` is what nsguard
+    /// reads, and kube's store would otherwise copy the string into its key as well).
     pub metadata: ObjectMeta,
+    /// The resourceVersion as a number ([`revision`]).
+    pub version: Option<u64>,
     pub view: NamespaceView,
 }
 
@@ -48,12 +53,21 @@ impl From<Namespace> for NamespaceMeta {
             view.labels = view.labels.shared(|s| strings.intern(s), unique);
             view.annotations = view.annotations.shared(|s| strings.intern(s), |_| false);
         }
+        let version = revision(ns.metadata.resource_version.as_deref());
         let metadata = ObjectMeta {
             name: ns.metadata.name,
             resource_version: ns.metadata.resource_version,
             ..ObjectMeta::default()
         };
-        Self { metadata, view }
+        Self { metadata, version, view }
+    }
+}
+
+impl NamespaceMeta {
+    /// As the store keeps it: without the resourceVersion string (see [`Self::metadata`]).
+    pub fn cached(mut self) -> Self {
+        self.metadata.resource_version = None;
+        self
     }
 }
 
@@ -214,7 +228,7 @@ impl Context {
 
     /// A watch event for `key` at `version` arrived: a write to it up to that version is no longer
     /// in flight.
-    pub fn observed(&self, key: &ObjectKey, version: Option<&str>) {
+    pub fn observed(&self, key: &ObjectKey, version: Option<u64>) {
         let namespace = if key.kind == "Namespace" { &key.name } else { &key.namespace };
         if let Some(memory) = self.state().namespaces.get_mut(namespace) {
             memory.pending.observed(key, version);
@@ -225,10 +239,7 @@ impl Context {
     /// `None` when the object is not cached.
     pub fn cached_version(&self, key: &ObjectKey) -> Option<Option<u64>> {
         match key.kind {
-            "Namespace" => self
-                .namespaces
-                .get(&ObjectRef::new(&key.name))
-                .map(|n| revision(n.metadata.resource_version.as_deref())),
+            "Namespace" => self.namespaces.get(&ObjectRef::new(&key.name)).map(|n| n.version),
             "ServiceAccount" => self.service_accounts.get(&key.namespace, &key.name).map(|v| v.resource_version()),
             "NetworkPolicy" => self.network_policies.get(&key.namespace, &key.name).map(|v| v.resource_version()),
             "Report" => self.reports.get(&key.namespace, &key.name).map(|v| v.resource_version()),

@@ -26,6 +26,7 @@ use tracing::warn;
 use super::context::{Context, NamespaceMeta};
 use crate::core::crd::{HardeningProfile, HardeningProfileStatus};
 use crate::core::guard::ObjectKey;
+use crate::core::ids::revision;
 use crate::core::model::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, NetworkPolicyView, Profile, ServiceAccountView};
 use crate::core::selection::{fans_out, may_affect};
 
@@ -113,10 +114,11 @@ pub fn namespaces(
     let failed = ctx.clone();
     relisting(api, config(ctx.settings.namespace_selector.as_deref()))
         .inspect_err(move |e| failed.watch_failed("Namespace", e))
+        .map_ok(|event| event.modify(|ns| *ns = std::mem::take(ns).cached()))
         .reflect(writer)
         .inspect_ok(move |event| {
             if let Some(ns) = touched(event) {
-                ctx.observed(&ObjectKey::new("Namespace", "", &ns.name_any()), ns.resource_version().as_deref());
+                ctx.observed(&ObjectKey::new("Namespace", "", &ns.name_any()), ns.version);
             }
             match event {
                 WatchEvent::Delete(ns) => ctx.forget_namespace(&ns.name_any()),
@@ -196,7 +198,8 @@ pub(super) fn namespaced_triggers<K: Resource>(
     }
     if let Some(obj) = touched(event) {
         let namespace = obj.namespace().unwrap_or_default();
-        ctx.observed(&ObjectKey::new(kind, &namespace, &obj.name_any()), obj.resource_version().as_deref());
+        let version = revision(obj.meta().resource_version.as_deref());
+        ctx.observed(&ObjectKey::new(kind, &namespace, &obj.name_any()), version);
         if matches!(event, WatchEvent::Apply(_) | WatchEvent::Delete(_)) {
             relisted.push(namespace);
         }

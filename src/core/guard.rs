@@ -47,15 +47,14 @@ impl PendingWrites {
     /// Records a write that produced `version`: only a watch event at least that new clears it (two
     /// writes to one object in a row — the namespace's labels, then its status — are one pending
     /// write until the second shows).
-    pub fn record_version(&mut self, key: ObjectKey, now: Instant, version: Option<&str>) {
-        self.entries.insert(key, (now, version.and_then(|v| v.parse().ok())));
+    pub fn record_version(&mut self, key: ObjectKey, now: Instant, version: Option<u64>) {
+        self.entries.insert(key, (now, version));
     }
 
     /// A watch event for `key` arrived: the cache now reflects the write. `version` is the event's
-    /// resourceVersion; an older one (or one that is not a number) leaves a versioned write pending
-    /// only if it is a number older than the write's.
-    pub fn observed(&mut self, key: &ObjectKey, version: Option<&str>) {
-        let seen: Option<u64> = version.and_then(|v| v.parse().ok());
+    /// resourceVersion as a number ([`crate::core::ids::revision`]; `None` when unknown): only a
+    /// known version older than the write's leaves a versioned write pending.
+    pub fn observed(&mut self, key: &ObjectKey, seen: Option<u64>) {
         let older = matches!((self.entries.get(key), seen), (Some((_, Some(wrote))), Some(seen)) if seen < *wrote);
         if !older && self.entries.remove(key).is_some() && self.entries.is_empty() {
             // One map per namespace: give its memory back once nothing is in flight.

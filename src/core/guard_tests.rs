@@ -67,13 +67,14 @@ fn a_versioned_write_stays_pending_until_an_event_at_least_as_new() {
     let key = ObjectKey::new("Namespace", "", "shop");
     // The labels were written at 10, then the status at 12: the event of the label write (10)
     // must not clear the status write.
-    pending.record_version(key.clone(), t0, Some("12"));
-    pending.observed(&key, Some("10"));
+    pending.record_version(key.clone(), t0, Some(12));
+    pending.observed(&key, Some(10));
     assert!(pending.is_pending(&key, t0));
-    pending.observed(&key, Some("12"));
+    pending.observed(&key, Some(12));
     assert!(!pending.is_pending(&key, t0));
-    // A version that is not a number clears it (resourceVersions are opaque in general).
-    pending.record_version(key.clone(), t0, Some("12"));
-    pending.observed(&key, Some("x"));
+    // An unknown version (one that is not a number: resourceVersions are opaque in general)
+    // clears it.
+    pending.record_version(key.clone(), t0, Some(12));
+    pending.observed(&key, None);
     assert!(!pending.is_pending(&key, t0));
 }
