@@ -341,6 +341,20 @@ impl Nsguard {
     async fn metric(&self, prefix: &str) -> f64 {
         self.metric_with(prefix, "").await
     }
+
+    /// Waits until nsguard has written nothing for 2 s (at most a minute).
+    async fn settle(&self) {
+        let end = Instant::now() + Duration::from_secs(60);
+        let mut writes = self.metric("nsguard_write_requests_total{").await;
+        let mut quiet = Instant::now();
+        while quiet.elapsed() < Duration::from_secs(2) && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = self.metric("nsguard_write_requests_total{").await;
+            if now != writes {
+                (writes, quiet) = (now, Instant::now());
+            }
+        }
+    }
 }
 
 /// The bench profile: every `bench=nsguard` namespace, restricted, with `warn` at `warn`.
@@ -1044,6 +1058,10 @@ impl Bench {
     }
 
     async fn restart(&mut self, nsguard: Nsguard) -> Nsguard {
+        // Start from a settled cluster: the scenario before may have ended with nsguard's last
+        // profile-status write still due (it coalesces them every 500 ms), which the new process
+        // would then make — a write owed before the restart, not one caused by it.
+        nsguard.settle().await;
         nsguard.stop().await;
         // Every namespace there is (the held scenario's are gone; the observer remembers them).
         let total_namespaces = Api::<Namespace>::all(self.admin.clone())
