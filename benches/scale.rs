@@ -342,18 +342,23 @@ impl Nsguard {
         self.metric_with(prefix, "").await
     }
 
-    /// Waits until nsguard has written nothing for 2 s (at most a minute).
+    /// Waits until nsguard has written nothing for 2 s (at most a minute; says so if it never was).
     async fn settle(&self) {
         let end = Instant::now() + Duration::from_secs(60);
         let mut writes = self.metric("nsguard_write_requests_total{").await;
         let mut quiet = Instant::now();
-        while quiet.elapsed() < Duration::from_secs(2) && Instant::now() < end {
+        while quiet.elapsed() < Duration::from_secs(2) {
+            if Instant::now() >= end {
+                eprintln!("warning: nsguard kept writing for a minute; the restart starts unsettled");
+                return;
+            }
             tokio::time::sleep(Duration::from_millis(250)).await;
             let now = self.metric("nsguard_write_requests_total{").await;
             if now != writes {
                 (writes, quiet) = (now, Instant::now());
             }
         }
+        assert!(writes > 0.0, "nsguard's write counter could not be read before the restart");
     }
 }
 

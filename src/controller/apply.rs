@@ -217,8 +217,10 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
     let cached = ctx.cached_version(&key);
     let (caught_up, version) = match written {
         Written::Nothing => (true, None),
-        // An unknown version never counts as caught up: the write stays pending until its event.
-        Written::Object(rv) => (cached.flatten().is_some_and(|c| Some(c) == rv), rv),
+        // The cache shows this write or a later version of the object (resourceVersions only
+        // grow; a later writer's change is then the cache's to show, and is reconciled as drift).
+        // An unknown version never counts as caught up: the write stays pending until an event.
+        Written::Object(rv) => (cached.flatten().zip(rv).is_some_and(|(c, rv)| c >= rv), rv),
         Written::Deleted => (cached.is_none(), None),
     };
     if !caught_up {

@@ -35,7 +35,8 @@ pub struct PendingWrites {
 
 impl PendingWrites {
     /// After this long, a pending write is forgotten even if no watch event arrived. A write that
-    /// changed nothing is never recorded (it produces no event), so this is only a safety net; it is
+    /// changed nothing is not recorded (it produces no event) unless its resourceVersion is not a
+    /// number (never so with an etcd-backed API server), so this is only a safety net; it is
     /// long enough that a watch lagging under load does not make nsguard's own write look like
     /// someone else's drift.
     pub const EXPIRY: Duration = Duration::from_secs(30);
