@@ -39,8 +39,46 @@ fn modules() -> BTreeMap<String, (PathBuf, String)> {
 /// The code of a file without its comments (doc comments name other modules freely) and without
 /// its inline test module (whose `super` is the file itself).
 fn code(text: &str) -> String {
-    let text = text.split("#[cfg(test)]").next().unwrap_or_default();
-    text.lines().map(|l| l.split("//").next().unwrap_or_default()).collect::<Vec<_>>().join("\n")
+    let text = text.lines().map(|l| l.split("//").next().unwrap_or_default()).collect::<Vec<_>>().join("\n");
+    without_test_items(&text)
+}
+
+/// `text` without its `#[cfg(test)]` items: each one up to its `;` (a `use`, a field) or to the end
+/// of its `{ … }` block (a `mod tests`, a function), whichever comes first. Only those items: code
+/// after a test-only item is still checked.
+fn without_test_items(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        let item = &rest[at + "#[cfg(test)]".len()..];
+        let end = match (item.find(';'), item.find('{')) {
+            (Some(semi), Some(brace)) if semi < brace => semi + 1,
+            (Some(semi), None) => semi + 1,
+            (_, Some(brace)) => {
+                let mut depth = 0usize;
+                let mut close = item.len();
+                for (i, c) in item[brace..].char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                close = brace + i + 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                close
+            }
+            (None, None) => item.len(),
+        };
+        rest = &item[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The modules `module`'s code refers to: `crate::a::b` paths and `super::x` siblings, resolved
@@ -208,4 +246,12 @@ fn no_module_imports_one_that_imports_it_back() {
     assert!(graph["controller::reconcile"].contains("core::decide"), "{:?}", graph["controller::reconcile"]);
     assert!(graph["controller::reconcile"].contains("controller::context"), "{:?}", graph["controller::reconcile"]);
     assert!(graph["controller"].contains("controller::context"), "{:?}", graph["controller"]);
+}
+
+#[test]
+fn only_test_items_are_left_out_of_the_checks() {
+    let text = "use a;\n#[cfg(test)]\nuse b;\nfn f() { g(); }\n#[cfg(test)]\nmod tests { fn t() { if x { y() } } }\nfn h() {}\n";
+    let code = code(text);
+    assert!(code.contains("use a;") && code.contains("fn f() { g(); }") && code.contains("fn h() {}"), "{code}");
+    assert!(!code.contains("use b") && !code.contains("mod tests") && !code.contains("y()"), "{code}");
 }

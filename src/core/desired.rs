@@ -15,7 +15,7 @@ use crate::core::crd::{
 };
 use crate::core::model::{
     EXEMPT_ANNOTATION, GUARD_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, POD_TOKEN_GUARD_ANNOTATION, PROFILE_ANNOTATION,
-    PSA_PREFIX, RELEASE_POLICY_ANNOTATION,
+    PSA_PREFIX, RELEASE_POLICY_ANNOTATION, policy_fingerprint,
 };
 
 /// Name of the default-deny NetworkPolicy.
@@ -244,26 +244,6 @@ pub fn to_k8s_selector(selector: &LabelSelector) -> K8sSelector {
 /// empty lists, so a desired `[]` reads back as absent).
 pub fn same_policy(want: Option<&NetworkPolicySpec>, got: Option<&NetworkPolicySpec>) -> bool {
     policy_fingerprint(want) == policy_fingerprint(got)
-}
-
-/// A fingerprint of a NetworkPolicy spec, equal for specs the API server treats as the same (an
-/// empty rule list is none): what the cache keeps of a policy instead of the spec, 8 bytes where a
-/// DNS policy's spec takes a kilobyte in a dozen allocations.
-pub fn policy_fingerprint(spec: Option<&NetworkPolicySpec>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut spec = spec.cloned().unwrap_or_default();
-    if spec.ingress.as_ref().is_some_and(Vec::is_empty) {
-        spec.ingress = None;
-    }
-    if spec.egress.as_ref().is_some_and(Vec::is_empty) {
-        spec.egress = None;
-    }
-    // Keys in a fixed order (serde_json's map), hashed with fixed keys: the same spec gives the same
-    // fingerprint every time in one process, which is all a comparison with the cache needs.
-    let canonical = serde_json::to_value(spec).map(|v| v.to_string()).unwrap_or_default();
-    let mut hasher = std::hash::DefaultHasher::new();
-    canonical.hash(&mut hasher);
-    hasher.finish()
 }
 
 #[cfg(test)]

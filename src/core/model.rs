@@ -215,7 +215,7 @@ pub struct NetworkPolicyView {
     /// It carries nsguard's [`MANAGED_BY_LABEL`], the one label nsguard sets on its policies (the
     /// others are not nsguard's to compare; a copy of them per policy cost ~190 bytes).
     pub managed: bool,
-    /// [`crate::core::desired::policy_fingerprint`] of the spec.
+    /// [`policy_fingerprint`] of the spec.
     pub spec_fingerprint: u64,
 }
 
@@ -231,7 +231,7 @@ impl NetworkPolicyView {
                 .as_ref()
                 .and_then(|l| l.get(MANAGED_BY_LABEL))
                 .is_some_and(|v| v == MANAGED_BY_VALUE),
-            spec_fingerprint: crate::core::desired::policy_fingerprint(np.spec.as_ref()),
+            spec_fingerprint: policy_fingerprint(np.spec.as_ref()),
         }
     }
 
@@ -244,6 +244,26 @@ impl NetworkPolicyView {
     pub fn label(&self, key: &str) -> Option<&str> {
         (self.managed && key == MANAGED_BY_LABEL).then_some(MANAGED_BY_VALUE)
     }
+}
+
+/// A fingerprint of a NetworkPolicy spec, equal for specs the API server treats as the same (an
+/// empty rule list is none): what the cache keeps of a policy instead of the spec, 8 bytes where a
+/// DNS policy's spec takes a kilobyte in a dozen allocations.
+pub fn policy_fingerprint(spec: Option<&k8s_openapi::api::networking::v1::NetworkPolicySpec>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut spec = spec.cloned().unwrap_or_default();
+    if spec.ingress.as_ref().is_some_and(Vec::is_empty) {
+        spec.ingress = None;
+    }
+    if spec.egress.as_ref().is_some_and(Vec::is_empty) {
+        spec.egress = None;
+    }
+    // Keys in a fixed order (serde_json's map), hashed with fixed keys: the same spec gives the same
+    // fingerprint every time in one process, which is all a comparison with the cache needs.
+    let canonical = serde_json::to_value(spec).map(|v| v.to_string()).unwrap_or_default();
+    let mut hasher = std::hash::DefaultHasher::new();
+    canonical.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A HardeningProfile, parsed once when it changes. A profile whose spec does not parse or

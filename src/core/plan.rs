@@ -11,14 +11,14 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Serialize;
 
 use crate::core::crd::{Mode, ReleasePolicy, Rollout};
-use crate::core::desired::{DEFAULT_ACCOUNT, Desired, desired, policy_fingerprint};
+use crate::core::desired::{DEFAULT_ACCOUNT, Desired, desired};
 use crate::core::exceptions::{Exception, applying};
 use crate::core::gate::{Hold, enforced, raises};
 use crate::core::ids::Uid;
 use crate::core::labels::Pairs;
 use crate::core::model::{
     GUARD_LABEL, NamespaceView, NetworkPolicyView, PROFILE_ANNOTATION, PSA_PREFIX, RELEASE_POLICY_ANNOTATION,
-    ServiceAccountView, is_marker,
+    ServiceAccountView, is_marker, policy_fingerprint,
 };
 use crate::core::selection::Governance;
 
