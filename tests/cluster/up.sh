@@ -71,6 +71,9 @@ etcd_peer=$(free_port)
 api_port=$(free_port)
 etcd_data=/dev/shm/nsguard-etcd-$(echo "$STATE" | sha256sum | cut -c1-12)
 rm -rf "$etcd_data"
+# A fresh cluster, a fresh audit log: entries of an earlier cluster are of no use, and appending
+# run after run reached --audit-log-maxsize mid-run (the rotation broke the benchmark's counts).
+rm -f "$STATE"/logs/audit*.log
 echo "$etcd_data" >"$STATE/etcd-data-dir"
 
 start() { # start NAME BINARY ARGS...
