@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 pub use super::load::{FileError, Inputs, Origin, load, validate};
 use crate::core::crd::{Mode, Rollout};
 use crate::core::desired::release_policy_str;
-use crate::core::model::{NamespaceView, NetworkPolicyView, Profile, ServiceAccountView};
+use crate::core::model::{NamespaceView, Profile, ServiceAccountView};
 use crate::core::plan::{Action, Drift, Observed, Outcome, Plan, plan};
 use crate::core::selection::{Exclusions, Governance, govern};
 
@@ -75,6 +75,11 @@ pub struct ServiceAccountChange {
     pub change: &'static str,
 }
 
+/// The views of the objects (each read with its namespace) in `namespace`.
+fn in_namespace<V: Clone>(objects: &[(String, V)], namespace: &str) -> Vec<Arc<V>> {
+    objects.iter().filter(|(at, _)| at == namespace).map(|(_, view)| Arc::new(view.clone())).collect()
+}
+
 /// Plans every namespace in the inputs, sorted by name.
 pub fn plan_all(inputs: &Inputs, exclusions: &Exclusions) -> Vec<NamespacePlan> {
     let profiles: Vec<Arc<Profile>> = inputs.profiles.iter().map(|(_, p)| p.clone()).collect();
@@ -84,12 +89,7 @@ pub fn plan_all(inputs: &Inputs, exclusions: &Exclusions) -> Vec<NamespacePlan> 
     namespaces
         .iter()
         .map(|ns| {
-            let mut service_accounts: Vec<Arc<ServiceAccountView>> = inputs
-                .service_accounts
-                .iter()
-                .filter(|(at, _)| *at == ns.name)
-                .map(|(_, sa)| Arc::new(sa.clone()))
-                .collect();
+            let mut service_accounts = in_namespace(&inputs.service_accounts, &ns.name);
             // Kubernetes creates a `default` ServiceAccount in every namespace; manifests rarely
             // contain it.
             if !service_accounts.iter().any(|sa| sa.name == "default") {
@@ -97,12 +97,7 @@ pub fn plan_all(inputs: &Inputs, exclusions: &Exclusions) -> Vec<NamespacePlan> 
             }
             // In name order, as the controller's cache returns them.
             service_accounts.sort_by(|a, b| a.name.cmp(&b.name));
-            let mut network_policies: Vec<Arc<NetworkPolicyView>> = inputs
-                .network_policies
-                .iter()
-                .filter(|(at, _)| *at == ns.name)
-                .map(|(_, np)| Arc::new(np.clone()))
-                .collect();
+            let mut network_policies = in_namespace(&inputs.network_policies, &ns.name);
             network_policies.sort_by(|a, b| a.name.cmp(&b.name));
             let observed = Observed {
                 network_policies,

@@ -19,7 +19,7 @@ use super::context::Context;
 use super::error::{Error, Result};
 use super::gate::send_warned;
 use crate::core::decide::{action_key, recreate_after_apply};
-use crate::core::ids::revision;
+use crate::core::ids::{revision, uid};
 use crate::core::model::{FIELD_MANAGER, NamespaceView, NetworkPolicyView, TOKEN_GUARD_LABEL, Uid};
 use crate::core::plan::Action;
 use crate::core::report;
@@ -138,7 +138,7 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
                 Ok(after) if recreate_after_apply(np, after.spec.as_ref()) => {
                     ctx.metrics.write("apply", "networkpolicies");
                     (
-                        delete_policy(ctx, &api, namespace, &name, after.uid().map(|u| Uid::new(&u)).as_ref()).await?,
+                        delete_policy(ctx, &api, namespace, &name, uid(&after.metadata).as_ref()).await?,
                         "networkpolicies",
                         "delete",
                     )

@@ -64,10 +64,9 @@ impl From<Namespace> for NamespaceMeta {
 }
 
 impl NamespaceMeta {
-    /// As the store keeps it: without the resourceVersion string (see [`Self::metadata`]).
-    pub fn cached(mut self) -> Self {
+    /// Makes it as the store keeps it: without the resourceVersion string (see [`Self::metadata`]).
+    pub fn cached(&mut self) {
         self.metadata.resource_version = None;
-        self
     }
 }
 

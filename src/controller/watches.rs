@@ -114,7 +114,7 @@ pub fn namespaces(
     let failed = ctx.clone();
     relisting(api, config(ctx.settings.namespace_selector.as_deref()))
         .inspect_err(move |e| failed.watch_failed("Namespace", e))
-        .map_ok(|event| event.modify(|ns| *ns = std::mem::take(ns).cached()))
+        .map_ok(|event| event.modify(NamespaceMeta::cached))
         .reflect(writer)
         .inspect_ok(move |event| {
             if let Some(ns) = touched(event) {
