@@ -13,12 +13,13 @@ use super::context::{Context, NamespaceMeta};
 use super::error::Error;
 use super::events::Pending;
 use super::gate::probe;
+use crate::core::ahead::ahead_of_gate;
 use crate::core::announce::{Announcement, Subject, subject, summary};
-use crate::core::decide::{Decision, Next, decide};
+use crate::core::decide::{Decision, Next, decide_after};
 use crate::core::gate::{self, AfterWrite, Evaluation, Step};
 use crate::core::guard::ObjectKey;
 use crate::core::model::{NamespaceView, Uid};
-use crate::core::plan::{Observed, Outcome, plan, report_alongside};
+use crate::core::plan::{Action, Observed, Outcome, plan, report_alongside};
 use crate::core::selection::{Governance, awaits_finalizer, govern};
 use crate::core::status::Correction;
 use crate::ops::metrics::{DriftLabels, ResultLabels};
@@ -63,11 +64,11 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
         hold: None,
     };
     let now = Instant::now();
-    let plan = gated_plan(&ctx, ns, governance, &mut observed, now).await?;
+    let (plan, ahead) = gated_plan(&ctx, ns, governance, &mut observed, now).await?;
     let decision = {
         let mut state = ctx.state();
         let memory = state.namespaces.entry(ns.name.clone()).or_default();
-        decide(&ns.name, &plan, memory, ctx.is_leader(), now)
+        decide_after(&ns.name, &plan, memory, ctx.is_leader(), &ahead, now)
     };
 
     // A profile change's label update goes with its Report; a first hardening or a raise of
@@ -143,7 +144,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
     }
     ctx.changed();
     count(&ctx, &decision, plan.outcome);
-    let about = subject(&decision.writes, &decision.reports, &observed);
+    let about = subject(&[ahead.as_slice(), &decision.writes].concat(), &decision.reports, &observed);
     for announcement in &decision.announce {
         publish(&ctx, ns, &about, announcement).await;
     }
@@ -159,17 +160,18 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
 /// How soon a failed enforce dry-run is tried again (at most).
 const RETRY_PROBE: Duration = Duration::from_secs(30);
 
-/// The plan, through the rollout gate: when raising enforce needs a dry-run first, run it and
-/// plan again with the hold it finds (or none).
+/// The plan, through the rollout gate: when raising enforce needs a dry-run first, run it (and
+/// meanwhile the writes that do not depend on it, returned as sent) and plan again with the hold
+/// it finds (or none).
 async fn gated_plan(
     ctx: &Context,
     ns: &NamespaceView,
     governance: crate::core::selection::Governance,
     observed: &mut Observed,
     now: Instant,
-) -> Result<crate::core::plan::Plan, Error> {
+) -> Result<(crate::core::plan::Plan, Vec<Action>), Error> {
     let first = plan(ns, governance.clone(), observed);
-    let Some(want) = &first.desired else { return Ok(first) };
+    let Some(want) = &first.desired else { return Ok((first, Vec::new())) };
     let (cached, suspect, settled) = {
         let mut state = ctx.state();
         let memory = state.namespaces.entry(ns.name.clone()).or_default();
@@ -177,6 +179,7 @@ async fn gated_plan(
         (memory.hold.as_deref().cloned(), memory.suspect, !in_flight)
     };
     let step = gate::step(ns, want, observed.service_accounts.len(), cached.as_ref(), suspect, settled, now);
+    let mut ahead = Vec::new();
     let hold = match step {
         Step::Pass => None,
         Step::Held(hold) => Some(hold),
@@ -185,7 +188,18 @@ async fn gated_plan(
         Step::Probe(levels) => {
             let recheck = gate::jittered(ctx.settings.enforce_recheck, &ns.name);
             ctx.metrics.enforce_checks.inc();
-            let (results, recheck) = match probe(ctx, &ns.name, &want.enforce, &levels).await {
+            ahead = {
+                let mut state = ctx.state();
+                let memory = state.namespaces.entry(ns.name.clone()).or_default();
+                ahead_of_gate(&ns.name, &first, memory, ctx.is_leader(), now)
+            };
+            let (probed, sent) = futures::join!(probe(ctx, &ns.name, &want.enforce, &levels), execute(ctx, ns, &ahead));
+            if let Err(e) = sent {
+                // Those that failed are written (and their failure handled) with the rest.
+                debug!(error = %e, "a write sent alongside the enforce dry-run failed");
+                ahead.clear();
+            }
+            let (results, recheck) = match probed {
                 Ok(results) => (results, recheck),
                 // Fail closed: without an answer, enforce is not raised; it stays where it is, the
                 // rest of the hardening goes ahead, and the check is tried again within a minute.
@@ -211,10 +225,10 @@ async fn gated_plan(
             memory.hold = None;
             memory.suspect = false;
         }
-        return Ok(first);
+        return Ok((first, ahead));
     }
     observed.hold = hold;
-    Ok(plan(ns, governance, observed))
+    Ok((plan(ns, governance, observed), ahead))
 }
 
 /// Metrics and logs for what a reconcile did.

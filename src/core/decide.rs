@@ -7,11 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use kube::ResourceExt;
 
 use crate::core::announce::{Announcement, Reported, Severity, announcements, summary};
-use crate::core::desired::same_policy;
+pub use crate::core::guard::action_key;
 use crate::core::guard::{Correction, CorrectionHistory, ObjectKey, PendingWrites};
 use crate::core::plan::{Action, Drift, Outcome, Plan};
 use crate::core::selection::Governance;
@@ -88,12 +87,27 @@ pub struct Decision {
 /// Decides one reconcile of `namespace`. `leader`: this replica may write. `now` is the caller's
 /// clock.
 pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, now: Instant) -> Decision {
+    decide_after(namespace, plan, memory, leader, &[], now)
+}
+
+/// [`decide`], for a reconcile that already sent `ahead` (the writes that went out alongside the
+/// rollout gate's dry-run, [`crate::core::ahead`]): they count as this reconcile's writes, not as
+/// writes of an earlier one still in flight.
+pub fn decide_after(
+    namespace: &str,
+    plan: &Plan,
+    memory: &mut Memory,
+    leader: bool,
+    ahead: &[Action],
+    now: Instant,
+) -> Decision {
     // Drift on objects whose write is still in flight is stale: that write's watch event brings
     // the next look.
     let mut waiting = false;
     let mut writes: Vec<Action> = plan
         .actions
         .iter()
+        .filter(|a| !ahead.contains(a))
         .filter(|a| {
             let pending = memory.pending.is_pending(&action_key(namespace, a), now);
             waiting |= pending;
@@ -159,7 +173,8 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
         memory.fighting = false;
         memory.rivals = Vec::new();
     }
-    let correcting = !plan.corrections.is_empty() && !writes.is_empty();
+    let writing = !writes.is_empty() || !ahead.is_empty();
+    let correcting = !plan.corrections.is_empty() && writing;
     if correcting {
         memory.last_contested = Some(now);
     }
@@ -220,7 +235,7 @@ pub fn decide(namespace: &str, plan: &Plan, memory: &mut Memory, leader: bool, n
         &result,
         Pending { namespace: pending.namespace || waiting, report: pending.report || waiting },
     );
-    let (announce, detected) = announcements(plan, &memory.reported, correcting, !writes.is_empty(), shown);
+    let (announce, detected) = announcements(plan, &memory.reported, correcting, writing, shown);
     Decision {
         writes,
         reports,
@@ -349,27 +364,6 @@ impl Pending {
             namespace: memory.pending.is_pending(&ObjectKey::new("Namespace", "", namespace), now),
             report: memory.pending.is_pending(&ObjectKey::new("Report", namespace, report::NAME), now),
         }
-    }
-}
-
-/// After an apply of NetworkPolicy `want` returned `got`: another manager owns a field that was
-/// edited (say, rules added to a list nsguard leaves empty), so applying cannot take it back, and
-/// the policy must be deleted; its watch event brings a reconcile that re-creates it whole.
-pub fn recreate_after_apply(want: &NetworkPolicy, got: Option<&NetworkPolicySpec>) -> bool {
-    !same_policy(want.spec.as_ref(), got)
-}
-
-/// The object an action writes.
-pub fn action_key(namespace: &str, action: &Action) -> ObjectKey {
-    match action {
-        Action::ApplyNamespace { .. } => ObjectKey::new("Namespace", "", namespace),
-        Action::ApplyNetworkPolicy(np) => ObjectKey::new("NetworkPolicy", namespace, &np.name_any()),
-        Action::DeleteNetworkPolicy { name, .. } => ObjectKey::new("NetworkPolicy", namespace, name),
-        Action::DisableAutomount { name, .. }
-        | Action::ReleaseAutomount { name, .. }
-        | Action::UnguardAccount { name, .. } => ObjectKey::new("ServiceAccount", namespace, name),
-        Action::ApplyCondition(_) => ObjectKey::new("Namespace", "", namespace),
-        Action::ApplyReport(_) | Action::DeleteReport { .. } => ObjectKey::new("Report", namespace, report::NAME),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::core::crd::HardeningProfileSpec;
-use crate::core::desired::{Desired, desired};
+use crate::core::desired::{Desired, desired, recreate_after_apply};
 use crate::core::model::{NamespaceView, NetworkPolicyView, PROFILE_ANNOTATION, Profile, ServiceAccountView};
 use crate::core::plan::{Observed, plan};
 use crate::core::selection::{Exclusions, govern};

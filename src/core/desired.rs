@@ -240,6 +240,13 @@ pub fn to_k8s_selector(selector: &LabelSelector) -> K8sSelector {
     }
 }
 
+/// After an apply of NetworkPolicy `want` returned `got`: another manager owns a field that was
+/// edited (say, rules added to a list nsguard leaves empty), so applying cannot take it back, and
+/// the policy must be deleted; its watch event brings a reconcile that re-creates it whole.
+pub fn recreate_after_apply(want: &NetworkPolicy, got: Option<&NetworkPolicySpec>) -> bool {
+    !same_policy(want.spec.as_ref(), got)
+}
+
 /// Compares two NetworkPolicy specs, treating absent and empty lists alike (the API server drops
 /// empty lists, so a desired `[]` reads back as absent).
 pub fn same_policy(want: Option<&NetworkPolicySpec>, got: Option<&NetworkPolicySpec>) -> bool {

@@ -12,6 +12,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use kube::ResourceExt;
+
+use crate::core::plan::Action;
+use crate::core::report;
+
 /// Identifies an object nsguard writes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ObjectKey {
@@ -130,6 +135,20 @@ impl CorrectionHistory {
     /// Records a correction.
     pub fn record(&mut self, now: Instant) {
         self.history.push_back(now);
+    }
+}
+
+/// The object an action writes.
+pub fn action_key(namespace: &str, action: &Action) -> ObjectKey {
+    match action {
+        Action::ApplyNamespace { .. } => ObjectKey::new("Namespace", "", namespace),
+        Action::ApplyNetworkPolicy(np) => ObjectKey::new("NetworkPolicy", namespace, &np.name_any()),
+        Action::DeleteNetworkPolicy { name, .. } => ObjectKey::new("NetworkPolicy", namespace, name),
+        Action::DisableAutomount { name, .. }
+        | Action::ReleaseAutomount { name, .. }
+        | Action::UnguardAccount { name, .. } => ObjectKey::new("ServiceAccount", namespace, name),
+        Action::ApplyCondition(_) => ObjectKey::new("Namespace", "", namespace),
+        Action::ApplyReport(_) | Action::DeleteReport { .. } => ObjectKey::new("Report", namespace, report::NAME),
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`decide::decide`] (what the controller writes, announces and records now). Profile status is
 //! [`status::aggregate`] of the namespaces' results. `nsguard plan` runs the same functions.
 
+pub mod ahead;
 pub mod announce;
 pub mod condition;
 pub mod crd;
