@@ -8,6 +8,7 @@
 //! `default` (the Events API requires a namespace; cluster-scoped objects' events go there).
 
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -17,8 +18,7 @@ use tokio::sync::mpsc;
 
 use kube::api::{Api, ObjectMeta, PostParams};
 
-use crate::core::announce::Severity;
-use crate::core::announce::truncate;
+use crate::core::announce::{Severity, publishing_concurrency, truncate};
 use crate::ops::metrics::Metrics;
 
 /// Publishes events as controller `nsguard`.
@@ -91,35 +91,37 @@ pub struct Pending {
 
 /// Events are published by a background task, so a reconcile frees its slot as soon as its
 /// writes to the namespace are done. The queue is bounded: when the API server is slow to take
-/// events, reconciles wait for room (backpressure) rather than events being dropped.
+/// events, reconciles wait for room (backpressure) rather than events being dropped. Events are
+/// published one at a time while few wait, more at once as the queue fills
+/// ([`publishing_concurrency`]): during a burst the API server's capacity goes to the hardening
+/// writes first, and the announcements follow without piling up.
 #[derive(Clone)]
 pub struct EventQueue {
     tx: mpsc::Sender<Pending>,
 }
 
 impl EventQueue {
-    /// Events published at once.
+    /// Events published at once, at most.
     const CONCURRENCY: usize = 8;
     const CAPACITY: usize = 1024;
 
     /// Starts the publishing task; it ends when every queue handle is dropped.
     pub fn start(publisher: Publisher, metrics: std::sync::Arc<Metrics>) -> Self {
-        let (tx, rx) = mpsc::channel::<Pending>(Self::CAPACITY);
-        tokio::spawn(
-            tokio_stream::wrappers::ReceiverStream::new(rx)
-                .map(move |e| {
-                    let publisher = publisher.clone();
-                    let metrics = metrics.clone();
-                    async move {
-                        match publisher.publish(e.regarding, e.related, e.severity, e.reason, e.action, &e.note).await {
-                            Ok(()) => metrics.write("create", "events"),
-                            Err(err) => tracing::warn!(error = %err, reason = e.reason, "could not publish event"),
-                        }
-                    }
-                })
-                .buffer_unordered(Self::CONCURRENCY)
-                .for_each(|()| async {}),
-        );
+        let (tx, mut rx) = mpsc::channel::<Pending>(Self::CAPACITY);
+        tokio::spawn(async move {
+            let mut in_flight = FuturesUnordered::new();
+            loop {
+                let allowed = publishing_concurrency(rx.len(), Self::CAPACITY, Self::CONCURRENCY);
+                tokio::select! {
+                    Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                    next = rx.recv(), if in_flight.len() < allowed => match next {
+                        Some(e) => in_flight.push(publish(publisher.clone(), metrics.clone(), e)),
+                        None => break,
+                    },
+                }
+            }
+            while in_flight.next().await.is_some() {}
+        });
         Self { tx }
     }
 
@@ -128,5 +130,12 @@ impl EventQueue {
         if self.tx.send(event).await.is_err() {
             tracing::warn!("event publisher stopped; event dropped");
         }
+    }
+}
+
+async fn publish(publisher: Publisher, metrics: std::sync::Arc<Metrics>, e: Pending) {
+    match publisher.publish(e.regarding, e.related, e.severity, e.reason, e.action, &e.note).await {
+        Ok(()) => metrics.write("create", "events"),
+        Err(err) => tracing::warn!(error = %err, reason = e.reason, "could not publish event"),
     }
 }
