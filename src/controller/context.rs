@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -163,6 +163,8 @@ pub struct Context {
     pub events: EventQueue,
     pub metrics: Arc<Metrics>,
     pub state: Mutex<State>,
+    /// Counts [`Context::changed`]: the status writer's tallies stand while it stays the same.
+    pub results_generation: AtomicU64,
     /// Some namespace result changed: the status writer looks again.
     pub status_dirty: Notify,
     /// A profile or a namespace result changed: the finalizer keeper looks again.
@@ -254,14 +256,28 @@ impl Context {
         ReportView::seen(self.reports.get(namespace, crate::core::report::NAME).as_deref())
     }
 
+    /// A relist of the namespaces completed: forget those it no longer shows (deleted while the
+    /// watch was down, they left no Delete event). Once per relist, not on every status pass.
+    pub fn forget_unlisted(&self) {
+        let mut state = self.state();
+        let before = state.namespaces.len();
+        state.namespaces.retain(|ns, _| self.namespaces.get(&ObjectRef::new(ns)).is_some());
+        if state.namespaces.len() != before {
+            drop(state);
+            self.changed();
+        }
+    }
+
     /// The namespace is gone: forget everything about it, in one place.
     pub fn forget_namespace(&self, name: &str) {
         self.state().namespaces.remove(name);
         self.changed();
     }
 
-    /// A profile or a namespace's result changed: wake the status writer and the finalizer keeper.
+    /// A profile or a namespace's result changed: wake the status writer (to count every
+    /// namespace again) and the finalizer keeper.
     pub fn changed(&self) {
+        self.results_generation.fetch_add(1, Ordering::AcqRel);
         self.status_dirty.notify_one();
         self.finalizers_dirty.notify_one();
     }

@@ -138,6 +138,7 @@ pub async fn run(
         reports_ready: AtomicBool::new(false),
         metrics,
         state: std::sync::Mutex::default(),
+        results_generation: std::sync::atomic::AtomicU64::new(0),
         status_dirty: Notify::new(),
         finalizers_dirty: Notify::new(),
         leader: leader.clone(),

@@ -132,17 +132,23 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
         ctx.changed();
         return Err(e);
     }
-    {
+    let result_changed = {
         let mut state = ctx.state();
-        decision.succeeded(&plan, state.namespaces.entry(ns.name.clone()).or_default(), now);
+        let changed = decision.succeeded(&plan, state.namespaces.entry(ns.name.clone()).or_default(), now);
         if !decision.corrected.is_empty()
             && let Some(profile) = plan.governance.profile_name()
         {
             let correction = Correction { namespace: ns.name.clone(), summary: summary(&decision.corrected) };
             state.corrections.insert(profile.to_owned(), correction);
         }
+        changed
+    };
+    if result_changed {
+        ctx.changed();
+    } else if !decision.corrected.is_empty() {
+        // The namespace is as it was (compliant again): only its profile's last correction is new.
+        ctx.status_dirty.notify_one();
     }
-    ctx.changed();
     count(&ctx, &decision, plan.outcome);
     let about = subject(&[ahead.as_slice(), &decision.writes].concat(), &decision.reports, &observed);
     for announcement in &decision.announce {

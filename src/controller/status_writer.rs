@@ -3,12 +3,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -18,9 +18,8 @@ use super::error::Error;
 use crate::core::crd::{HardeningProfile, HardeningProfileStatus};
 use crate::core::guard::ObjectKey;
 use crate::core::model::{FIELD_MANAGER, PROFILE_FINALIZER, Profile};
-use crate::core::plan::Outcome;
 use crate::core::selection::{FinalizerChange, awaits_release, finalizer_change};
-use crate::core::status::{aggregate, needs_write};
+use crate::core::status::{Tallies, needs_write, statuses, tally};
 use crate::ops::metrics::ProfileLabels;
 
 /// The longest the writer waits, after a start, for every namespace's first result.
@@ -37,6 +36,8 @@ pub async fn run(ctx: Arc<Context>) {
     // After a start, nothing is written until every namespace has been looked at once (or
     // SETTLE_LIMIT passed): a partial aggregate would be written, then corrected.
     let mut settling: Option<Option<std::time::Instant>> = Some(None);
+    // The last walk's tallies, and the results generation they counted.
+    let mut tallies: Option<(u64, Tallies)> = None;
     loop {
         ctx.status_dirty.notified().await;
         let mut ok = true;
@@ -68,19 +69,23 @@ pub async fn run(ctx: Arc<Context>) {
             .iter()
             .filter_map(|p| ctx.profile_status.get(&p.name).and_then(|s| (*s).clone()).map(|s| (p.name.clone(), s)))
             .collect();
-        let statuses = {
-            // Aggregated in place, under the lock: no copy of 10,000 results per pass.
-            let mut state = ctx.state();
-            // Namespaces deleted while a watch was down left no Delete event: forget them here.
-            state.namespaces.retain(|ns, _| ctx.namespaces.get(&ObjectRef::new(ns)).is_some());
-            let results = || state.namespaces.iter().filter_map(|(ns, m)| Some((ns.as_str(), m.result.as_ref()?)));
-            let orphaned = results().filter(|(_, r)| r.outcome == Outcome::Orphaned).count();
-            ctx.metrics.orphaned.set(i64::try_from(orphaned).unwrap_or(i64::MAX));
-            let held = results().filter(|(_, r)| r.held.is_some()).count();
-            ctx.metrics.enforce_held.set(i64::try_from(held).unwrap_or(i64::MAX));
-            let now = Time(k8s_openapi::jiff::Timestamp::now());
-            aggregate(&profiles, results(), &previous, &state.corrections, &now)
-        };
+        // Every namespace's result is walked (under the lock reconciles share) only when one
+        // changed since the last walk: a drift correction alone does not change the tallies.
+        let generation = ctx.results_generation.load(Ordering::Acquire);
+        if tallies.as_ref().is_none_or(|(counted, _)| *counted != generation) {
+            let started = std::time::Instant::now();
+            let counted = {
+                let state = ctx.state();
+                tally(state.namespaces.iter().filter_map(|(ns, m)| Some((ns.as_str(), m.result.as_ref()?))))
+            };
+            ctx.metrics.status_pass_duration.observe(started.elapsed().as_secs_f64());
+            ctx.metrics.orphaned.set(i64::try_from(counted.orphaned).unwrap_or(i64::MAX));
+            ctx.metrics.enforce_held.set(i64::try_from(counted.held).unwrap_or(i64::MAX));
+            tallies = Some((generation, counted));
+        }
+        let Some((_, counted)) = &tallies else { continue };
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let statuses = statuses(&profiles, counted, &previous, &ctx.state().corrections, &now);
         forget_gone_profiles(&ctx, &profiles, &mut gauged);
         for (name, status) in statuses {
             let labels = ProfileLabels { profile: name.clone() };

@@ -123,6 +123,7 @@ pub fn namespaces(
             match event {
                 WatchEvent::Delete(ns) => ctx.forget_namespace(&ns.name_any()),
                 WatchEvent::InitDone => {
+                    ctx.forget_unlisted();
                     ctx.namespaces_synced.store(true, std::sync::atomic::Ordering::Release);
                     ctx.cache_listed();
                 }

@@ -250,16 +250,18 @@ pub fn decide_after(
 }
 
 impl Decision {
-    /// The writes succeeded: remember what was announced and corrected.
-    pub fn succeeded(&self, plan: &Plan, memory: &mut Memory, now: Instant) {
+    /// The writes succeeded: remember what was announced and corrected. True when the namespace's
+    /// result changed (its profile's tally must be counted again).
+    pub fn succeeded(&self, plan: &Plan, memory: &mut Memory, now: Instant) -> bool {
         memory.failures = 0;
         if !self.corrected.is_empty() {
             memory.corrections.record(now);
         }
+        let changed = memory.result.as_ref() != Some(&self.result);
         if self.backoff {
             // Backing off: nothing was announced beyond the fight.
             memory.result = Some(self.result.clone());
-            return;
+            return changed;
         }
         memory.reported = Reported {
             seen: true,
@@ -270,6 +272,7 @@ impl Decision {
             exception: plan.exception.as_ref().map(|e| (e.describe_at(plan.now), e.expires)),
         };
         memory.result = Some(self.result.clone());
+        changed
     }
 
     /// Creating NetworkPolicy `name` found an object nsguard did not create under that name: leave

@@ -57,17 +57,113 @@ pub struct Correction {
     pub summary: String,
 }
 
-#[derive(Default)]
-struct Tally<'a> {
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Tally {
     governed: i32,
     compliant: i32,
     converging: i32,
     drifted: i32,
-    failed: Vec<(&'a str, &'a str)>,
+    failed: Vec<(String, String)>,
     fighting: Vec<String>,
+    /// The first [`MAX_LISTED`] by name.
     non_compliant: Vec<NonCompliantNamespace>,
     /// Namespaces this profile selects that another profile governs, by winner.
-    lost_to: BTreeMap<&'a str, Vec<&'a str>>,
+    lost_to: BTreeMap<String, Vec<String>>,
+}
+
+/// Every namespace's result, tallied by profile: the one walk over all namespaces a profile-status
+/// pass makes. It stands while no result changes (a correction alone changes only the statuses).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tallies {
+    by_profile: HashMap<String, Tally>,
+    /// Namespaces whose profile nsguard cannot see.
+    pub orphaned: usize,
+    /// Namespaces whose enforce level the rollout gate holds.
+    pub held: usize,
+}
+
+/// Tallies the namespace results by profile.
+pub fn tally<'a>(results: impl IntoIterator<Item = (&'a str, &'a NamespaceResult)>) -> Tallies {
+    let mut tallies = Tallies::default();
+    for (namespace, result) in results {
+        tallies.orphaned += usize::from(result.outcome == Outcome::Orphaned);
+        tallies.held += usize::from(result.held.is_some());
+        let Some(profile) = result.profile.as_deref() else {
+            continue;
+        };
+        for loser in &result.overridden {
+            if let Some(t) = of(&mut tallies.by_profile, loser) {
+                t.lost_to.entry(profile.to_owned()).or_default().push(namespace.to_owned());
+            }
+        }
+        let Some(t) = of(&mut tallies.by_profile, profile) else {
+            continue;
+        };
+        t.governed += 1;
+        match result.outcome {
+            Outcome::Compliant if result.held.is_some() => {}
+            Outcome::Compliant => t.compliant += 1,
+            Outcome::Converging => t.converging += 1,
+            Outcome::Drifted => t.drifted += 1,
+            Outcome::Held | Outcome::Orphaned | Outcome::Releasing | Outcome::Untouched => {}
+        }
+        if result.failed {
+            t.failed.push((namespace.to_owned(), result.detail.clone()));
+        }
+        // The profile lists a fight while the rival's change stands (the namespace's own condition
+        // keeps saying Conflicting for the whole episode).
+        if result.fighting && result.outcome != Outcome::Compliant {
+            t.fighting.push(match result.rivals.as_slice() {
+                [] => namespace.to_owned(),
+                rivals => format!("{namespace} (field manager {})", rivals.join(", ")),
+            });
+        }
+        let reason = if result.outcome != Outcome::Compliant { Some(&result.detail) } else { result.held.as_ref() };
+        if let Some(reason) = reason {
+            t.non_compliant.push(NonCompliantNamespace { namespace: namespace.to_owned(), reason: reason.clone() });
+            if t.non_compliant.len() >= 2 * MAX_LISTED {
+                keep_first(&mut t.non_compliant);
+            }
+        }
+    }
+    for t in tallies.by_profile.values_mut() {
+        keep_first(&mut t.non_compliant);
+    }
+    tallies
+}
+
+/// `profile`'s tally (its name copied only the first time).
+fn of<'t>(by_profile: &'t mut HashMap<String, Tally>, profile: &str) -> Option<&'t mut Tally> {
+    if !by_profile.contains_key(profile) {
+        by_profile.insert(profile.to_owned(), Tally::default());
+    }
+    by_profile.get_mut(profile)
+}
+
+/// The first [`MAX_LISTED`] namespaces by name.
+fn keep_first(listed: &mut Vec<NonCompliantNamespace>) {
+    listed.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    listed.truncate(MAX_LISTED);
+}
+
+/// Each profile's status from the tallies of its namespaces.
+pub fn statuses(
+    profiles: &[std::sync::Arc<Profile>],
+    tallies: &Tallies,
+    previous: &HashMap<String, HardeningProfileStatus>,
+    corrections: &HashMap<String, Correction>,
+    now: &Time,
+) -> BTreeMap<String, HardeningProfileStatus> {
+    let none = Tally::default();
+    profiles
+        .iter()
+        .map(|profile| {
+            let tally = tallies.by_profile.get(&profile.name).unwrap_or(&none);
+            let prev = previous.get(&profile.name);
+            let status = profile_status(profile, tally, prev, corrections.get(&profile.name), now);
+            (profile.name.clone(), status)
+        })
+        .collect()
 }
 
 /// Computes the status of every profile from the namespace results.
@@ -78,55 +174,12 @@ pub fn aggregate<'a>(
     corrections: &HashMap<String, Correction>,
     now: &Time,
 ) -> BTreeMap<String, HardeningProfileStatus> {
-    let mut tallies: HashMap<&str, Tally<'a>> = HashMap::new();
-    for (namespace, result) in results {
-        let Some(profile) = result.profile.as_deref() else {
-            continue;
-        };
-        for loser in &result.overridden {
-            tallies.entry(loser.as_str()).or_default().lost_to.entry(profile).or_default().push(namespace);
-        }
-        let t = tallies.entry(profile).or_default();
-        t.governed += 1;
-        match result.outcome {
-            Outcome::Compliant if result.held.is_some() => {}
-            Outcome::Compliant => t.compliant += 1,
-            Outcome::Converging => t.converging += 1,
-            Outcome::Drifted => t.drifted += 1,
-            Outcome::Held | Outcome::Orphaned | Outcome::Releasing | Outcome::Untouched => {}
-        }
-        if result.failed {
-            t.failed.push((namespace, &result.detail));
-        }
-        // The profile lists a fight while the rival's change stands (the namespace's own condition
-        // keeps saying Conflicting for the whole episode).
-        if result.fighting && result.outcome != Outcome::Compliant {
-            t.fighting.push(match result.rivals.as_slice() {
-                [] => namespace.to_owned(),
-                rivals => format!("{namespace} (field manager {})", rivals.join(", ")),
-            });
-        }
-        if result.outcome != Outcome::Compliant {
-            t.non_compliant
-                .push(NonCompliantNamespace { namespace: namespace.to_owned(), reason: result.detail.clone() });
-        } else if let Some(held) = &result.held {
-            t.non_compliant.push(NonCompliantNamespace { namespace: namespace.to_owned(), reason: held.clone() });
-        }
-    }
-    profiles
-        .iter()
-        .map(|profile| {
-            let tally = tallies.remove(profile.name.as_str()).unwrap_or_default();
-            let prev = previous.get(&profile.name);
-            let status = profile_status(profile, tally, prev, corrections.get(&profile.name), now);
-            (profile.name.clone(), status)
-        })
-        .collect()
+    statuses(profiles, &tally(results), previous, corrections, now)
 }
 
 fn profile_status(
     profile: &Profile,
-    mut t: Tally<'_>,
+    t: &Tally,
     previous: Option<&HardeningProfileStatus>,
     correction: Option<&Correction>,
     now: &Time,
@@ -244,8 +297,6 @@ fn profile_status(
         (Ok(_), _) => None,
     };
 
-    t.non_compliant.sort_by(|a, b| a.namespace.cmp(&b.namespace));
-    t.non_compliant.truncate(MAX_LISTED);
     let exceptions = profile.spec.as_ref().ok().filter(|v| !v.exceptions.is_empty()).map(|v| {
         let s = crate::core::exceptions::summary(&v.exceptions, now.0);
         crate::core::crd::ExceptionsStatus {
@@ -260,7 +311,7 @@ fn profile_status(
         conditions: [ready, drifted, conflicting].into_iter().chain(kstatus).collect(),
         matched_namespaces: t.governed,
         compliant_namespaces: t.compliant,
-        non_compliant: t.non_compliant,
+        non_compliant: t.non_compliant.clone(),
         exceptions,
     }
 }

@@ -192,3 +192,46 @@ fn reconciling_keeps_its_transition_time_and_goes_once_compliant() {
     let types: Vec<&str> = third["prod"].conditions.iter().map(|c| c.type_.as_str()).collect();
     assert_eq!(types, [READY, DRIFTED, CONFLICTING], "the existing conditions stay");
 }
+
+#[test]
+fn the_listed_namespaces_are_the_first_by_name_whatever_the_walk_order() {
+    let profiles = [Arc::new(Profile::from_spec("prod", HardeningProfileSpec::default()))];
+    // 97 is coprime with 100: every index once, far from sorted.
+    let results: Vec<(String, NamespaceResult)> =
+        (0..100).map(|i| (format!("ns-{:03}", i * 97 % 100), result("prod", Outcome::Converging, &[]))).collect();
+    let t = tally(results.iter().map(|(n, r)| (n.as_str(), r)));
+    let out = statuses(&profiles, &t, &HashMap::new(), &HashMap::new(), &at(1));
+    let listed: Vec<&str> = out["prod"].non_compliant.iter().map(|n| n.namespace.as_str()).collect();
+    let first: Vec<String> = (0..MAX_LISTED).map(|i| format!("ns-{i:03}")).collect();
+    assert_eq!(listed, first);
+    assert_eq!(out["prod"].matched_namespaces, 100);
+}
+
+#[test]
+fn a_correction_alone_changes_the_status_from_the_same_tallies() {
+    // The status writer walks every namespace only when a result changed; a correction (the
+    // namespace is compliant again, its result unchanged) is shown from the tallies it kept.
+    let profiles = [Arc::new(Profile::from_spec("prod", HardeningProfileSpec::default()))];
+    let results = [("a".to_owned(), result("prod", Outcome::Compliant, &[]))];
+    let t = tally(results.iter().map(|(n, r)| (n.as_str(), r)));
+    let before = statuses(&profiles, &t, &HashMap::new(), &HashMap::new(), &at(1));
+    assert_eq!(cond(&before["prod"], DRIFTED).reason, "NoDrift");
+    let corrections =
+        HashMap::from([("prod".to_owned(), Correction { namespace: "a".into(), summary: "label x".into() })]);
+    let after = statuses(&profiles, &t, &HashMap::new(), &corrections, &at(2));
+    assert_eq!(cond(&after["prod"], DRIFTED).reason, "DriftCorrected");
+    assert_eq!(
+        after,
+        aggregate(&profiles, results.iter().map(|(n, r)| (n.as_str(), r)), &HashMap::new(), &corrections, &at(2))
+    );
+}
+
+#[test]
+fn tallies_count_orphaned_and_held_namespaces() {
+    let held =
+        NamespaceResult { held: Some("pods violate restricted".into()), ..result("prod", Outcome::Compliant, &[]) };
+    let orphaned = NamespaceResult { profile: None, ..result("gone", Outcome::Orphaned, &[]) };
+    let results = [("a".to_owned(), held), ("b".to_owned(), orphaned)];
+    let t = tally(results.iter().map(|(n, r)| (n.as_str(), r)));
+    assert_eq!((t.orphaned, t.held), (1, 1));
+}

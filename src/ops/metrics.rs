@@ -49,6 +49,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub reconciles: Family<ResultLabels, Counter>,
     pub reconcile_duration: Histogram,
+    /// How long one profile-status pass holds the per-namespace state (reconciles wait meanwhile).
+    pub status_pass_duration: Histogram,
     pub drift_corrected: Family<DriftLabels, Counter>,
     pub drift_detected: Family<DriftLabels, Counter>,
     pub writes: Family<WriteLabels, Counter>,
@@ -85,6 +87,14 @@ impl Default for Metrics {
             "reconcile_duration_seconds",
             "Duration of one namespace reconcile",
             reconcile_duration.clone(),
+        );
+        // 10 µs .. ~0.3 s
+        let status_pass_duration =
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.00001, 2.0, 16));
+        registry.register(
+            "status_pass_duration_seconds",
+            "How long one pass over every namespace's result (for the profile status) holds the state reconciles share",
+            status_pass_duration.clone(),
         );
         let drift_corrected = Family::<DriftLabels, Counter>::default();
         registry.register("drift_corrected", "Drift corrected, by kind", drift_corrected.clone());
@@ -164,6 +174,7 @@ impl Default for Metrics {
             registry,
             reconciles,
             reconcile_duration,
+            status_pass_duration,
             drift_corrected,
             drift_detected,
             writes,
