@@ -224,7 +224,17 @@ fn profile_triggers(ctx: &Context, event: WatchEvent<DynamicObject>) -> Vec<Stri
     let previous = touched(&event).and_then(|obj| ctx.profiles.get(&obj.name_any()));
     let relisted = ctx.profiles.apply(&event, ResourceExt::name_any, Profile::from_object);
     ctx.profile_status.apply(&event, ResourceExt::name_any, parse_status);
-    ctx.changed();
+    let current = touched(&event).and_then(|obj| ctx.profiles.get(&obj.name_any()));
+    match (&event, previous.as_deref(), current.as_deref()) {
+        // Its status (nsguard's own writes among them) or metadata alone: no namespace's result
+        // changes, and the status writer rebuilds from the tallies it has.
+        (WatchEvent::Apply(_), Some(before), Some(now))
+            if !fans_out(Some(before), now) && before.finalizers == now.finalizers =>
+        {
+            ctx.status_dirty.notify_one();
+        }
+        _ => ctx.changed(),
+    }
     if matches!(event, WatchEvent::InitDone) {
         ctx.cache_listed();
     }
