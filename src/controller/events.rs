@@ -18,7 +18,9 @@ use tokio::sync::mpsc;
 
 use kube::api::{Api, ObjectMeta, PostParams};
 
-use crate::core::announce::{Severity, publishing_concurrency, truncate};
+use crate::core::announce::{Announcement, Severity, Subject, publishing_concurrency, truncate};
+use crate::core::ids::Uid;
+use crate::core::report;
 use crate::ops::metrics::Metrics;
 
 /// Publishes events as controller `nsguard`.
@@ -79,14 +81,45 @@ impl Publisher {
     }
 }
 
-/// One event waiting to be published.
+/// One event waiting to be published: what it says and what it is about, compact (a full
+/// burst's worth waits in the queue); its object references are built as it is sent.
 pub struct Pending {
-    pub regarding: ObjectReference,
-    pub related: Option<ObjectReference>,
-    pub severity: Severity,
-    pub reason: &'static str,
-    pub action: &'static str,
-    pub note: String,
+    pub namespace: String,
+    pub namespace_uid: Option<Uid>,
+    pub subject: Subject,
+    pub announcement: Announcement,
+}
+
+impl Pending {
+    /// The object the event regards, and the related one: one of nsguard's objects in the
+    /// namespace with the Namespace as related, or the Namespace itself.
+    fn references(self) -> (ObjectReference, Option<ObjectReference>, Announcement) {
+        let Pending { namespace, namespace_uid, subject, announcement } = self;
+        let object = |api_version: &str, kind: &str, name: String, uid: Option<Uid>| ObjectReference {
+            api_version: Some(api_version.into()),
+            kind: Some(kind.into()),
+            namespace: Some(namespace.clone()),
+            name: Some(name),
+            uid: uid.as_ref().map(ToString::to_string),
+            ..Default::default()
+        };
+        let regarding = match subject {
+            Subject::Report { uid } => Some(object(report::API_VERSION, report::KIND, report::NAME.into(), uid)),
+            Subject::NetworkPolicy { name, uid } => Some(object("networking.k8s.io/v1", "NetworkPolicy", name, uid)),
+            Subject::Namespace => None,
+        };
+        let this = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Namespace".into()),
+            uid: namespace_uid.as_ref().map(ToString::to_string),
+            name: Some(namespace),
+            ..Default::default()
+        };
+        match regarding {
+            Some(regarding) => (regarding, Some(this), announcement),
+            None => (this, None, announcement),
+        }
+    }
 }
 
 /// Events are published by a background task, so a reconcile frees its slot as soon as its
@@ -134,8 +167,37 @@ impl EventQueue {
 }
 
 async fn publish(publisher: Publisher, metrics: std::sync::Arc<Metrics>, e: Pending) {
-    match publisher.publish(e.regarding, e.related, e.severity, e.reason, e.action, &e.note).await {
+    let (regarding, related, a) = e.references();
+    match publisher.publish(regarding, related, a.severity, a.reason, a.action, &a.note).await {
         Ok(()) => metrics.write("create", "events"),
-        Err(err) => tracing::warn!(error = %err, reason = e.reason, "could not publish event"),
+        Err(err) => tracing::warn!(error = %err, reason = a.reason, "could not publish event"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(subject: Subject) -> Pending {
+        let announcement =
+            Announcement { severity: Severity::Normal, reason: "Hardened", action: "Harden", note: "n".into() };
+        Pending { namespace: "team-a".into(), namespace_uid: None, subject, announcement }
+    }
+
+    #[test]
+    fn an_event_regards_nsguards_object_in_the_namespace_with_the_namespace_related() {
+        let (regarding, related, _) = pending(Subject::Report { uid: None }).references();
+        assert_eq!((regarding.kind.as_deref(), regarding.namespace.as_deref()), (Some(report::KIND), Some("team-a")));
+        let related = related.expect("the Namespace is related");
+        assert_eq!((related.kind.as_deref(), related.name.as_deref()), (Some("Namespace"), Some("team-a")));
+        let (regarding, _, _) = pending(Subject::NetworkPolicy { name: "p".into(), uid: None }).references();
+        assert_eq!((regarding.kind.as_deref(), regarding.name.as_deref()), (Some("NetworkPolicy"), Some("p")));
+    }
+
+    #[test]
+    fn without_an_object_of_nsguards_the_event_regards_the_namespace_itself() {
+        let (regarding, related, _) = pending(Subject::Namespace).references();
+        assert_eq!((regarding.kind.as_deref(), regarding.namespace.as_deref()), (Some("Namespace"), None));
+        assert!(related.is_none());
     }
 }

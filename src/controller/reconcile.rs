@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::ObjectReference;
 use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
 use tracing::{debug, info, instrument, warn};
@@ -18,7 +17,7 @@ use crate::core::announce::{Announcement, Subject, subject, summary};
 use crate::core::decide::{Decision, Next, decide_after};
 use crate::core::gate::{self, AfterWrite, Evaluation, Step};
 use crate::core::guard::ObjectKey;
-use crate::core::model::{NamespaceView, Uid};
+use crate::core::model::NamespaceView;
 use crate::core::plan::{Action, Observed, Outcome, plan, report_alongside};
 use crate::core::selection::{Governance, awaits_finalizer, govern};
 use crate::core::status::Correction;
@@ -269,38 +268,18 @@ async fn publish(ctx: &Context, ns: &NamespaceView, subject: &Subject, announcem
         // Lost the lease since deciding: the new leader speaks for the cluster now.
         return;
     }
-    let Announcement { severity, reason, action, note } = announcement.clone();
-    if severity == crate::core::announce::Severity::Warning {
-        warn!(reason, note = %note, "event");
+    if announcement.severity == crate::core::announce::Severity::Warning {
+        warn!(reason = announcement.reason, note = %announcement.note, "event");
     } else {
-        info!(reason, note = %note, "event");
+        info!(reason = announcement.reason, note = %announcement.note, "event");
     }
-    let namespace = ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Namespace".into()),
-        name: Some(ns.name.clone()),
-        uid: ns.uid.as_ref().map(ToString::to_string),
-        ..Default::default()
+    let pending = Pending {
+        namespace: ns.name.clone(),
+        namespace_uid: ns.uid.clone(),
+        subject: subject.clone(),
+        announcement: announcement.clone(),
     };
-    let object = |api_version: &str, kind: &str, name: &str, uid: &Option<Uid>| ObjectReference {
-        api_version: Some(api_version.into()),
-        kind: Some(kind.into()),
-        namespace: Some(ns.name.clone()),
-        name: Some(name.into()),
-        uid: uid.as_ref().map(ToString::to_string),
-        ..Default::default()
-    };
-    let (regarding, related) = match subject {
-        Subject::Report { uid } => (
-            object(crate::core::report::API_VERSION, crate::core::report::KIND, crate::core::report::NAME, uid),
-            Some(namespace),
-        ),
-        Subject::NetworkPolicy { name, uid } => {
-            (object("networking.k8s.io/v1", "NetworkPolicy", name, uid), Some(namespace))
-        }
-        Subject::Namespace => (namespace, None),
-    };
-    ctx.events.send(Pending { regarding, related, severity, reason, action, note }).await;
+    ctx.events.send(pending).await;
 }
 
 pub fn error_policy(meta: Arc<NamespaceMeta>, error: &Error, ctx: Arc<Context>) -> Requeue {
