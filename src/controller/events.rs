@@ -8,7 +8,6 @@
 //! `default` (the Events API requires a namespace; cluster-scoped objects' events go there).
 
 use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -18,7 +17,7 @@ use tokio::sync::mpsc;
 
 use kube::api::{Api, ObjectMeta, PostParams};
 
-use crate::core::announce::{Announcement, Severity, Subject, publishing_concurrency, truncate};
+use crate::core::announce::{Announcement, Severity, Subject, truncate};
 use crate::core::ids::Uid;
 use crate::core::report;
 use crate::ops::metrics::Metrics;
@@ -81,8 +80,8 @@ impl Publisher {
     }
 }
 
-/// One event waiting to be published: what it says and what it is about, compact (a full
-/// burst's worth waits in the queue); its object references are built as it is sent.
+/// One event waiting to be published: what it says and what it is about, compact (up to 1,024
+/// wait in the queue); its object references are built as it is sent.
 pub struct Pending {
     pub namespace: String,
     pub namespace_uid: Option<Uid>,
@@ -124,37 +123,26 @@ impl Pending {
 
 /// Events are published by a background task, so a reconcile frees its slot as soon as its
 /// writes to the namespace are done. The queue is bounded: when the API server is slow to take
-/// events, reconciles wait for room (backpressure) rather than events being dropped. Events are
-/// published one at a time while few wait, more at once as the queue fills
-/// ([`publishing_concurrency`]): during a burst the API server's capacity goes to the hardening
-/// writes first, and the announcements follow without piling up.
+/// events, reconciles wait for room (backpressure) rather than events being dropped.
 #[derive(Clone)]
 pub struct EventQueue {
     tx: mpsc::Sender<Pending>,
 }
 
 impl EventQueue {
-    /// Events published at once, at most.
+    /// Events published at once.
     const CONCURRENCY: usize = 8;
     const CAPACITY: usize = 1024;
 
     /// Starts the publishing task; it ends when every queue handle is dropped.
     pub fn start(publisher: Publisher, metrics: std::sync::Arc<Metrics>) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Pending>(Self::CAPACITY);
-        tokio::spawn(async move {
-            let mut in_flight = FuturesUnordered::new();
-            loop {
-                let allowed = publishing_concurrency(rx.len(), Self::CAPACITY, Self::CONCURRENCY);
-                tokio::select! {
-                    Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-                    next = rx.recv(), if in_flight.len() < allowed => match next {
-                        Some(e) => in_flight.push(publish(publisher.clone(), metrics.clone(), e)),
-                        None => break,
-                    },
-                }
-            }
-            while in_flight.next().await.is_some() {}
-        });
+        let (tx, rx) = mpsc::channel::<Pending>(Self::CAPACITY);
+        tokio::spawn(
+            tokio_stream::wrappers::ReceiverStream::new(rx)
+                .map(move |e| publish(publisher.clone(), metrics.clone(), e))
+                .buffer_unordered(Self::CONCURRENCY)
+                .for_each(|()| async {}),
+        );
         Self { tx }
     }
 

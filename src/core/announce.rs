@@ -253,28 +253,3 @@ pub fn truncate(text: &mut String, max: usize) {
         text.push_str(MARK);
     }
 }
-
-/// How many events to publish at once with `waiting` queued of `capacity`: one at a time until the
-/// queue is three quarters full, then more, up to `most` when it is full. Announcements trail the
-/// hardening writes during a burst (they share the API server) rather than hold them back, and
-/// publish faster before the queue's backpressure would slow reconciles.
-pub fn publishing_concurrency(waiting: usize, capacity: usize, most: usize) -> usize {
-    let ramp = capacity / 4;
-    let over = waiting.saturating_sub(capacity - ramp);
-    (1 + most.saturating_sub(1) * over / ramp.max(1)).min(most.max(1))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::publishing_concurrency;
-
-    #[test]
-    fn events_go_one_at_a_time_until_the_queue_is_three_quarters_full_then_up_to_the_most() {
-        let at = |waiting| publishing_concurrency(waiting, 1024, 8);
-        assert_eq!([at(0), at(1), at(500), at(768), at(804)], [1, 1, 1, 1, 1]);
-        assert_eq!([at(805), at(896), at(1023), at(1024)], [2, 4, 7, 8]);
-        assert_eq!(at(5000), 8, "never more than the most");
-        assert_eq!(publishing_concurrency(3, 0, 0), 1, "degenerate settings still publish");
-        assert_eq!(publishing_concurrency(3, 2, 8), 8, "a tiny queue is always nearly full");
-    }
-}

@@ -3,7 +3,7 @@
 //! A watch event's namespace flows through [`selection::govern`] (who governs it) →
 //! [`desired::desired`] (the baseline) → [`plan::plan`] (drift and the writes that fix it) →
 //! [`decide::decide`] (what the controller writes, announces and records now). Profile status is
-//! [`status::aggregate`] of the namespaces' results. `nsguard plan` runs the same functions.
+//! [`status::tally`] of the namespaces' results, then [`status::statuses`]. `nsguard plan` runs the same functions.
 
 pub mod ahead;
 pub mod announce;

@@ -166,7 +166,8 @@ pub fn statuses(
         .collect()
 }
 
-/// Computes the status of every profile from the namespace results.
+/// Computes the status of every profile from the namespace results (what `tally` and `statuses`
+/// do in two steps).
 pub fn aggregate<'a>(
     profiles: &[std::sync::Arc<Profile>],
     results: impl IntoIterator<Item = (&'a str, &'a NamespaceResult)>,
