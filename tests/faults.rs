@@ -280,13 +280,19 @@ async fn changes_made_during_a_partition_converge_through_relists_alone() {
     })
     .await;
     record("converge-35-namespaces-after-partition", restored.elapsed());
-    // The profile counts what the relist shows: the deleted namespaces are forgotten.
+    // The profile counts what the cluster holds: the namespaces deleted unseen are forgotten
+    // (through the Delete events of a resumed watch, or the relist of a new one), and stay so.
     let profiles = Api::<DynamicObject>::all_with(admin.clone(), &profile_resource());
-    eventually("the profile to count 35 namespaces, not the 5 deleted unseen", || async {
+    let counts_35 = || async {
         let status = profiles.get(&format!("fault-{shard}")).await.ok()?.data["status"].clone();
-        (status["matchedNamespaces"] == 35 && status["compliantNamespaces"] == 35).then_some(())
-    })
-    .await;
+        let listed = status["nonCompliant"].as_array().cloned().unwrap_or_default();
+        let names_deleted = listed.iter().any(|n| before[15..].iter().any(|d| n["namespace"] == d.as_str()));
+        (status["matchedNamespaces"] == 35 && status["compliantNamespaces"] == 35 && !names_deleted).then_some(())
+    };
+    eventually("the profile to count 35 namespaces, not the 5 deleted unseen", counts_35).await;
+    // Past a few status intervals (500 ms each), no stale entry brings them back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(counts_35().await.is_some(), "the profile still counts 35 namespaces");
 }
 
 #[tokio::test]

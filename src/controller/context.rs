@@ -278,8 +278,24 @@ impl Context {
     /// namespace again) and the finalizer keeper.
     pub fn changed(&self) {
         self.results_generation.fetch_add(1, Ordering::AcqRel);
+        self.looked();
+    }
+
+    /// A reconcile ended with the namespace's result as it was: wake the status writer and the
+    /// finalizer keeper all the same (a new leader's first look at every namespace is what makes
+    /// them write what the old one had not), without a walk over every namespace's result.
+    pub fn looked(&self) {
         self.status_dirty.notify_one();
         self.finalizers_dirty.notify_one();
+    }
+
+    /// The namespace's entry was written after its Delete event was handled (a reconcile in
+    /// flight when it went): drop it again. The reflector removes a namespace from the cache
+    /// before [`Self::forget_namespace`] runs, so one of the two always sees it gone.
+    pub fn forget_if_gone(&self, state: &mut State, namespace: &str) {
+        if self.namespaces.get(&ObjectRef::new(namespace)).is_none() && state.namespaces.remove(namespace).is_some() {
+            self.results_generation.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// The results of every namespace, for the profile status.

@@ -3,11 +3,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, stream};
+
 use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
 use tracing::{debug, info, instrument, warn};
 
-use super::apply::execute;
+use super::apply::{WRITE_CONCURRENCY, execute};
 use super::context::{Context, NamespaceMeta};
 use super::error::Error;
 use super::events::Pending;
@@ -121,7 +124,9 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
             let reports = {
                 let mut state = ctx.state();
                 let memory = state.namespaces.entry(ns.name.clone()).or_default();
-                decision.failed(&ns.name, &plan, memory, e.to_string(), now)
+                let reports = decision.failed(&ns.name, &plan, memory, e.to_string(), now);
+                ctx.forget_if_gone(&mut state, &ns.name);
+                reports
             };
             // Best effort: the condition and Report say the writes failed (the retry follows).
             if let Err(report_error) = execute(&ctx, ns, &reports).await {
@@ -140,13 +145,15 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
             let correction = Correction { namespace: ns.name.clone(), summary: summary(&decision.corrected) };
             state.corrections.insert(profile.to_owned(), correction);
         }
+        ctx.forget_if_gone(&mut state, &ns.name);
         changed
     };
     if result_changed {
         ctx.changed();
-    } else if !decision.corrected.is_empty() {
-        // The namespace is as it was (compliant again): only its profile's last correction is new.
-        ctx.status_dirty.notify_one();
+    } else {
+        // The namespace is as it was (a correction made it compliant again, or nothing changed):
+        // the tallies stand; only a correction's mention in the profile's status is new.
+        ctx.looked();
     }
     count(&ctx, &decision, plan.outcome);
     let about = subject(&[ahead.as_slice(), &decision.writes].concat(), &decision.reports, &observed);
@@ -193,17 +200,23 @@ async fn gated_plan(
         Step::Probe(levels) => {
             let recheck = gate::jittered(ctx.settings.enforce_recheck, &ns.name);
             ctx.metrics.enforce_checks.inc();
-            ahead = {
+            let candidates = {
                 let mut state = ctx.state();
                 let memory = state.namespaces.entry(ns.name.clone()).or_default();
                 ahead_of_gate(&ns.name, &first, memory, ctx.is_leader(), now)
             };
-            let (probed, sent) = futures::join!(probe(ctx, &ns.name, &want.enforce, &levels), execute(ctx, ns, &ahead));
-            if let Err(e) = sent {
-                // Those that failed are written (and their failure handled) with the rest.
-                debug!(error = %e, "a write sent alongside the enforce dry-run failed");
-                ahead.clear();
-            }
+            // Each on its own: only those that succeeded count as sent; a failed one is written
+            // again (and its failure handled) with the rest.
+            // (Boxed, as in `execute`: the controller's stream stays `Send`.)
+            let sending: Vec<BoxFuture<'_, Option<Action>>> = candidates
+                .iter()
+                .map(|a| {
+                    async move { execute(ctx, ns, std::slice::from_ref(a)).await.is_ok().then(|| a.clone()) }.boxed()
+                })
+                .collect();
+            let sending = stream::iter(sending).buffer_unordered(WRITE_CONCURRENCY).collect::<Vec<Option<Action>>>();
+            let (probed, sent) = futures::join!(probe(ctx, &ns.name, &want.enforce, &levels), sending);
+            ahead = sent.into_iter().flatten().collect();
             let (results, recheck) = match probed {
                 Ok(results) => (results, recheck),
                 // Fail closed: without an answer, enforce is not raised; it stays where it is, the

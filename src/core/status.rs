@@ -63,12 +63,12 @@ struct Tally {
     compliant: i32,
     converging: i32,
     drifted: i32,
-    failed: Vec<(String, String)>,
-    fighting: Vec<String>,
+    failed: Examples,
+    fighting: Examples,
     /// The first [`MAX_LISTED`] by name.
     non_compliant: Vec<NonCompliantNamespace>,
     /// Namespaces this profile selects that another profile governs, by winner.
-    lost_to: BTreeMap<String, Vec<String>>,
+    lost_to: BTreeMap<String, Examples>,
 }
 
 /// Every namespace's result, tallied by profile: the one walk over all namespaces a profile-status
@@ -93,7 +93,7 @@ pub fn tally<'a>(results: impl IntoIterator<Item = (&'a str, &'a NamespaceResult
         };
         for loser in &result.overridden {
             if let Some(t) = of(&mut tallies.by_profile, loser) {
-                t.lost_to.entry(profile.to_owned()).or_default().push(namespace.to_owned());
+                t.lost_to.entry(profile.to_owned()).or_default().push(|| namespace.to_owned());
             }
         }
         let Some(t) = of(&mut tallies.by_profile, profile) else {
@@ -108,12 +108,12 @@ pub fn tally<'a>(results: impl IntoIterator<Item = (&'a str, &'a NamespaceResult
             Outcome::Held | Outcome::Orphaned | Outcome::Releasing | Outcome::Untouched => {}
         }
         if result.failed {
-            t.failed.push((namespace.to_owned(), result.detail.clone()));
+            t.failed.push(|| format!("{namespace}: {}", result.detail));
         }
         // The profile lists a fight while the rival's change stands (the namespace's own condition
         // keeps saying Conflicting for the whole episode).
         if result.fighting && result.outcome != Outcome::Compliant {
-            t.fighting.push(match result.rivals.as_slice() {
+            t.fighting.push(|| match result.rivals.as_slice() {
                 [] => namespace.to_owned(),
                 rivals => format!("{namespace} (field manager {})", rivals.join(", ")),
             });
@@ -208,15 +208,11 @@ fn profile_status(
 
     let ready = match &profile.spec {
         Err(errors) => condition(READY, false, "InvalidSpec", summarize(errors)),
-        Ok(_) if !t.failed.is_empty() => condition(
+        Ok(_) if t.failed.total > 0 => condition(
             READY,
             false,
             "ReconcileFailed",
-            format!(
-                "{} namespace(s) could not be reconciled, retrying: {}",
-                t.failed.len(),
-                examples(t.failed.iter().map(|(ns, e)| format!("{ns}: {e}")))
-            ),
+            format!("{} namespace(s) could not be reconciled, retrying: {}", t.failed.total, t.failed),
         ),
         Ok(_) if t.converging > 0 => condition(
             READY,
@@ -232,15 +228,12 @@ fn profile_status(
         ),
     };
 
-    let drifted = if !t.fighting.is_empty() {
+    let drifted = if t.fighting.total > 0 {
         condition(
             DRIFTED,
             true,
             "DriftFight",
-            format!(
-                "another writer keeps reverting nsguard in {}; corrections are backing off",
-                examples(t.fighting.iter())
-            ),
+            format!("another writer keeps reverting nsguard in {}; corrections are backing off", t.fighting),
         )
     } else if t.drifted > 0 {
         condition(
@@ -279,11 +272,7 @@ fn profile_status(
             .lost_to
             .iter()
             .map(|(winner, namespaces)| {
-                format!(
-                    "{winner} governs {} namespace(s) this profile selects ({})",
-                    namespaces.len(),
-                    examples(namespaces.iter())
-                )
+                format!("{winner} governs {} namespace(s) this profile selects ({})", namespaces.total, namespaces)
             })
             .collect::<Vec<_>>()
             .join("; ");
@@ -317,14 +306,30 @@ fn profile_status(
     }
 }
 
+/// How many, and the first three (in the order seen): what a status message names.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Examples {
+    total: usize,
+    first: Vec<String>,
+}
+
+impl Examples {
+    fn push(&mut self, item: impl FnOnce() -> String) {
+        self.total += 1;
+        if self.first.len() < 3 {
+            self.first.push(item());
+        }
+    }
+}
+
 /// At most three examples, then how many more.
-fn examples<T: std::fmt::Display>(items: impl ExactSizeIterator<Item = T>) -> String {
-    let total = items.len();
-    let shown: Vec<String> = items.take(3).map(|i| i.to_string()).collect();
-    if total > shown.len() {
-        format!("{}, and {} more", shown.join(", "), total - shown.len())
-    } else {
-        shown.join(", ")
+impl std::fmt::Display for Examples {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.first.join(", "))?;
+        if self.total > self.first.len() {
+            write!(f, ", and {} more", self.total - self.first.len())?;
+        }
+        Ok(())
     }
 }
 

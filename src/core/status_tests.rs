@@ -235,3 +235,17 @@ fn tallies_count_orphaned_and_held_namespaces() {
     let t = tally(results.iter().map(|(n, r)| (n.as_str(), r)));
     assert_eq!((t.orphaned, t.held), (1, 1));
 }
+
+#[test]
+fn failed_namespaces_are_counted_all_and_named_three() {
+    let profiles = [Arc::new(Profile::from_spec("prod", HardeningProfileSpec::default()))];
+    let failed =
+        |i: usize| (format!("ns-{i}"), NamespaceResult { failed: true, ..result("prod", Outcome::Converging, &[]) });
+    let results: Vec<(String, NamespaceResult)> = (0..5).map(failed).collect();
+    let t = tally(results.iter().map(|(n, r)| (n.as_str(), r)));
+    let ready = cond(&statuses(&profiles, &t, &HashMap::new(), &HashMap::new(), &at(1))["prod"], READY).clone();
+    assert_eq!(ready.reason, "ReconcileFailed");
+    assert!(ready.message.starts_with("5 namespace(s) could not be reconciled"), "{}", ready.message);
+    assert!(ready.message.ends_with(", and 2 more"), "{}", ready.message);
+    assert_eq!(ready.message.matches(": label x was missing").count(), 3, "{}", ready.message);
+}
