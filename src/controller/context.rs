@@ -256,12 +256,17 @@ impl Context {
         ReportView::seen(self.reports.get(namespace, crate::core::report::NAME).as_deref())
     }
 
+    /// The namespace is in the cache (the reflector removes it before its Delete event is handled).
+    fn is_cached(&self, namespace: &str) -> bool {
+        self.namespaces.get(&ObjectRef::new(namespace)).is_some()
+    }
+
     /// A relist of the namespaces completed: forget those it no longer shows (deleted while the
     /// watch was down, they left no Delete event). Once per relist, not on every status pass.
     pub fn forget_unlisted(&self) {
         let mut state = self.state();
         let before = state.namespaces.len();
-        state.namespaces.retain(|ns, _| self.namespaces.get(&ObjectRef::new(ns)).is_some());
+        state.namespaces.retain(|ns, _| self.is_cached(ns));
         if state.namespaces.len() != before {
             drop(state);
             self.changed();
@@ -293,7 +298,7 @@ impl Context {
     /// flight when it went): drop it again. The reflector removes a namespace from the cache
     /// before [`Self::forget_namespace`] runs, so one of the two always sees it gone.
     pub fn forget_if_gone(&self, state: &mut State, namespace: &str) {
-        if self.namespaces.get(&ObjectRef::new(namespace)).is_none() && state.namespaces.remove(namespace).is_some() {
+        if !self.is_cached(namespace) && state.namespaces.remove(namespace).is_some() {
             self.results_generation.fetch_add(1, Ordering::AcqRel);
         }
     }

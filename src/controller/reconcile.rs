@@ -156,9 +156,16 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
         ctx.looked();
     }
     count(&ctx, &decision, plan.outcome);
-    let about = subject(&[ahead.as_slice(), &decision.writes].concat(), &decision.reports, &observed);
-    for announcement in &decision.announce {
-        publish(&ctx, ns, &about, announcement).await;
+    if !decision.announce.is_empty() {
+        // The writes sent beside the dry-run count too (copied only then, and only if any).
+        let about = if ahead.is_empty() {
+            subject(&decision.writes, &decision.reports, &observed)
+        } else {
+            subject(&[ahead.as_slice(), &decision.writes].concat(), &decision.reports, &observed)
+        };
+        for announcement in &decision.announce {
+            publish(&ctx, ns, &about, announcement).await;
+        }
     }
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
     Ok(match decision.next {

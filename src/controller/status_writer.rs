@@ -72,18 +72,10 @@ pub async fn run(ctx: Arc<Context>) {
         // Every namespace's result is walked (under the lock reconciles share) only when one
         // changed since the last walk: a drift correction alone does not change the tallies.
         let generation = ctx.results_generation.load(Ordering::Acquire);
-        if tallies.as_ref().is_none_or(|(counted, _)| *counted != generation) {
-            let started = std::time::Instant::now();
-            let counted = {
-                let state = ctx.state();
-                tally(state.namespaces.iter().filter_map(|(ns, m)| Some((ns.as_str(), m.result.as_ref()?))))
-            };
-            ctx.metrics.status_pass_duration.observe(started.elapsed().as_secs_f64());
-            ctx.metrics.orphaned.set(i64::try_from(counted.orphaned).unwrap_or(i64::MAX));
-            ctx.metrics.enforce_held.set(i64::try_from(counted.held).unwrap_or(i64::MAX));
-            tallies = Some((generation, counted));
+        if tallies.as_ref().is_some_and(|(counted, _)| *counted != generation) {
+            tallies = None;
         }
-        let Some((_, counted)) = &tallies else { continue };
+        let (_, counted) = tallies.get_or_insert_with(|| (generation, walk(&ctx)));
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let statuses = statuses(&profiles, counted, &previous, &ctx.state().corrections, &now);
         forget_gone_profiles(&ctx, &profiles, &mut gauged);
@@ -105,6 +97,20 @@ pub async fn run(ctx: Arc<Context>) {
             ctx.status_dirty.notify_one();
         }
     }
+}
+
+/// Tallies every namespace's result, under the lock reconciles share (timed), and sets the gauges
+/// the tallies count.
+fn walk(ctx: &Context) -> Tallies {
+    let started = std::time::Instant::now();
+    let counted = {
+        let state = ctx.state();
+        tally(state.namespaces.iter().filter_map(|(ns, m)| Some((ns.as_str(), m.result.as_ref()?))))
+    };
+    ctx.metrics.status_pass_duration.observe(started.elapsed().as_secs_f64());
+    ctx.metrics.orphaned.set(i64::try_from(counted.orphaned).unwrap_or(i64::MAX));
+    ctx.metrics.enforce_held.set(i64::try_from(counted.held).unwrap_or(i64::MAX));
+    counted
 }
 
 /// A profile that is gone leaves no metric series and no remembered state behind.
