@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event, watcher};
@@ -149,20 +149,32 @@ impl Observer {
         f(self.states.lock().expect("lock").get(ns))
     }
 
-    /// Waits until `pred` holds for every name, or the deadline passes.
+    /// Waits until `pred` holds for every name, or the deadline passes. Cheap while waiting: each
+    /// look checks only the names not yet seen to hold it, and looks are at least 20 ms apart. A
+    /// look over every name on every change kept a core a fifth busy through nsguard's burst and
+    /// fan-out at 10,000 namespaces — on a machine the API server saturates, and only while nsguard
+    /// worked: the floors wait after their writes. (Durations come from the recorded transitions or
+    /// from the return, 20 ms at most late for either side.)
     async fn wait_all(&self, names: &[String], what: &str, deadline: Duration, pred: impl Fn(&NsState) -> bool) {
         let end = Instant::now() + deadline;
+        let mut remaining: Vec<&String> = names.iter().collect();
         loop {
             let notified = self.changed.notified();
-            let missing = {
+            {
                 let states = self.states.lock().expect("lock");
-                names.iter().filter(|n| !states.get(*n).is_some_and(&pred)).count()
-            };
-            if missing == 0 {
-                return;
+                remaining.retain(|n| !states.get(*n).is_some_and(&pred));
+                if remaining.is_empty() {
+                    // Each was seen to hold it: confirm they all hold it at once.
+                    remaining = names.iter().filter(|n| !states.get(*n).is_some_and(&pred)).collect();
+                    if remaining.is_empty() {
+                        return;
+                    }
+                }
             }
+            let missing = remaining.len();
             assert!(Instant::now() < end, "timed out waiting for {what}: {missing} of {} not there", names.len());
             let _ = tokio::time::timeout(Duration::from_millis(500), notified).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
@@ -615,6 +627,47 @@ impl Bench {
     /// The same writes as nsguard, issued directly: both policies, labels and annotations, the
     /// condition and the Report, the `default` ServiceAccount (once the controller-manager has
     /// created it).
+    /// Waits until kube-controller-manager has caught up with the namespaces created so far: its
+    /// root-ca-cert-publisher puts a `kube-root-ca.crt` ConfigMap in each, and after a burst of
+    /// 10,000 it is minutes behind — catching up in spurts of ~100 creates a second whenever the
+    /// API server has room. A scenario measured meanwhile shares the API server with that backlog,
+    /// and only the one that happens to run then pays for it (the floor, right after nsguard's
+    /// burst; drift and nsguard's fan-out, right after the floor's). Waits at most 10 minutes.
+    async fn settle(&mut self, before: &str) {
+        async fn count<K>(api: &Api<K>, params: &ListParams) -> usize
+        where
+            K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        {
+            let mut params = params.clone().limit(2000);
+            let mut n = 0;
+            loop {
+                let page = api.list_metadata(&params).await.expect("list");
+                n += page.items.len();
+                match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                    Some(token) => params = params.continue_token(&token),
+                    None => return n,
+                }
+            }
+        }
+        let t0 = Instant::now();
+        let namespaces = Api::<Namespace>::all(self.admin.clone());
+        let published = Api::<ConfigMap>::all(self.admin.clone());
+        let root_ca = ListParams::default().fields("metadata.name=kube-root-ca.crt");
+        let (mut have, mut want) = (0, 0);
+        while t0.elapsed() < Duration::from_secs(600) {
+            want = count(&namespaces, &ListParams::default()).await;
+            have = count(&published, &root_ca).await;
+            if have >= want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        println!("settle before {before}: {seconds:.1}s ({have} of {want} namespaces have kube-root-ca.crt)");
+        let entry = self.report.entry("settle").or_insert_with(|| json!({}));
+        entry[before] = json!({"seconds": seconds, "published": have, "namespaces": want});
+    }
+
     async fn floor(&mut self) {
         let n = self.args.namespaces;
         let names: Vec<String> = (0..n).map(|i| format!("f-{}-{i:05}", self.run)).collect();
@@ -1009,9 +1062,12 @@ impl Bench {
         let targets: Vec<String> = (0..events).map(|i| self.burst_names[i * step].clone()).collect();
         let mut latencies: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         let mut all = Vec::new();
+        // (latency, namespace, kind, when sent): the slowest are named, to match against nsguard's log.
+        let mut each: Vec<(f64, &str, &str, String)> = Vec::new();
         for (i, ns) in targets.iter().enumerate() {
             let kind = ["label", "network_policy", "service_account"][i % 3];
             let sent = Instant::now();
+            let sent_at = k8s_openapi::jiff::Timestamp::now().to_string();
             match kind {
                 "label" => {
                     let patch = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}});
@@ -1052,14 +1108,23 @@ impl Bench {
             let latency = healed.saturating_duration_since(done).as_secs_f64();
             latencies.entry(kind).or_default().push(latency);
             all.push(latency);
+            each.push((latency, ns, kind, sent_at));
             // Spread the events out, as drift arrives in a real cluster.
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         let s = summary(all);
         println!("drift: {events} events healed, p50 {} ms, p99 {} ms", s["p50_ms"], s["p99_ms"]);
+        each.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let slowest: Vec<Value> = each
+            .iter()
+            .take(3)
+            .map(|(l, ns, kind, at)| json!({"ms": l * 1000.0, "namespace": ns, "kind": kind, "sent": at}))
+            .collect();
+        println!("drift: slowest {slowest:?}");
         let by_kind: serde_json::Map<String, Value> =
             latencies.into_iter().map(|(k, v)| (k.to_owned(), summary(v))).collect();
-        self.report.insert("drift".into(), json!({"events": events, "heal": s, "by_kind": by_kind}));
+        self.report
+            .insert("drift".into(), json!({"events": events, "heal": s, "by_kind": by_kind, "slowest": slowest}));
     }
 
     async fn restart(&mut self, nsguard: Nsguard) -> Nsguard {
@@ -1406,15 +1471,18 @@ async fn main() {
         bench.burst(&nsguard).await;
     }
     if args.runs("floor") {
+        bench.settle("floor").await;
         bench.floor().await;
     }
     if args.runs("steady") {
         bench.steady(&nsguard).await;
     }
     if args.runs("drift") && !bench.burst_names.is_empty() {
+        bench.settle("drift").await;
         bench.drift().await;
     }
     if args.runs("fanout") && !bench.burst_names.is_empty() {
+        bench.settle("fanout").await;
         bench.fanout().await;
     }
     if args.runs("held") {
