@@ -26,7 +26,9 @@ use crate::core::selection::{Governance, awaits_finalizer, govern};
 use crate::core::status::Correction;
 use crate::ops::metrics::{DriftLabels, ResultLabels};
 
-#[instrument(skip_all, fields(namespace = %meta.name_any(), profile = tracing::field::Empty))]
+// At the warn level, so that a warning's line names its namespace and profile however quiet the
+// log is (an info span is off under `NSGUARD_LOG=warn`, and its warnings named no namespace).
+#[instrument(level = "warn", skip_all, fields(namespace = %meta.name_any(), profile = tracing::field::Empty))]
 pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
     let ns = &meta.view;

@@ -281,16 +281,18 @@ fn profile_triggers(ctx: &Context, event: WatchEvent<DynamicObject>) -> Vec<Stri
 const RESYNC_SLICES: u32 = 60;
 
 /// The resync backstop (watch events bring every change sooner): each `resync / 60`, the next
-/// sixtieth of the namespaces (by a hash of the name) is reconciled again. One timer, instead of
-/// one scheduled requeue per namespace in kube's scheduler (~600 bytes each at 10,000 namespaces),
-/// and the work is spread evenly over the period.
+/// sixtieth of the namespaces (by a hash of the name) is reconciled again, one at a time, spread
+/// evenly over the slice (see [`paced`]). One timer, instead of one scheduled requeue per namespace
+/// in kube's scheduler (~600 bytes each at 10,000 namespaces); and no queue of hundreds of
+/// re-checks for a drift event to wait behind.
 pub fn resync(ctx: Arc<Context>) -> impl Stream<Item = Trigger> + Send {
     let every = ctx.settings.resync / RESYNC_SLICES;
-    let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval_at(
-        tokio::time::Instant::now() + every,
-        every.max(Duration::from_millis(1)),
-    ));
-    ticks
+    let mut interval =
+        tokio::time::interval_at(tokio::time::Instant::now() + every, every.max(Duration::from_millis(1)));
+    // A slice that took longer than its share (timer granularity at millions of namespaces) delays
+    // the next one instead of letting ticks pile up.
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio_stream::wrappers::IntervalStream::new(interval)
         .scan(0u32, move |slice, _| {
             *slice = (*slice + 1) % RESYNC_SLICES;
             let due: Vec<Trigger> = if ctx.is_synced() {
@@ -303,9 +305,21 @@ pub fn resync(ctx: Arc<Context>) -> impl Stream<Item = Trigger> + Send {
             } else {
                 vec![]
             };
-            futures::future::ready(Some(stream::iter(due)))
+            futures::future::ready(Some(paced(due, every)))
         })
         .flatten()
+}
+
+/// `items` spread evenly over `within`: one, then a pause of `within / (n + 1)`, and so on — done
+/// before `within` has passed.
+fn paced<T: Send + 'static>(items: Vec<T>, within: Duration) -> impl Stream<Item = T> + Send {
+    let gap = within / u32::try_from(items.len().saturating_add(1)).unwrap_or(u32::MAX);
+    stream::iter(items).enumerate().then(move |(i, item)| async move {
+        if i > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        item
+    })
 }
 
 /// The slice of the resync period a namespace belongs to (stable for the process's life).
@@ -313,4 +327,20 @@ fn resync_slice(name: &str) -> u32 {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
     let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(name);
     u32::try_from(hash % u64::from(RESYNC_SLICES)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A resync slice goes out one namespace at a time, evenly over the slice (virtual time).
+    #[tokio::test(start_paused = true)]
+    async fn a_slice_is_spread_over_its_period() {
+        let start = tokio::time::Instant::now();
+        let out: Vec<(u32, Duration)> =
+            paced(vec![1, 2, 3], Duration::from_secs(4)).map(|i| (i, start.elapsed())).collect().await;
+        let secs = |s| Duration::from_secs(s);
+        assert_eq!(out, vec![(1, secs(0)), (2, secs(1)), (3, secs(2))]);
+        assert_eq!(paced(Vec::<u32>::new(), secs(4)).collect::<Vec<_>>().await, Vec::<u32>::new());
+    }
 }
