@@ -70,6 +70,9 @@ struct Args {
     /// Namespaces created at once (by the "users" of the burst and the floor alike).
     #[arg(long, default_value_t = 32)]
     create_concurrency: usize,
+    /// Namespaces hardened (then deleted) before the burst, not counted: see `Bench::warm_up`.
+    #[arg(long, default_value_t = 100)]
+    warm_up: usize,
     /// Install the tamper guard (config/guard) before the scenarios run: the burst and the floor
     /// then measure with it in force (the `guard` scenario measures its cost separately).
     #[arg(long)]
@@ -624,9 +627,40 @@ impl Bench {
         (latencies, last)
     }
 
-    /// The same writes as nsguard, issued directly: both policies, labels and annotations, the
-    /// condition and the Report, the `default` ServiceAccount (once the controller-manager has
-    /// created it).
+    /// Warms the control plane up before the burst, the first scenario: `--warm-up` namespaces
+    /// (100 by default) created and hardened as the burst's are, then deleted (and waited for), none
+    /// of it counted. A fresh API server pays once for what a running one has paid already (the
+    /// first server-side applies of each kind, its heap and caches growing), and only the burst paid
+    /// it; the floor, second, never did.
+    async fn warm_up(&mut self) {
+        let n = self.args.warm_up;
+        if n == 0 {
+            return;
+        }
+        let t0 = Instant::now();
+        let names: Vec<String> = (0..n).map(|i| format!("w-{}-{i:05}", self.run)).collect();
+        let labels = self.burst_labels();
+        create_namespaces(&self.admin, &names, &labels, self.args.create_concurrency, &self.observer).await;
+        self.observer.wait_all(&names, "warm-up compliance", Duration::from_secs(600), NsState::compliant).await;
+        let api = Api::<Namespace>::all(self.admin.clone());
+        for name in &names {
+            api.delete(name, &DeleteParams::default()).await.expect("delete a warm-up namespace");
+        }
+        let end = Instant::now() + Duration::from_secs(600);
+        let run = ListParams::default().labels(&format!("bench-run={}", self.run));
+        loop {
+            let left = api.list_metadata(&run).await.expect("list namespaces");
+            if !left.items.iter().any(|ns| names.contains(&ns.name_any())) {
+                break;
+            }
+            assert!(Instant::now() < end, "warm-up namespaces not deleted in 10 minutes");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        println!("warm-up: {n} namespaces hardened and deleted in {seconds:.1}s");
+        self.report.insert("warm_up".into(), json!({"namespaces": n, "seconds": seconds}));
+    }
+
     /// Waits until kube-controller-manager has caught up with the namespaces created so far: its
     /// root-ca-cert-publisher puts a `kube-root-ca.crt` ConfigMap in each, and after a burst of
     /// 10,000 it is minutes behind — catching up in spurts of ~100 creates a second whenever the
@@ -668,6 +702,9 @@ impl Bench {
         entry[before] = json!({"seconds": seconds, "published": have, "namespaces": want});
     }
 
+    /// The same writes as nsguard, issued directly: both policies, labels and annotations, the
+    /// condition and the Report, the `default` ServiceAccount (once the controller-manager has
+    /// created it).
     async fn floor(&mut self) {
         let n = self.args.namespaces;
         let names: Vec<String> = (0..n).map(|i| format!("f-{}-{i:05}", self.run)).collect();
@@ -1468,6 +1505,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     if args.runs("burst") {
+        bench.warm_up().await;
         bench.burst(&nsguard).await;
     }
     if args.runs("floor") {
