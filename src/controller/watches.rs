@@ -245,7 +245,7 @@ fn profile_triggers(ctx: &Context, event: WatchEvent<DynamicObject>) -> Vec<Stri
         return all();
     }
     let now = match &event {
-        WatchEvent::Apply(obj) => ctx.profiles.get(&obj.name_any()),
+        WatchEvent::Apply(_) => current,
         WatchEvent::Delete(obj) => Some(Arc::new(Profile::from_object(obj))),
         _ => None,
     };
