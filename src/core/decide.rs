@@ -4,7 +4,7 @@
 //! Everything nsguard remembers per namespace lives in one [`Memory`] (one owner, one lifetime: the
 //! controller drops it when the namespace is deleted).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
@@ -104,14 +104,17 @@ pub fn decide_after(
     // Drift on objects whose write is still in flight is stale: that write's watch event brings
     // the next look.
     let mut waiting = false;
+    // By object (a namespace may hold thousands of ServiceAccounts, all sent ahead).
+    let sent: HashMap<ObjectKey, &Action> = ahead.iter().map(|a| (action_key(namespace, a), a)).collect();
     let mut writes: Vec<Action> = plan
         .actions
         .iter()
-        .filter(|a| !ahead.contains(a))
         .filter(|a| {
-            let pending = memory.pending.is_pending(&action_key(namespace, a), now);
+            let key = action_key(namespace, a);
+            let sent_ahead = sent.get(&key) == Some(a);
+            let pending = !sent_ahead && memory.pending.is_pending(&key, now);
             waiting |= pending;
-            !pending
+            !sent_ahead && !pending
         })
         .cloned()
         .collect();
