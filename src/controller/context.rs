@@ -19,7 +19,6 @@ use super::error::{Error, Result};
 use super::events::EventQueue;
 use super::index::{Keyed, NamedIndex, NamespacedIndex};
 use super::leader::Leadership;
-use super::queue::Queue;
 use super::settings::Settings;
 use crate::core::crd::HardeningProfileStatus;
 use crate::core::decide::Memory;
@@ -162,8 +161,6 @@ pub struct Context {
     /// The OpenReports CRD is installed and the Report watch has listed: Reports are written.
     pub reports_ready: AtomicBool,
     pub events: EventQueue,
-    /// The namespaces waiting for a reconcile, in arrival order.
-    pub queue: Arc<Queue>,
     pub metrics: Arc<Metrics>,
     pub state: Mutex<State>,
     /// Counts [`Context::changed`]: the status writer's tallies stand while it stays the same.
