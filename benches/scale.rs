@@ -272,6 +272,13 @@ struct Nsguard {
     port: u16,
 }
 
+impl Drop for Nsguard {
+    /// Not stopped (a scenario panicked): the whole group goes, not only the direct child.
+    fn drop(&mut self) {
+        self.signal("-KILL");
+    }
+}
+
 impl Nsguard {
     async fn start(kubeconfig: &PathBuf, args: &Args, log: &PathBuf) -> (Self, Duration) {
         let port = free_port();
@@ -298,6 +305,9 @@ impl Nsguard {
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log"))
             .kill_on_drop(true)
+            // Its own process group: a wrapper (heaptrack is a shell script) does not pass a signal
+            // on, and an nsguard left running would be a second writer in the next run's cluster.
+            .process_group(0)
             .spawn()
             .expect("start nsguard");
         let me = Self { child, port };
@@ -310,10 +320,15 @@ impl Nsguard {
     }
 
     async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-        }
+        self.signal("-TERM");
         let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+    }
+
+    /// Sends `signal` to nsguard's process group (a wrapper and nsguard under it).
+    fn signal(&self, signal: &str) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args([signal, "--", &format!("-{pid}")]).status();
+        }
     }
 
     fn pid(&self) -> u32 {
