@@ -268,15 +268,40 @@ fn start_observer(client: Client, run: &str) -> Arc<Observer> {
 // The nsguard process.
 
 struct Nsguard {
+    /// nsguard, or the wrapper that runs it (`NSGUARD_BENCH_WRAPPER`).
     child: tokio::process::Child,
+    /// nsguard's own process (under a wrapper, found among the child's descendants).
+    pid: u32,
     port: u16,
 }
 
 impl Drop for Nsguard {
-    /// Not stopped (a scenario panicked): the whole group goes, not only the direct child.
+    /// Not stopped (a scenario panicked): nsguard goes too, not only a wrapper (which
+    /// `kill_on_drop` kills, and which does not pass a signal on: an nsguard left running would be
+    /// a second writer in the next run's cluster).
     fn drop(&mut self) {
-        self.signal("-KILL");
+        if self.child.id().is_some() && is_nsguard(self.pid) {
+            let _ = std::process::Command::new("kill").args(["-KILL", &self.pid.to_string()]).status();
+        }
     }
+}
+
+/// `pid` runs the nsguard binary under test.
+fn is_nsguard(pid: u32) -> bool {
+    let binary = std::fs::canonicalize(env!("CARGO_BIN_EXE_nsguard")).ok();
+    binary.is_some() && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == binary
+}
+
+/// The nsguard process under `root` (itself, or a descendant a few levels down).
+fn nsguard_under(root: u32) -> Option<u32> {
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
+    std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).find(|&pid| {
+        is_nsguard(pid)
+            && std::iter::successors(Some(pid), |&p| parent(p).filter(|&q| q > 1)).take(8).any(|p| p == root)
+    })
 }
 
 impl Nsguard {
@@ -284,7 +309,8 @@ impl Nsguard {
         let port = free_port();
         let started = Instant::now();
         // NSGUARD_BENCH_WRAPPER runs nsguard under a profiler, e.g. `heaptrack -o target/bench/heap`
-        // (its RSS figures are then the wrapper's, not nsguard's).
+        // (CPU and RSS are still read from nsguard's own process, the profiler's in-process part
+        // included).
         let wrapper: Vec<String> =
             std::env::var("NSGUARD_BENCH_WRAPPER").unwrap_or_default().split_whitespace().map(str::to_owned).collect();
         let mut command = match wrapper.split_first() {
@@ -305,34 +331,31 @@ impl Nsguard {
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log"))
             .kill_on_drop(true)
-            // Its own process group: a wrapper (heaptrack is a shell script) does not pass a signal
-            // on, and an nsguard left running would be a second writer in the next run's cluster.
-            .process_group(0)
             .spawn()
             .expect("start nsguard");
-        let me = Self { child, port };
+        let root = child.id().expect("started");
+        let mut me = Self { child, pid: root, port };
         let end = Instant::now() + Duration::from_secs(120);
         while http_get(port, "/readyz").await.map(|(c, _)| c) != Some(200) {
             assert!(Instant::now() < end, "nsguard not ready after 120 s; see {}", log.display());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        if !wrapper.is_empty() {
+            me.pid = nsguard_under(root).expect("nsguard under its wrapper");
+        }
         (me, started.elapsed())
     }
 
+    /// Stops nsguard itself; a wrapper ends when it has (a profiler writes its data out first).
     async fn stop(mut self) {
-        self.signal("-TERM");
+        if self.child.id().is_some() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &self.pid.to_string()]).status();
+        }
         let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
     }
 
-    /// Sends `signal` to nsguard's process group (a wrapper and nsguard under it).
-    fn signal(&self, signal: &str) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill").args([signal, "--", &format!("-{pid}")]).status();
-        }
-    }
-
     fn pid(&self) -> u32 {
-        self.child.id().expect("running")
+        self.pid
     }
 
     /// CPU seconds (user + system) so far.
