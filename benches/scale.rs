@@ -292,12 +292,16 @@ fn is_nsguard(pid: u32) -> bool {
     binary.is_some() && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == binary
 }
 
+/// The fields of `/proc/PID/stat` after the command name (the state is field 0, the parent's pid
+/// field 1); empty if the process is gone.
+fn stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().map(str::to_owned).collect()).unwrap_or_default()
+}
+
 /// The nsguard process under `root` (itself, or a descendant a few levels down).
 fn nsguard_under(root: u32) -> Option<u32> {
-    let parent = |pid: u32| -> Option<u32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
-    };
+    let parent = |pid: u32| -> Option<u32> { stat_fields(pid).get(1)?.parse().ok() };
     std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).find(|&pid| {
         is_nsguard(pid)
             && std::iter::successors(Some(pid), |&p| parent(p).filter(|&q| q > 1)).take(8).any(|p| p == root)
@@ -360,9 +364,7 @@ impl Nsguard {
 
     /// CPU seconds (user + system) so far.
     fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        let fields: Vec<&str> =
-            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        let fields = stat_fields(self.pid());
         let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
             + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         ticks / clock_ticks()
@@ -1194,7 +1196,7 @@ impl Bench {
             .take(3)
             .map(|(l, ns, kind, at)| json!({"ms": l * 1000.0, "namespace": ns, "kind": kind, "sent": at}))
             .collect();
-        println!("drift: slowest {}", Value::from(slowest.clone()));
+        println!("drift: slowest {}", serde_json::to_string(&slowest).unwrap_or_default());
         let by_kind: serde_json::Map<String, Value> =
             latencies.into_iter().map(|(k, v)| (k.to_owned(), summary(v))).collect();
         self.report
