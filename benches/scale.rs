@@ -609,6 +609,7 @@ impl Bench {
         let n = self.args.namespaces;
         self.burst_names = (0..n).map(|i| format!("b-{}-{i:05}", self.run)).collect();
         let offset = audit_log_offset();
+        let reconciles_before = nsguard.metric("nsguard_reconciles_total{").await;
         let t0 = Instant::now();
         create_namespaces(
             &self.admin,
@@ -627,8 +628,10 @@ impl Bench {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (requests, writes, _) = nsguard_requests(offset);
         let dry_runs = audited_requests(NSGUARD_USER, offset).iter().filter(|e| is_dry_run(e)).count();
+        let reconciles = nsguard.metric("nsguard_reconciles_total{").await - reconciles_before;
         println!(
-            "burst: {n} namespaces compliant in {total:.2}s; {writes} writes, {dry_runs} enforce dry-runs, {requests} requests by nsguard"
+            "burst: {n} namespaces compliant in {total:.2}s; {writes} writes, {dry_runs} enforce dry-runs, {requests} requests by nsguard, {:.2} reconciles per namespace",
+            reconciles / n as f64
         );
         self.report.insert(
             "burst".into(),
@@ -641,6 +644,7 @@ impl Bench {
                 "nsguard_writes": writes,
                 "enforce_dry_runs": dry_runs,
                 "requests_per_namespace": requests as f64 / n as f64,
+                "reconciles_per_namespace": reconciles / n as f64,
                 "writes_per_namespace": writes as f64 / n as f64,
                 "writes_per_namespace_by_resource": nsguard_writes_per_namespace(offset, n),
                 "nsguard_cpu_seconds": nsguard.cpu_seconds(),
@@ -863,15 +867,21 @@ impl Bench {
     /// the floor: the same label change on the floor's namespaces, issued directly at the same
     /// concurrency. Then the profile is set back (and waited for), so later scenarios see the
     /// baseline they expect.
-    async fn fanout(&mut self) {
+    async fn fanout(&mut self, nsguard: &Nsguard) {
         let names = self.burst_names.clone();
         let n = names.len();
+        let reconciles_before = nsguard.metric("nsguard_reconciles_total{").await;
+        let cpu_before = nsguard.cpu_seconds();
         let t0 = Instant::now();
         set_bench_profile(&self.admin, "baseline").await;
         let is_baseline = |s: &NsState| s.warn.as_deref() == Some("baseline");
         self.observer.wait_all(&names, "fan-out", Duration::from_secs(3600), is_baseline).await;
         let seconds = t0.elapsed().as_secs_f64();
-        println!("fanout: a profile change reached {n} namespaces in {seconds:.2}s");
+        let reconciles = (nsguard.metric("nsguard_reconciles_total{").await - reconciles_before) / n as f64;
+        let cpu = nsguard.cpu_seconds() - cpu_before;
+        println!(
+            "fanout: a profile change reached {n} namespaces in {seconds:.2}s ({reconciles:.2} reconciles per namespace, {cpu:.2} CPU s)"
+        );
 
         let floor = self.floor_names.clone();
         let floor_seconds = if floor.is_empty() {
@@ -908,6 +918,7 @@ impl Bench {
         self.report.insert(
             "fanout".into(),
             json!({"namespaces": n, "seconds": seconds, "floor_seconds": floor_seconds, "floor_ratio": ratio,
+                "reconciles_per_namespace": reconciles, "nsguard_cpu_seconds": cpu,
                 "same_writes_floor_seconds": same_writes, "same_writes_floor_ratio": same_ratio}),
         );
         set_bench_profile(&self.admin, "restricted").await;
@@ -1564,7 +1575,7 @@ async fn main() {
     }
     if args.runs("fanout") && !bench.burst_names.is_empty() {
         bench.settle("fanout").await;
-        bench.fanout().await;
+        bench.fanout(&nsguard).await;
     }
     if args.runs("held") {
         bench.held(&nsguard).await;
