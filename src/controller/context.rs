@@ -228,12 +228,11 @@ impl Context {
     }
 
     /// A watch event for `key` at `version` arrived: a write to it up to that version is no longer
-    /// in flight.
-    pub fn observed(&self, key: &ObjectKey, version: Option<u64>) {
+    /// in flight. Returns whether the event only brings nsguard's own write back, with nothing left
+    /// for it ([`crate::core::guard::PendingWrites::observed`]): then it needs no reconcile.
+    pub fn observed(&self, key: &ObjectKey, version: Option<u64>) -> bool {
         let namespace = if key.kind == "Namespace" { &key.name } else { &key.namespace };
-        if let Some(memory) = self.state().namespaces.get_mut(namespace) {
-            memory.pending.observed(key, version);
-        }
+        self.state().namespaces.get_mut(namespace).is_some_and(|memory| memory.pending.observed(key, version))
     }
 
     /// The resourceVersion the cache holds for `key` (as a number; inside, `None` when unknown);

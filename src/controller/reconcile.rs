@@ -196,7 +196,7 @@ async fn gated_plan(
     let (cached, suspect, settled) = {
         let mut state = ctx.state();
         let memory = state.namespaces.entry(ns.name.clone()).or_default();
-        let in_flight = memory.pending.is_pending(&ObjectKey::new("Namespace", "", &ns.name), now);
+        let in_flight = memory.pending.defers(&ObjectKey::new("Namespace", "", &ns.name), now);
         (memory.hold.as_deref().cloned(), memory.suspect, !in_flight)
     };
     let step = gate::step(ns, want, observed.service_accounts.len(), cached.as_ref(), suspect, settled, now);

@@ -4,7 +4,8 @@
 //! - [`PendingWrites`]: after nsguard writes an object, the watch cache shows the old object until
 //!   the watch event for the write arrives. A reconcile triggered meanwhile (by another object's
 //!   event) would see stale drift and write again. Writes in flight are remembered until their
-//!   watch event arrives, and drift on those objects is left for that event's reconcile.
+//!   watch event arrives, and drift on those objects is left for that event's reconcile. An event
+//!   that only brings nsguard's own write back, with nothing left for it, needs no reconcile.
 //! - [`CorrectionHistory`]: another writer that keeps reverting nsguard's fields must not cause a
 //!   hot loop. Corrections of one namespace are counted in a sliding window; past a burst, nsguard
 //!   backs off exponentially and says so.
@@ -34,8 +35,22 @@ impl ObjectKey {
 /// Writes whose watch events have not arrived yet.
 #[derive(Debug, Default)]
 pub struct PendingWrites {
-    /// When each write was made, and the resourceVersion it produced (when known).
-    entries: HashMap<ObjectKey, (Instant, Option<u64>)>,
+    entries: HashMap<ObjectKey, InFlight>,
+}
+
+/// One object's write (or two in a row) in flight.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    /// When the last write was made.
+    at: Instant,
+    /// The resourceVersion the last write produced, when known.
+    version: Option<u64>,
+    /// The version an earlier write of the same flight produced (the namespace's labels before its
+    /// status), when known: its event is nsguard's own as well.
+    earlier: Option<u64>,
+    /// A reconcile found the write in flight and left the object to its watch event
+    /// ([`PendingWrites::defers`]): that event must bring a look.
+    deferred: bool,
 }
 
 impl PendingWrites {
@@ -47,37 +62,66 @@ impl PendingWrites {
     pub const EXPIRY: Duration = Duration::from_secs(30);
 
     pub fn record(&mut self, key: ObjectKey, now: Instant) {
-        self.entries.insert(key, (now, None));
+        self.record_version(key, now, None);
     }
 
     /// Records a write that produced `version`: only a watch event at least that new clears it (two
     /// writes to one object in a row — the namespace's labels, then its status — are one pending
     /// write until the second shows).
     pub fn record_version(&mut self, key: ObjectKey, now: Instant, version: Option<u64>) {
-        self.entries.insert(key, (now, version));
+        let before = self.entries.get(&key).copied();
+        let earlier = before.and_then(|b| b.version).filter(|v| version.is_some_and(|w| *v < w));
+        // A reconcile that left the object to the first write's event waits for this one's now.
+        let deferred = before.is_some_and(|b| b.deferred);
+        self.entries.insert(key, InFlight { at: now, version, earlier, deferred });
     }
 
-    /// A watch event for `key` arrived: the cache now reflects the write. `version` is the event's
+    /// A watch event for `key` arrived: the cache now reflects the write. `seen` is the event's
     /// resourceVersion as a number ([`crate::core::ids::revision`]; `None` when unknown): only a
     /// known version older than the write's leaves a versioned write pending.
-    pub fn observed(&mut self, key: &ObjectKey, seen: Option<u64>) {
-        let older = matches!((self.entries.get(key), seen), (Some((_, Some(wrote))), Some(seen)) if seen < *wrote);
-        if !older && self.entries.remove(key).is_some() && self.entries.is_empty() {
+    ///
+    /// Returns whether the event is only nsguard's own write coming back: the object is exactly as
+    /// one of nsguard's writes in flight left it (same resourceVersion: nobody wrote in between),
+    /// and no reconcile left anything for this event. The reconcile that wrote it decided on
+    /// everything else it could see; any other change brings its own event. Then no look follows.
+    pub fn observed(&mut self, key: &ObjectKey, seen: Option<u64>) -> bool {
+        let Some(entry) = self.entries.get(key).copied() else { return false };
+        let own = !entry.deferred && seen.is_some() && (seen == entry.version || seen == entry.earlier);
+        let older = matches!((entry.version, seen), (Some(wrote), Some(seen)) if seen < wrote);
+        if !older {
+            self.forget(key);
+        }
+        own
+    }
+
+    fn forget(&mut self, key: &ObjectKey) {
+        if self.entries.remove(key).is_some() && self.entries.is_empty() {
             // One map per namespace: give its memory back once nothing is in flight.
             self.entries = HashMap::new();
         }
     }
 
-    /// The cache may not reflect nsguard's last write to `key` yet.
-    pub fn is_pending(&mut self, key: &ObjectKey, now: Instant) -> bool {
-        match self.entries.get(key) {
-            Some((at, _)) if now.duration_since(*at) < Self::EXPIRY => true,
+    /// The cache may not reflect nsguard's last write to `key` yet, so a reconcile leaves the
+    /// object's drift to that write's watch event: asking marks the write so that its event is
+    /// not taken for a mere echo ([`Self::observed`]) and brings the next look.
+    pub fn defers(&mut self, key: &ObjectKey, now: Instant) -> bool {
+        match self.entries.get_mut(key) {
+            Some(entry) if now.duration_since(entry.at) < Self::EXPIRY => {
+                entry.deferred = true;
+                true
+            }
             Some(_) => {
-                self.observed(key, None);
+                self.forget(key);
                 false
             }
             None => false,
         }
+    }
+
+    /// A write to `key` is in flight, for a reader that leaves nothing to its event (the
+    /// finalizer keeper's count).
+    pub fn in_flight(&self, key: &ObjectKey, now: Instant) -> bool {
+        self.entries.get(key).is_some_and(|entry| now.duration_since(entry.at) < Self::EXPIRY)
     }
 
     pub fn len(&self) -> usize {

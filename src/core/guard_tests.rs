@@ -8,11 +8,11 @@ fn pending_write_hides_until_observed_or_expired() {
     let t0 = Instant::now();
     let key = ObjectKey::new("ServiceAccount", "a", "default");
     pending.record(key.clone(), t0);
-    assert!(pending.is_pending(&key, t0 + Duration::from_secs(1)));
+    assert!(pending.defers(&key, t0 + Duration::from_secs(1)));
     pending.observed(&key, None);
-    assert!(!pending.is_pending(&key, t0 + Duration::from_secs(1)));
+    assert!(!pending.defers(&key, t0 + Duration::from_secs(1)));
     pending.record(key.clone(), t0);
-    assert!(!pending.is_pending(&key, t0 + PendingWrites::EXPIRY));
+    assert!(!pending.defers(&key, t0 + PendingWrites::EXPIRY));
     assert!(pending.is_empty());
 }
 
@@ -69,12 +69,91 @@ fn a_versioned_write_stays_pending_until_an_event_at_least_as_new() {
     // must not clear the status write.
     pending.record_version(key.clone(), t0, Some(12));
     pending.observed(&key, Some(10));
-    assert!(pending.is_pending(&key, t0));
+    assert!(pending.defers(&key, t0));
     pending.observed(&key, Some(12));
-    assert!(!pending.is_pending(&key, t0));
+    assert!(!pending.defers(&key, t0));
     // An unknown version (one that is not a number: resourceVersions are opaque in general)
     // clears it.
     pending.record_version(key.clone(), t0, Some(12));
     pending.observed(&key, None);
-    assert!(!pending.is_pending(&key, t0));
+    assert!(!pending.defers(&key, t0));
+}
+
+#[test]
+fn the_event_of_nsguards_own_write_needs_no_look() {
+    let mut pending = PendingWrites::default();
+    let t0 = Instant::now();
+    let key = ObjectKey::new("NetworkPolicy", "shop", "nsguard-default-deny");
+    pending.record_version(key.clone(), t0, Some(20));
+    assert!(pending.observed(&key, Some(20)), "the object exactly as nsguard's write left it");
+    assert!(pending.is_empty());
+    // No write in flight: any event is someone's news.
+    assert!(!pending.observed(&key, Some(20)));
+}
+
+#[test]
+fn an_event_nsguard_did_not_write_brings_a_look() {
+    let mut pending = PendingWrites::default();
+    let t0 = Instant::now();
+    let key = ObjectKey::new("ServiceAccount", "shop", "default");
+    // Someone wrote after nsguard (25 > 20): the event shows their change too.
+    pending.record_version(key.clone(), t0, Some(20));
+    assert!(!pending.observed(&key, Some(25)));
+    assert!(pending.is_empty());
+    // A write whose version is unknown is never taken for an echo.
+    pending.record(key.clone(), t0);
+    assert!(!pending.observed(&key, Some(20)));
+    pending.record_version(key.clone(), t0, Some(20));
+    assert!(!pending.observed(&key, None));
+    // Nor is an older event (someone's, before nsguard's write): it stays pending.
+    pending.record_version(key.clone(), t0, Some(20));
+    assert!(!pending.observed(&key, Some(15)));
+    assert!(pending.in_flight(&key, t0));
+}
+
+#[test]
+fn a_write_a_reconcile_deferred_to_brings_a_look_when_it_shows() {
+    let mut pending = PendingWrites::default();
+    let t0 = Instant::now();
+    let key = ObjectKey::new("Namespace", "", "shop");
+    pending.record_version(key.clone(), t0, Some(20));
+    // Another reconcile saw stale drift on the namespace and left it to this write's event.
+    assert!(pending.defers(&key, t0));
+    assert!(!pending.observed(&key, Some(20)), "the deferred look must follow");
+    // Asking only whether a write is in flight leaves nothing to the event.
+    pending.record_version(key.clone(), t0, Some(30));
+    assert!(pending.in_flight(&key, t0));
+    assert!(pending.observed(&key, Some(30)));
+    // Expired writes are neither pending nor echoes.
+    pending.record_version(key.clone(), t0, Some(40));
+    assert!(!pending.in_flight(&key, t0 + PendingWrites::EXPIRY));
+    assert!(!pending.defers(&key, t0 + PendingWrites::EXPIRY));
+    assert!(!pending.observed(&key, Some(40)));
+}
+
+#[test]
+fn two_writes_in_a_row_are_both_nsguards_own() {
+    let mut pending = PendingWrites::default();
+    let t0 = Instant::now();
+    let key = ObjectKey::new("Namespace", "", "shop");
+    // The labels at 10, then the condition at 12, both recorded before either event arrives.
+    pending.record_version(key.clone(), t0, Some(10));
+    pending.record_version(key.clone(), t0, Some(12));
+    assert!(pending.observed(&key, Some(10)), "the labels' event");
+    assert!(pending.in_flight(&key, t0), "the condition is still in flight");
+    assert!(pending.observed(&key, Some(12)), "the condition's event");
+    assert!(pending.is_empty());
+    // Someone's write between the two (11) is news; the reconcile it brings defers to the
+    // condition's write, whose event then brings a look too.
+    pending.record_version(key.clone(), t0, Some(10));
+    pending.record_version(key.clone(), t0, Some(12));
+    assert!(pending.observed(&key, Some(10)));
+    assert!(!pending.observed(&key, Some(11)));
+    assert!(pending.defers(&key, t0));
+    assert!(!pending.observed(&key, Some(12)));
+    // A deferral on the first write carries over to the second.
+    pending.record_version(key.clone(), t0, Some(10));
+    assert!(pending.defers(&key, t0));
+    pending.record_version(key.clone(), t0, Some(12));
+    assert!(!pending.observed(&key, Some(12)));
 }
