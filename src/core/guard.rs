@@ -48,8 +48,9 @@ struct InFlight {
     /// The version an earlier write of the same flight produced (the namespace's labels before its
     /// status), when known: its event is nsguard's own as well.
     earlier: Option<u64>,
-    /// A reconcile found the write in flight and left the object to its watch event
-    /// ([`PendingWrites::defers`]): that event must bring a look.
+    /// The write's event must bring a look: a reconcile found the write in flight and left the
+    /// object to that event ([`PendingWrites::defers`]), or the write's version is not known to be
+    /// nsguard's alone (`own` was false when it was recorded).
     deferred: bool,
 }
 
@@ -62,18 +63,33 @@ impl PendingWrites {
     pub const EXPIRY: Duration = Duration::from_secs(30);
 
     pub fn record(&mut self, key: ObjectKey, now: Instant) {
-        self.record_version(key, now, None);
+        self.record_version(key, now, None, false);
     }
 
     /// Records a write that produced `version`: only a watch event at least that new clears it (two
     /// writes to one object in a row — the namespace's labels, then its status — are one pending
-    /// write until the second shows).
-    pub fn record_version(&mut self, key: ObjectKey, now: Instant, version: Option<u64>) {
+    /// write until the second shows). `own`: that version holds nothing but what nsguard decided
+    /// on (its write was made on a version it knew, or every field is nsguard's); only then may
+    /// its event pass without a look.
+    pub fn record_version(&mut self, key: ObjectKey, now: Instant, version: Option<u64>, own: bool) {
         let before = self.entries.get(&key).copied();
         let earlier = before.and_then(|b| b.version).filter(|v| version.is_some_and(|w| *v < w));
         // A reconcile that left the object to the first write's event waits for this one's now.
-        let deferred = before.is_some_and(|b| b.deferred);
+        let deferred = !own || before.is_some_and(|b| b.deferred);
         self.entries.insert(key, InFlight { at: now, version, earlier, deferred });
+    }
+
+    /// The version nsguard's last write to `key` produced, while it is in flight.
+    pub fn version(&self, key: &ObjectKey) -> Option<u64> {
+        self.entries.get(key).and_then(|entry| entry.version)
+    }
+
+    /// A reconcile is about to read the caches: whatever is still in flight, it may see from before
+    /// its write, so every such write's event brings a look after it.
+    pub fn defer_all(&mut self) {
+        for entry in self.entries.values_mut() {
+            entry.deferred = true;
+        }
     }
 
     /// A watch event for `key` arrived: the cache now reflects the write. `seen` is the event's
@@ -84,9 +100,12 @@ impl PendingWrites {
     /// one of nsguard's writes in flight left it (same resourceVersion: nobody wrote in between),
     /// and no reconcile left anything for this event. The reconcile that wrote it decided on
     /// everything else it could see; any other change brings its own event. Then no look follows.
-    pub fn observed(&mut self, key: &ObjectKey, seen: Option<u64>) -> bool {
+    pub fn observed(&mut self, key: &ObjectKey, seen: Option<u64>, now: Instant) -> bool {
         let Some(entry) = self.entries.get(key).copied() else { return false };
-        let own = !entry.deferred && seen.is_some() && (seen == entry.version || seen == entry.earlier);
+        let own = !entry.deferred
+            && now.duration_since(entry.at) < Self::EXPIRY
+            && seen.is_some()
+            && (seen == entry.version || seen == entry.earlier);
         let older = matches!((entry.version, seen), (Some(wrote), Some(seen)) if seen < wrote);
         if !older {
             self.forget(key);
