@@ -8,20 +8,18 @@ use std::time::Instant;
 use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::ObjectRef;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::context::Context;
 use super::error::{Error, Result};
 use super::gate::send_warned;
 use crate::core::decide::action_key;
 use crate::core::desired::recreate_after_apply;
-use crate::core::guard::ObjectKey;
 use crate::core::ids::{revision, uid};
 use crate::core::model::{FIELD_MANAGER, NamespaceView, NetworkPolicyView, TOKEN_GUARD_LABEL, Uid};
 use crate::core::plan::Action;
@@ -33,64 +31,17 @@ pub const WRITE_CONCURRENCY: usize = 8;
 
 /// What a write left behind.
 enum Written {
-    /// The object at this resourceVersion; and whether that version is known to carry nothing but
-    /// what nsguard decided on ([`Own`]): then its watch event needs no reconcile.
-    Object(Option<u64>, Own),
+    /// The object at this resourceVersion.
+    Object(Option<u64>),
     /// The object is gone.
     Deleted,
     /// Nothing changed.
     Nothing,
 }
 
-/// Whether a write's resulting version holds only what nsguard decided on: either the write was
-/// made on a version nsguard knew (its resourceVersion precondition held, so the result is that
-/// version plus nsguard's change), or every field of the object is nsguard's (its Report, a
-/// ServiceAccount or policy nsguard created). A write that answered with another writer's version
-/// (a no-op apply over a change nsguard has not seen yet, a policy found after a 409) is not.
-type Own = bool;
-
 /// What writing `after` left: the object at its resourceVersion.
-fn written<K: kube::Resource>(after: &K, own: Own) -> Written {
-    Written::Object(revision(after.meta().resource_version.as_deref()), own)
-}
-
-/// Every field of the object is nsguard's.
-fn only_nsguards(meta: &ObjectMeta) -> bool {
-    meta.managed_fields
-        .as_ref()
-        .is_some_and(|fields| !fields.is_empty() && fields.iter().all(|f| f.manager.as_deref() == Some(FIELD_MANAGER)))
-}
-
-/// Makes an apply (`write`, given the patch to send) on `known`, the newest version of the object
-/// nsguard knows (cached, or its own write in flight), sent as the patch's resourceVersion
-/// precondition; if the object has moved past it (409), once more without one, as any apply. Returns
-/// the response and whether its version is nsguard's own ([`Own`]).
-async fn on_known<T, Fut>(
-    known: Option<u64>,
-    patch: Value,
-    meta: fn(&T) -> &ObjectMeta,
-    write: impl Fn(Value) -> Fut,
-) -> Result<std::result::Result<(T, Own), kube::Error>>
-where
-    Fut: Future<Output = Result<std::result::Result<T, kube::Error>>>,
-{
-    if let Some(known) = known {
-        let mut on = patch.clone();
-        on["metadata"]["resourceVersion"] = json!(known.to_string());
-        match write(on).await? {
-            Ok(after) => {
-                // The same version back: nothing changed (the cache shows it, or will).
-                let own = revision(meta(&after).resource_version.as_deref()) != Some(known);
-                return Ok(Ok((after, own)));
-            }
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Ok(Err(e)),
-        }
-    }
-    Ok(write(patch).await?.map(|after| {
-        let own = only_nsguards(meta(&after));
-        (after, own)
-    }))
+fn written<K: kube::Resource>(after: &K) -> Written {
+    Written::Object(revision(after.meta().resource_version.as_deref()))
 }
 
 /// 404: the object was deleted; 409 on an apply or delete with a UID precondition, or 422 on an
@@ -136,23 +87,18 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
             }
             let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata});
             let before = ctx.namespaces.get(&ObjectRef::new(namespace)).and_then(|n| n.version);
-            let apply = &apply;
             // Through the raw path, to read Pod Security Admission's warnings about existing pods.
-            let send = |patch: Value| async move {
-                let request = kube::core::Request::new("/api/v1/namespaces")
-                    .patch(namespace, apply, &Patch::Apply(&patch))
-                    .map_err(|e| Error::ApplyNamespace {
-                        namespace: namespace.to_owned(),
-                        source: kube::Error::BuildRequest(e),
-                    })?;
-                ctx.guarded(send_warned::<Namespace>(&ctx.client, request)).await
-            };
-            let known = ctx.known_version(&action_key(namespace, action));
-            let written = match on_known(known, patch, |(ns, _): &(Namespace, _)| &ns.metadata, send).await? {
-                Ok(((after, said), own)) => {
+            let request = kube::core::Request::new("/api/v1/namespaces")
+                .patch(namespace, &apply, &Patch::Apply(&patch))
+                .map_err(|e| Error::ApplyNamespace {
+                    namespace: namespace.to_owned(),
+                    source: kube::Error::BuildRequest(e),
+                })?;
+            let written = match ctx.guarded(send_warned::<Namespace>(&ctx.client, request)).await? {
+                Ok((after, said)) => {
                     warnings = said;
                     let after = revision(after.metadata.resource_version.as_deref());
-                    if after.is_some() && after == before { Written::Nothing } else { Written::Object(after, own) }
+                    if after.is_some() && after == before { Written::Nothing } else { Written::Object(after) }
                 }
                 Err(e) if gone(&e) => Written::Nothing,
                 Err(source) => return Err(Error::ApplyNamespace { namespace: namespace.to_owned(), source }),
@@ -165,14 +111,13 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
             let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace);
             let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
             match ctx.guarded(api.create(&params, np.as_ref())).await? {
-                // A create is never a no-op: the version is nsguard's.
-                Ok(created) => (written(&created, true), "networkpolicies", "create"),
+                Ok(created) => (written(&created), "networkpolicies", "create"),
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     // nsguard's own policy, not yet in the cache (a lost response, a lagging
                     // watch), or someone else's: only the label tells.
                     match ctx.guarded(api.get_opt(&name)).await? {
                         Ok(Some(found)) if NetworkPolicyView::from_object(&found).managed_by_nsguard() => {
-                            (written(&found, false), "networkpolicies", "create")
+                            (written(&found), "networkpolicies", "create")
                         }
                         Ok(Some(_)) => return Err(Error::Taken { namespace: namespace.to_owned(), name }),
                         Ok(None) => (Written::Nothing, "networkpolicies", "create"),
@@ -190,16 +135,8 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
         Action::ApplyNetworkPolicy(np) => {
             let name = np.name_any();
             let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace);
-            let patch = serde_json::to_value(np.as_ref()).map_err(|e| Error::ApplyNetworkPolicy {
-                namespace: namespace.to_owned(),
-                name: name.clone(),
-                source: kube::Error::SerdeError(e),
-            })?;
-            let (api_ref, apply, policy) = (&api, &apply, name.as_str());
-            let write = |p: Value| async move { ctx.guarded(api_ref.patch(policy, apply, &Patch::Apply(&p))).await };
-            let known = ctx.known_version(&action_key(namespace, action));
-            match on_known(known, patch, |np: &NetworkPolicy| &np.metadata, write).await? {
-                Ok((after, _)) if recreate_after_apply(np, after.spec.as_ref()) => {
+            match ctx.guarded(api.patch(&name, &apply, &Patch::Apply(np.as_ref()))).await? {
+                Ok(after) if recreate_after_apply(np, after.spec.as_ref()) => {
                     ctx.metrics.write("apply", "networkpolicies");
                     (
                         delete_policy(ctx, &api, namespace, &name, uid(&after.metadata).as_ref()).await?,
@@ -207,7 +144,7 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
                         "delete",
                     )
                 }
-                Ok((after, own)) => (written(&after, own), "networkpolicies", "apply"),
+                Ok(after) => (written(&after), "networkpolicies", "apply"),
                 Err(e) if gone(&e) => (Written::Nothing, "networkpolicies", "apply"),
                 Err(source) => {
                     return Err(Error::ApplyNetworkPolicy { namespace: namespace.to_owned(), name, source });
@@ -220,12 +157,8 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
         }
         Action::ApplyReport(body) => {
             let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), namespace, &report::resource());
-            let (api_ref, apply) = (&api, &apply);
-            let write =
-                |p: Value| async move { ctx.guarded(api_ref.patch(report::NAME, apply, &Patch::Apply(&p))).await };
-            let known = ctx.known_version(&action_key(namespace, action));
-            let written = match on_known(known, body.as_ref().clone(), |r: &DynamicObject| &r.metadata, write).await? {
-                Ok((after, own)) => written(&after, own),
+            let written = match ctx.guarded(api.patch(report::NAME, &apply, &Patch::Apply(body.as_ref()))).await? {
+                Ok(after) => written(&after),
                 Err(e) if gone(&e) => Written::Nothing,
                 Err(source) => return Err(Error::ApplyReport { namespace: namespace.to_owned(), source }),
             };
@@ -262,11 +195,8 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
                 patch["metadata"]["labels"] = json!({TOKEN_GUARD_LABEL: "true"});
             }
             let api = Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace);
-            let (api_ref, apply) = (&api, &apply);
-            let write = |p: Value| async move { ctx.guarded(api_ref.patch(name, apply, &Patch::Apply(&p))).await };
-            let known = ctx.known_version(&action_key(namespace, action));
-            let written = match on_known(known, patch, |sa: &ServiceAccount| &sa.metadata, write).await? {
-                Ok((after, own)) => written(&after, own),
+            let written = match ctx.guarded(api.patch(name, &apply, &Patch::Apply(&patch))).await? {
+                Ok(after) => written(&after),
                 Err(e) if gone(&e) => Written::Nothing,
                 Err(source) => {
                     return Err(Error::ApplyServiceAccount {
@@ -286,17 +216,17 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
     let key = action_key(namespace, action);
     let mut state = ctx.state();
     let cached = ctx.cached_version(&key);
-    let (caught_up, version, own) = match written {
-        Written::Nothing => (true, None, false),
+    let (caught_up, version) = match written {
+        Written::Nothing => (true, None),
         // The cache shows this write or a later version of the object (resourceVersions only
         // grow; a later writer's change is then the cache's to show, and is reconciled as drift).
         // An unknown version never counts as caught up: the write stays pending until an event.
-        Written::Object(rv, own) => (cached.flatten().zip(rv).is_some_and(|(c, rv)| c >= rv), rv, own),
-        Written::Deleted => (cached.is_none(), None, false),
+        Written::Object(rv) => (cached.flatten().zip(rv).is_some_and(|(c, rv)| c >= rv), rv),
+        Written::Deleted => (cached.is_none(), None),
     };
     if !caught_up {
         let pending = &mut state.namespaces.entry(namespace.to_owned()).or_default().pending;
-        pending.record_version(key, Instant::now(), version, own);
+        pending.record_version(key, Instant::now(), version);
     }
     Ok(warnings)
 }
@@ -315,12 +245,8 @@ async fn apply_condition(ctx: &Context, ns: &NamespaceView, condition: Option<&N
     }
     let api = Api::<Namespace>::all(ctx.client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let (api, params, name) = (&api, &params, ns.name.as_str());
-    let write = |p: Value| async move { ctx.guarded(api.patch_status(name, params, &Patch::Apply(&p))).await };
-    // On the labels this reconcile just wrote, if it did (they are in flight): nsguard's version.
-    let known = ctx.known_version(&ObjectKey::new("Namespace", "", name));
-    match on_known(known, patch, |ns: &Namespace| &ns.metadata, write).await? {
-        Ok((after, own)) => Ok(written(&after, own)),
+    match ctx.guarded(api.patch_status(&ns.name, &params, &Patch::Apply(&patch))).await? {
+        Ok(after) => Ok(written(&after)),
         Err(e) if gone(&e) => Ok(Written::Nothing),
         Err(source) => Err(Error::ApplyCondition { namespace: ns.name.clone(), source }),
     }

@@ -228,39 +228,12 @@ impl Context {
     }
 
     /// A watch event for `key` at `version` arrived: a write to it up to that version is no longer
-    /// in flight. Returns whether the event only brings nsguard's own write back, with nothing left
-    /// for it ([`crate::core::guard::PendingWrites::observed`]): then it needs no reconcile.
-    pub fn observed(&self, key: &ObjectKey, version: Option<u64>) -> bool {
+    /// in flight.
+    pub fn observed(&self, key: &ObjectKey, version: Option<u64>) {
         let namespace = if key.kind == "Namespace" { &key.name } else { &key.namespace };
-        let now = Instant::now();
-        let own = self.state().namespaces.get_mut(namespace).is_some_and(|m| m.pending.observed(key, version, now));
-        if own {
-            self.metrics.own_events_skipped.inc();
-            // The finalizer keeper may be waiting for this write to show (a release's last write);
-            // no reconcile follows to wake it.
-            self.finalizers_dirty.notify_one();
+        if let Some(memory) = self.state().namespaces.get_mut(namespace) {
+            memory.pending.observed(key, version);
         }
-        own
-    }
-
-    /// The newest version of `key` nsguard knows: the cache's, or its own write's still in flight.
-    pub fn known_version(&self, key: &ObjectKey) -> Option<u64> {
-        let namespace = if key.kind == "Namespace" { &key.name } else { &key.namespace };
-        let state = self.state();
-        let written = state.namespaces.get(namespace).and_then(|m| m.pending.version(key));
-        self.cached_version(key).flatten().max(written)
-    }
-
-    /// The namespace as a reconcile is to see it. Writes still in flight are marked first, so that
-    /// their events bring a look after this reconcile, which may read the caches from before them;
-    /// then the cache is read (a watch updates it before it clears a write: either the event is
-    /// marked or its object is what this returns).
-    pub fn fresh(&self, meta: std::sync::Arc<NamespaceMeta>) -> std::sync::Arc<NamespaceMeta> {
-        let name = &meta.view.name;
-        if let Some(memory) = self.state().namespaces.get_mut(name) {
-            memory.pending.defer_all();
-        }
-        self.namespaces.get(&ObjectRef::new(name)).unwrap_or(meta)
     }
 
     /// The resourceVersion the cache holds for `key` (as a number; inside, `None` when unknown);

@@ -31,14 +31,11 @@ use crate::ops::metrics::{DriftLabels, ResultLabels};
 #[instrument(level = "warn", skip_all, fields(namespace = %meta.name_any(), profile = tracing::field::Empty))]
 pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
-    if meta.view.name.is_empty() || !ctx.is_synced() {
+    let ns = &meta.view;
+    if ns.name.is_empty() || !ctx.is_synced() {
         // Never decide against half-filled caches; every namespace is reconciled once they sync.
         return Ok(Requeue::await_change());
     }
-    // nsguard's writes still in flight bring a look after this one, which may read the caches
-    // from before them; the namespace as cached now.
-    let meta = ctx.fresh(meta);
-    let ns = &meta.view;
     // Governance is decided and the namespace marked as being written under one lock, the lock
     // the finalizer keeper counts under: a profile whose deletion begins meanwhile keeps its
     // finalizer until these writes show in the cache and can be released.
@@ -199,7 +196,7 @@ async fn gated_plan(
     let (cached, suspect, settled) = {
         let mut state = ctx.state();
         let memory = state.namespaces.entry(ns.name.clone()).or_default();
-        let in_flight = memory.pending.defers(&ObjectKey::new("Namespace", "", &ns.name), now);
+        let in_flight = memory.pending.is_pending(&ObjectKey::new("Namespace", "", &ns.name), now);
         (memory.hold.as_deref().cloned(), memory.suspect, !in_flight)
     };
     let step = gate::step(ns, want, observed.service_accounts.len(), cached.as_ref(), suspect, settled, now);

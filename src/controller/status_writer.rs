@@ -260,7 +260,7 @@ fn still_to_release(ctx: &Context) -> Vec<(Arc<Profile>, usize)> {
             let writing = memory
                 .writing
                 .clone()
-                .or_else(|| claimed.filter(|_| memory.pending.in_flight(&ObjectKey::new("Namespace", "", name), now)));
+                .or_else(|| claimed.filter(|_| memory.pending.is_pending(&ObjectKey::new("Namespace", "", name), now)));
             if let Some(p) = writing.filter(|p| deleting.contains(p.as_str())) {
                 *busy.entry(p).or_default() += 1;
             }

@@ -116,9 +116,10 @@ pub fn namespaces(
         .inspect_err(move |e| failed.watch_failed("Namespace", e))
         .map_ok(|event| event.modify(NamespaceMeta::cached))
         .reflect(writer)
-        .try_filter(move |event| {
-            let own = touched(event)
-                .is_some_and(|ns| ctx.observed(&ObjectKey::new("Namespace", "", &ns.name_any()), ns.version));
+        .inspect_ok(move |event| {
+            if let Some(ns) = touched(event) {
+                ctx.observed(&ObjectKey::new("Namespace", "", &ns.name_any()), ns.version);
+            }
             match event {
                 WatchEvent::Delete(ns) => ctx.forget_namespace(&ns.name_any()),
                 WatchEvent::InitDone => {
@@ -128,8 +129,6 @@ pub fn namespaces(
                 }
                 _ => {}
             }
-            // nsguard's own write coming back, with nothing left for it: cached, not reconciled.
-            futures::future::ready(!(own && matches!(event, WatchEvent::Apply(_))))
         })
         .touched_objects()
         // Failures are logged and retried above (a fresh list); passing them on would make the
@@ -201,9 +200,8 @@ pub(super) fn namespaced_triggers<K: Resource>(
     if let Some(obj) = touched(event) {
         let namespace = obj.namespace().unwrap_or_default();
         let version = revision(obj.meta().resource_version.as_deref());
-        let own = ctx.observed(&ObjectKey::new(kind, &namespace, &obj.name_any()), version);
-        // nsguard's own write coming back, with nothing left for it, is not looked at again.
-        if matches!(event, WatchEvent::Apply(_)) && !own || matches!(event, WatchEvent::Delete(_)) {
+        ctx.observed(&ObjectKey::new(kind, &namespace, &obj.name_any()), version);
+        if matches!(event, WatchEvent::Apply(_) | WatchEvent::Delete(_)) {
             relisted.push(namespace);
         }
     }

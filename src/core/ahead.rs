@@ -26,7 +26,7 @@ pub fn ahead_of_gate(namespace: &str, plan: &Plan, memory: &mut Memory, leader: 
         .iter()
         .filter(|a| independent(a))
         .filter(|a| !matches!(a, Action::ApplyNetworkPolicy(np) if memory.taken.contains_key(&np.name_any())))
-        .filter(|a| !memory.pending.defers(&action_key(namespace, a), now))
+        .filter(|a| !memory.pending.is_pending(&action_key(namespace, a), now))
         .cloned()
         .collect()
 }

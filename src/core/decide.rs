@@ -112,7 +112,7 @@ pub fn decide_after(
         .filter(|a| {
             let key = action_key(namespace, a);
             let sent_ahead = sent.get(&key) == Some(a);
-            let pending = !sent_ahead && memory.pending.defers(&key, now);
+            let pending = !sent_ahead && memory.pending.is_pending(&key, now);
             waiting |= pending;
             !sent_ahead && !pending
         })
@@ -367,8 +367,8 @@ struct Pending {
 impl Pending {
     fn of(memory: &mut Memory, namespace: &str, now: Instant) -> Self {
         Self {
-            namespace: memory.pending.defers(&ObjectKey::new("Namespace", "", namespace), now),
-            report: memory.pending.defers(&ObjectKey::new("Report", namespace, report::NAME), now),
+            namespace: memory.pending.is_pending(&ObjectKey::new("Namespace", "", namespace), now),
+            report: memory.pending.is_pending(&ObjectKey::new("Report", namespace, report::NAME), now),
         }
     }
 }

@@ -4,8 +4,7 @@
 //! - [`PendingWrites`]: after nsguard writes an object, the watch cache shows the old object until
 //!   the watch event for the write arrives. A reconcile triggered meanwhile (by another object's
 //!   event) would see stale drift and write again. Writes in flight are remembered until their
-//!   watch event arrives, and drift on those objects is left for that event's reconcile. An event
-//!   that only brings nsguard's own write back, with nothing left for it, needs no reconcile.
+//!   watch event arrives, and drift on those objects is left for that event's reconcile.
 //! - [`CorrectionHistory`]: another writer that keeps reverting nsguard's fields must not cause a
 //!   hot loop. Corrections of one namespace are counted in a sliding window; past a burst, nsguard
 //!   backs off exponentially and says so.
@@ -35,23 +34,8 @@ impl ObjectKey {
 /// Writes whose watch events have not arrived yet.
 #[derive(Debug, Default)]
 pub struct PendingWrites {
-    entries: HashMap<ObjectKey, InFlight>,
-}
-
-/// One object's write (or two in a row) in flight.
-#[derive(Clone, Copy, Debug)]
-struct InFlight {
-    /// When the last write was made.
-    at: Instant,
-    /// The resourceVersion the last write produced, when known.
-    version: Option<u64>,
-    /// The version an earlier write of the same flight produced (the namespace's labels before its
-    /// status), when known: its event is nsguard's own as well.
-    earlier: Option<u64>,
-    /// The write's event must bring a look: a reconcile found the write in flight and left the
-    /// object to that event ([`PendingWrites::defers`]), or the write's version is not known to be
-    /// nsguard's alone (`own` was false when it was recorded).
-    deferred: bool,
+    /// When each write was made, and the resourceVersion it produced (when known).
+    entries: HashMap<ObjectKey, (Instant, Option<u64>)>,
 }
 
 impl PendingWrites {
@@ -63,84 +47,37 @@ impl PendingWrites {
     pub const EXPIRY: Duration = Duration::from_secs(30);
 
     pub fn record(&mut self, key: ObjectKey, now: Instant) {
-        self.record_version(key, now, None, false);
+        self.entries.insert(key, (now, None));
     }
 
     /// Records a write that produced `version`: only a watch event at least that new clears it (two
     /// writes to one object in a row — the namespace's labels, then its status — are one pending
-    /// write until the second shows). `own`: that version holds nothing but what nsguard decided
-    /// on (its write was made on a version it knew, or every field is nsguard's); only then may
-    /// its event pass without a look.
-    pub fn record_version(&mut self, key: ObjectKey, now: Instant, version: Option<u64>, own: bool) {
-        let before = self.entries.get(&key).copied();
-        let earlier = before.and_then(|b| b.version).filter(|v| version.is_some_and(|w| *v < w));
-        // A reconcile that left the object to the first write's event waits for this one's now.
-        let deferred = !own || before.is_some_and(|b| b.deferred);
-        self.entries.insert(key, InFlight { at: now, version, earlier, deferred });
+    /// write until the second shows).
+    pub fn record_version(&mut self, key: ObjectKey, now: Instant, version: Option<u64>) {
+        self.entries.insert(key, (now, version));
     }
 
-    /// The version nsguard's last write to `key` produced, while it is in flight.
-    pub fn version(&self, key: &ObjectKey) -> Option<u64> {
-        self.entries.get(key).and_then(|entry| entry.version)
-    }
-
-    /// A reconcile is about to read the caches: whatever is still in flight, it may see from before
-    /// its write, so every such write's event brings a look after it.
-    pub fn defer_all(&mut self) {
-        for entry in self.entries.values_mut() {
-            entry.deferred = true;
-        }
-    }
-
-    /// A watch event for `key` arrived: the cache now reflects the write. `seen` is the event's
+    /// A watch event for `key` arrived: the cache now reflects the write. `version` is the event's
     /// resourceVersion as a number ([`crate::core::ids::revision`]; `None` when unknown): only a
     /// known version older than the write's leaves a versioned write pending.
-    ///
-    /// Returns whether the event is only nsguard's own write coming back: the object is exactly as
-    /// one of nsguard's writes in flight left it (same resourceVersion: nobody wrote in between),
-    /// and no reconcile left anything for this event. The reconcile that wrote it decided on
-    /// everything else it could see; any other change brings its own event. Then no look follows.
-    pub fn observed(&mut self, key: &ObjectKey, seen: Option<u64>, now: Instant) -> bool {
-        let Some(entry) = self.entries.get(key).copied() else { return false };
-        let own = !entry.deferred
-            && now.duration_since(entry.at) < Self::EXPIRY
-            && seen.is_some()
-            && (seen == entry.version || seen == entry.earlier);
-        let older = matches!((entry.version, seen), (Some(wrote), Some(seen)) if seen < wrote);
-        if !older {
-            self.forget(key);
-        }
-        own
-    }
-
-    fn forget(&mut self, key: &ObjectKey) {
-        if self.entries.remove(key).is_some() && self.entries.is_empty() {
+    pub fn observed(&mut self, key: &ObjectKey, seen: Option<u64>) {
+        let older = matches!((self.entries.get(key), seen), (Some((_, Some(wrote))), Some(seen)) if seen < *wrote);
+        if !older && self.entries.remove(key).is_some() && self.entries.is_empty() {
             // One map per namespace: give its memory back once nothing is in flight.
             self.entries = HashMap::new();
         }
     }
 
-    /// The cache may not reflect nsguard's last write to `key` yet, so a reconcile leaves the
-    /// object's drift to that write's watch event: asking marks the write so that its event is
-    /// not taken for a mere echo ([`Self::observed`]) and brings the next look.
-    pub fn defers(&mut self, key: &ObjectKey, now: Instant) -> bool {
-        match self.entries.get_mut(key) {
-            Some(entry) if now.duration_since(entry.at) < Self::EXPIRY => {
-                entry.deferred = true;
-                true
-            }
+    /// The cache may not reflect nsguard's last write to `key` yet.
+    pub fn is_pending(&mut self, key: &ObjectKey, now: Instant) -> bool {
+        match self.entries.get(key) {
+            Some((at, _)) if now.duration_since(*at) < Self::EXPIRY => true,
             Some(_) => {
-                self.forget(key);
+                self.observed(key, None);
                 false
             }
             None => false,
         }
-    }
-
-    /// A write to `key` is in flight, for a reader that leaves nothing to its event (the
-    /// finalizer keeper's count).
-    pub fn in_flight(&self, key: &ObjectKey, now: Instant) -> bool {
-        self.entries.get(key).is_some_and(|entry| now.duration_since(entry.at) < Self::EXPIRY)
     }
 
     pub fn len(&self) -> usize {

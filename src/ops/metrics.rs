@@ -65,8 +65,6 @@ pub struct Metrics {
     /// 1 while the tamper guard (config/guard) is installed, every policy and binding of it.
     pub guard_active: Gauge,
     pub watch_errors: Family<KindLabels, Counter>,
-    /// Watch events that only brought one of nsguard's own writes back: cached, not reconciled.
-    pub own_events_skipped: Counter,
     /// Dry-runs of a raised enforce level, by result.
     pub gate_checks: Family<GateLabels, Counter>,
     /// Rollout-gate checks of a namespace (first looks and re-checks), each one or more dry-runs.
@@ -140,12 +138,6 @@ impl Default for Metrics {
         );
         let watch_errors = Family::<KindLabels, Counter>::default();
         registry.register("watch_errors", "Failed watch requests, by kind (each is retried)", watch_errors.clone());
-        let own_events_skipped = Counter::default();
-        registry.register(
-            "own_events_skipped",
-            "Watch events that only brought one of nsguard's own writes back (cached; no reconcile followed)",
-            own_events_skipped.clone(),
-        );
         let gate_checks = Family::<GateLabels, Counter>::default();
         registry.register(
             "enforce_dry_runs",
@@ -176,7 +168,6 @@ impl Default for Metrics {
             enforce_held,
             exceptions_active,
             watch_errors,
-            own_events_skipped,
             orphaned,
             reports_enabled,
             guard_active,
