@@ -1146,26 +1146,26 @@ impl Bench {
     }
 
     async fn drift(&mut self) {
-        let events = self.args.drift_events.min(self.burst_names.len());
-        let each = self.heal_times(&self.burst_names, events).await;
-        let (heal, by_kind, slowest) = heal_summary(each);
-        println!("drift: {events} events healed, p50 {} ms, p99 {} ms", heal["p50_ms"], heal["p99_ms"]);
-        println!("drift: slowest {}", serde_json::to_string(&slowest).unwrap_or_default());
-        let mut drift = json!({"events": events, "heal": heal, "by_kind": by_kind, "slowest": slowest});
+        let mut drift = self.drift_on(&self.burst_names, "drift").await;
         if !self.floor_names.is_empty() {
             // The same drift on the floor's namespaces, healed by the least a controller can do: a
             // watch of each kind and one apply per event (no cache, no decision, no status, no
             // Report), under nsguard's identity. What the API server and its watches take.
             let healer = start_floor_healer(self.nsguard_client.clone(), format!("f-{}-", self.run)).await;
-            let events = self.args.drift_events.min(self.floor_names.len());
-            let each = self.heal_times(&self.floor_names, events).await;
+            drift["floor"] = self.drift_on(&self.floor_names, "drift floor").await;
             healer.abort();
-            let (heal, by_kind, slowest) = heal_summary(each);
-            println!("drift floor: {events} events healed, p50 {} ms, p99 {} ms", heal["p50_ms"], heal["p99_ms"]);
-            println!("drift floor: slowest {}", serde_json::to_string(&slowest).unwrap_or_default());
-            drift["floor"] = json!({"events": events, "heal": heal, "by_kind": by_kind, "slowest": slowest});
         }
         self.report.insert("drift".into(), drift);
+    }
+
+    /// Drift on `names`, healed and timed ([`Self::heal_times`]), printed under `label`; the
+    /// report's entry for it.
+    async fn drift_on(&self, names: &[String], label: &str) -> Value {
+        let events = self.args.drift_events.min(names.len());
+        let (heal, by_kind, slowest) = heal_summary(self.heal_times(names, events).await);
+        println!("{label}: {events} events healed, p50 {} ms, p99 {} ms", heal["p50_ms"], heal["p99_ms"]);
+        println!("{label}: slowest {}", serde_json::to_string(&slowest).unwrap_or_default());
+        json!({"events": events, "heal": heal, "by_kind": by_kind, "slowest": slowest})
     }
 
     /// `events` drift writes, spread over `names` (a label, a policy deleted, a token re-enabled, in
