@@ -113,13 +113,6 @@ struct RunArgs {
     #[arg(long, env = "NSGUARD_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
 
-    /// Threads that run nsguard's tasks. One (the default) suits a controller that mostly waits
-    /// for the API server: no hand-offs between threads, no waking of idle ones (see
-    /// BENCHMARKS.md); more only if nsguard itself is measured to be CPU-bound.
-    #[arg(long, env = "NSGUARD_WORKER_THREADS", default_value_t = 1,
-          value_parser = clap::value_parser!(u16).range(1..=64))]
-    worker_threads: u16,
-
     /// Seconds between full re-checks of every namespace (a backstop; drift is handled from watches).
     #[arg(long, env = "NSGUARD_RESYNC_SECONDS", default_value_t = 1800)]
     resync_seconds: u64,
@@ -132,22 +125,7 @@ struct RunArgs {
 
 fn main() -> anyhow::Result<()> {
     limit_malloc_arenas();
-    let cli = parse_cli();
-    let workers = match &cli.command {
-        Command::Run(args) => args.worker_threads,
-        _ => 1,
-    };
-    runtime(workers).context("starting the runtime")?.block_on(start(cli))
-}
-
-/// The async runtime: everything on the calling thread when `workers` is 1, else a pool of
-/// `workers` threads.
-fn runtime(workers: u16) -> std::io::Result<tokio::runtime::Runtime> {
-    if workers <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(usize::from(workers)).enable_all().build()
-    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?.block_on(start())
 }
 
 /// glibc gives threads that allocate concurrently arenas of their own (up to 8 per core), and
@@ -166,8 +144,8 @@ fn limit_malloc_arenas() {
     }
 }
 
-async fn start(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+async fn start() -> anyhow::Result<()> {
+    match parse_cli().command {
         Command::Crd => {
             print!("{}", nsguard::cli::crd::crd_yaml()?);
             Ok(())
@@ -344,32 +322,5 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(Err(e))) => Err(anyhow::Error::from(e).context("HTTP server")),
         _ => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::runtime::RuntimeFlavor;
-
-    fn worker_threads(argv: &[&str]) -> Result<u16, clap::Error> {
-        match Cli::try_parse_from(argv)?.command {
-            Command::Run(args) => Ok(args.worker_threads),
-            _ => unreachable!("a run command"),
-        }
-    }
-
-    #[test]
-    fn the_controller_runs_on_one_thread_unless_asked() {
-        assert_eq!(worker_threads(&["nsguard", "run"]).ok(), Some(1));
-        assert_eq!(runtime(1).map(|rt| rt.handle().runtime_flavor()).ok(), Some(RuntimeFlavor::CurrentThread));
-        assert_eq!(worker_threads(&["nsguard", "run", "--worker-threads", "4"]).ok(), Some(4));
-        assert_eq!(runtime(4).map(|rt| rt.handle().runtime_flavor()).ok(), Some(RuntimeFlavor::MultiThread));
-    }
-
-    #[test]
-    fn zero_worker_threads_is_refused_with_the_flag_named() {
-        let error = worker_threads(&["nsguard", "run", "--worker-threads", "0"]).err().map(|e| e.to_string());
-        assert!(error.as_deref().is_some_and(|e| e.contains("--worker-threads")), "{error:?}");
     }
 }
