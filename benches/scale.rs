@@ -78,6 +78,11 @@ struct Args {
     /// then measure with it in force (the `guard` scenario measures its cost separately).
     #[arg(long)]
     guard_installed: bool,
+    /// Burst-and-floor pairs, each on new namespaces: the burst's latency ratios and floor_ratio
+    /// then pool every round's namespaces (one pair's p50 ratio moves by ±0.2 between runs on this
+    /// machine). The later scenarios use the last round's namespaces. Not with `memory`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
+    rounds: u16,
     /// Where to write report.json and report.md.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -598,16 +603,82 @@ struct Bench {
     report: serde_json::Map<String, Value>,
     burst_names: Vec<String>,
     floor_names: Vec<String>,
+    /// The burst-and-floor round under way (`--rounds`), and what the finished ones left.
+    round: u16,
+    rounds: Vec<Round>,
+}
+
+/// One finished burst-and-floor round: its namespaces and report entries.
+struct Round {
+    burst_names: Vec<String>,
+    floor_names: Vec<String>,
+    burst: Value,
+    floor: Value,
 }
 
 impl Bench {
+    /// Part of the names of a round's namespaces after the first.
+    fn round_tag(&self) -> String {
+        if self.round == 0 { String::new() } else { format!("{}-", self.round) }
+    }
+
+    /// Keeps a finished round's namespaces and report entries.
+    fn keep_round(&mut self) {
+        self.rounds.push(Round {
+            burst_names: self.burst_names.clone(),
+            floor_names: self.floor_names.clone(),
+            burst: self.report.get("burst").cloned().unwrap_or(Value::Null),
+            floor: self.report.get("floor").cloned().unwrap_or(Value::Null),
+        });
+    }
+
+    /// After more than one round with both sides: the burst's `floor_ratio` (total seconds over
+    /// all rounds) and latency ratios (every round's namespaces pooled), each round's kept.
+    fn pool_rounds(&mut self) {
+        if self.rounds.len() < 2 || self.rounds.iter().any(|r| r.burst.is_null() || r.floor.is_null()) {
+            return;
+        }
+        let all = |names: fn(&Round) -> &Vec<String>| -> Vec<String> {
+            self.rounds.iter().flat_map(|r| names(r).iter().cloned()).collect()
+        };
+        let (burst_all, floor_all) = (all(|r| &r.burst_names), all(|r| &r.floor_names));
+        let (b, f) = (summary(self.latencies(&burst_all).0), summary(self.latencies(&floor_all).0));
+        let ratio = |k: &str| b[k].as_f64().unwrap_or(0.0) / f[k].as_f64().unwrap_or(1.0).max(1.0);
+        let total = |side: fn(&Round) -> &Value| {
+            self.rounds.iter().map(|r| side(r)["seconds"].as_f64().unwrap_or(0.0)).sum::<f64>()
+        };
+        let floor_ratio = total(|r| &r.burst) / total(|r| &r.floor);
+        let each: Vec<Value> = self
+            .rounds
+            .iter()
+            .map(|r| {
+                json!({"seconds": r.burst["seconds"], "floor_seconds": r.floor["seconds"], "floor_ratio": r.burst["floor_ratio"],
+                    "p50_ratio": r.burst["p50_ratio"], "p99_ratio": r.burst["p99_ratio"]})
+            })
+            .collect();
+        let (p50, p99) = (ratio("p50_ms"), ratio("p99_ms"));
+        println!(
+            "{} rounds pooled: floor_ratio {floor_ratio:.2}, burst latency ÷ floor latency: p50 {p50:.2}, p99 {p99:.2}",
+            self.rounds.len()
+        );
+        if let Some(burst) = self.report.get_mut("burst").and_then(Value::as_object_mut) {
+            burst.insert("rounds".into(), json!(each));
+            burst.insert("latency_all_rounds".into(), b);
+            burst.insert("floor_latency_all_rounds".into(), f);
+            burst.insert("floor_ratio".into(), json!(floor_ratio));
+            burst.insert("p50_ratio".into(), json!(p50));
+            burst.insert("p99_ratio".into(), json!(p99));
+        }
+        self.report.insert("floor_ratio".into(), json!(floor_ratio));
+    }
+
     fn burst_labels(&self) -> [(&str, &str); 2] {
         [("bench", "nsguard"), ("bench-run", self.run.as_str())]
     }
 
     async fn burst(&mut self, nsguard: &Nsguard) {
         let n = self.args.namespaces;
-        self.burst_names = (0..n).map(|i| format!("b-{}-{i:05}", self.run)).collect();
+        self.burst_names = (0..n).map(|i| format!("b-{}-{}{i:05}", self.run, self.round_tag())).collect();
         let offset = audit_log_offset();
         let reconciles_before = nsguard.metric("nsguard_reconciles_total{").await;
         let t0 = Instant::now();
@@ -752,7 +823,7 @@ impl Bench {
     /// created it).
     async fn floor(&mut self) {
         let n = self.args.namespaces;
-        let names: Vec<String> = (0..n).map(|i| format!("f-{}-{i:05}", self.run)).collect();
+        let names: Vec<String> = (0..n).map(|i| format!("f-{}-{}{i:05}", self.run, self.round_tag())).collect();
         let labels = [("bench", "floor"), ("bench-run", self.run.as_str())];
         let writer = self.nsguard_client.clone();
         let permits = Arc::new(Semaphore::new(self.args.concurrency));
@@ -1700,6 +1771,8 @@ async fn main() {
         report,
         burst_names: vec![],
         floor_names: vec![],
+        round: 0,
+        rounds: vec![],
     };
 
     if args.guard_installed {
@@ -1715,16 +1788,25 @@ async fn main() {
 
     // Not before the memory scenario: it reports nsguard's high-water mark since its start, and
     // namespaces created and deleted before the burst would count in it.
-    if args.runs("burst") {
-        if !args.runs("memory") {
-            bench.warm_up().await;
+    assert!(args.rounds == 1 || !args.runs("memory"), "--rounds counts namespaces the memory scenario would misread");
+    for round in 0..args.rounds {
+        bench.round = round;
+        if round > 0 {
+            bench.settle("burst").await;
         }
-        bench.burst(&nsguard).await;
+        if args.runs("burst") {
+            if round == 0 && !args.runs("memory") {
+                bench.warm_up().await;
+            }
+            bench.burst(&nsguard).await;
+        }
+        if args.runs("floor") {
+            bench.settle("floor").await;
+            bench.floor().await;
+        }
+        bench.keep_round();
     }
-    if args.runs("floor") {
-        bench.settle("floor").await;
-        bench.floor().await;
-    }
+    bench.pool_rounds();
     if args.runs("steady") {
         bench.steady(&nsguard).await;
     }
