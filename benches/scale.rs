@@ -80,7 +80,7 @@ struct Args {
     guard_installed: bool,
     /// Burst-and-floor pairs, each on new namespaces: the burst's latency ratios and floor_ratio
     /// then pool every round's namespaces (one pair's p50 ratio moves by ±0.2 between runs on this
-    /// machine). The later scenarios use the last round's namespaces. Not with `memory`.
+    /// machine). The later scenarios take every round's namespaces. Not with `memory`.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
     rounds: u16,
     /// Where to write report.json and report.md.
@@ -1807,6 +1807,9 @@ async fn main() {
         bench.keep_round();
     }
     bench.pool_rounds();
+    // The profile governs every round's namespaces: the later scenarios take them all.
+    bench.burst_names = bench.rounds.iter().flat_map(|r| r.burst_names.iter().cloned()).collect();
+    bench.floor_names = bench.rounds.iter().flat_map(|r| r.floor_names.iter().cloned()).collect();
     if args.runs("steady") {
         bench.steady(&nsguard).await;
     }
