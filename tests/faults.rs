@@ -317,6 +317,7 @@ async fn a_namespace_with_2000_service_accounts_converges_with_bounded_writes() 
     let nsguard = Instance::spawn("many", &kubeconfig, &shard, &lease_name, LEASE_SECONDS).await;
     eventually("nsguard to lead", || async { nsguard.is_leader().await.then_some(()) }).await;
     let before = peak_rss_mib(nsguard.child.id().expect("pid"));
+    let offset = audit_log_offset();
     let started = Instant::now();
     apply_profile(&admin, &shard).await;
     // The ServiceAccounts go out alongside the enforce dry-run and the namespace's labels after
@@ -334,6 +335,22 @@ async fn a_namespace_with_2000_service_accounts_converges_with_bounded_writes() 
     )
     .await;
     record("converge-2001-service-accounts", started.elapsed());
+    // Bounded writes: each ServiceAccount written once (dry-runs are not writes), give or take a
+    // few sent again; waiting only for the audit log to show all 2,001.
+    let user = "system:serviceaccount:nsguard-system:nsguard";
+    let account_writes = || {
+        audited_writes(user, offset)
+            .iter()
+            .filter(|e| e["objectRef"]["resource"] == "serviceaccounts" && e["objectRef"]["namespace"] == ns.as_str())
+            .count()
+    };
+    let writes = eventually("the audit log to show a write of each ServiceAccount", || async {
+        let n = account_writes();
+        (n >= 2001).then_some(n)
+    })
+    .await;
+    record_figure("service-account-writes-2001-accounts", writes);
+    assert!(writes <= 2001 + 20, "{writes} ServiceAccount writes for 2,001 ServiceAccounts: not bounded by one each");
     let peak = peak_rss_mib(nsguard.child.id().expect("pid"));
     eprintln!("peak RSS before the profile: {before:.1} MiB");
     record_figure("peak-rss-mib-2001-service-accounts", format!("{peak:.1}"));
