@@ -26,7 +26,6 @@ use serde_json::{Value, json};
 use support::*;
 use tokio::sync::{Notify, Semaphore};
 
-const NSGUARD_USER: &str = "system:serviceaccount:nsguard-system:nsguard";
 const RESTRICTED: [(&str, &str); 6] = [
     ("pod-security.kubernetes.io/enforce", "restricted"),
     ("pod-security.kubernetes.io/enforce-version", "latest"),
@@ -515,6 +514,12 @@ fn summary(mut seconds: Vec<f64>) -> Value {
     })
 }
 
+/// The burst's p50 and p99 latencies ÷ the floor's, from two [`summary`]s.
+fn latency_ratios(burst: &Value, floor: &Value) -> (f64, f64) {
+    let ratio = |k: &str| burst[k].as_f64().unwrap_or(0.0) / floor[k].as_f64().unwrap_or(1.0).max(1.0);
+    (ratio("p50_ms"), ratio("p99_ms"))
+}
+
 /// nsguard's writes per namespace since `offset`, by resource (`namespaces/status`, `reports`, ...).
 fn nsguard_writes_per_namespace(offset: u64, namespaces: usize) -> BTreeMap<String, f64> {
     let mut by: BTreeMap<String, f64> = BTreeMap::new();
@@ -643,7 +648,6 @@ impl Bench {
         };
         let (burst_all, floor_all) = (all(|r| &r.burst_names), all(|r| &r.floor_names));
         let (b, f) = (summary(self.latencies(&burst_all).0), summary(self.latencies(&floor_all).0));
-        let ratio = |k: &str| b[k].as_f64().unwrap_or(0.0) / f[k].as_f64().unwrap_or(1.0).max(1.0);
         let total = |side: fn(&Round) -> &Value| {
             self.rounds.iter().map(|r| side(r)["seconds"].as_f64().unwrap_or(0.0)).sum::<f64>()
         };
@@ -656,7 +660,7 @@ impl Bench {
                     "p50_ratio": r.burst["p50_ratio"], "p99_ratio": r.burst["p99_ratio"]})
             })
             .collect();
-        let (p50, p99) = (ratio("p50_ms"), ratio("p99_ms"));
+        let (p50, p99) = latency_ratios(&b, &f);
         // Each round's ratios compare the two sides under the same load; pooled percentiles can take
         // the burst's tail from one round and the floor's from another.
         let median = |key: &str| {
@@ -934,9 +938,7 @@ impl Bench {
         // Each namespace's wait, at the median and the tail, against the floor's.
         let floor_latency = self.report["floor"]["latency"].clone();
         if let Some(b) = self.report.get_mut("burst").and_then(Value::as_object_mut) {
-            let ratio =
-                |k: &str| b["latency"][k].as_f64().unwrap_or(0.0) / floor_latency[k].as_f64().unwrap_or(1.0).max(1.0);
-            let (p50, p99) = (ratio("p50_ms"), ratio("p99_ms"));
+            let (p50, p99) = latency_ratios(&b["latency"], &floor_latency);
             b.insert("floor_ratio".into(), json!(burst.unwrap_or(0.0) / total));
             b.insert("p50_ratio".into(), json!(p50));
             b.insert("p99_ratio".into(), json!(p99));

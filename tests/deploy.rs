@@ -11,8 +11,6 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use support::*;
 
-const NSGUARD_SERVICE_ACCOUNT: &str = "system:serviceaccount:nsguard-system:nsguard";
-
 #[tokio::test]
 async fn config_default_applies_without_warnings_and_creates_everything() {
     let client = admin_client().await;
@@ -111,7 +109,7 @@ async fn nsguard_identity_can_create_the_default_service_account_and_no_other() 
     let namespace = create_namespace(&admin, "accounts", &[]).await;
     let may_create = |name: &str| {
         let review: SubjectAccessReview = serde_json::from_value(json!({
-            "spec": {"user": NSGUARD_SERVICE_ACCOUNT, "groups": ["system:serviceaccounts"],
+            "spec": {"user": NSGUARD_USER, "groups": ["system:serviceaccounts"],
                 "resourceAttributes": {"verb": "create", "resource": "serviceaccounts", "namespace": namespace, "name": name}}
         }))
         .expect("review");

@@ -338,9 +338,8 @@ async fn a_namespace_with_2000_service_accounts_converges_with_bounded_writes() 
     // Bounded writes: each ServiceAccount written once (dry-runs are not writes), give or take a
     // few sent again. Counted once the audit log shows a write of every one and then nothing new
     // for three looks a second apart; a loop of rewrites never settles and fails here too.
-    let user = "system:serviceaccount:nsguard-system:nsguard";
     let account_writes = || -> Vec<String> {
-        audited_writes(user, offset)
+        audited_writes(NSGUARD_USER, offset)
             .iter()
             .filter(|e| e["objectRef"]["resource"] == "serviceaccounts" && e["objectRef"]["namespace"] == ns.as_str())
             .map(|e| e["objectRef"]["name"].as_str().unwrap_or_default().to_owned())
@@ -430,8 +429,7 @@ async fn a_writer_fighting_for_90_seconds_meets_bounded_writes_and_one_report() 
     record("heal-other-namespace-during-a-fight", drifted.elapsed());
     rival.await.expect("rival");
 
-    let user = "system:serviceaccount:nsguard-system:nsguard";
-    let audited = audited_writes(user, offset);
+    let audited = audited_writes(NSGUARD_USER, offset);
     // Writes to the namespace: its labels, and its condition (status subresource).
     let writes = audited
         .iter()

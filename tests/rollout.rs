@@ -22,7 +22,6 @@ const ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 const AUDIT: &str = "pod-security.kubernetes.io/audit";
 const WARN: &str = "pod-security.kubernetes.io/warn";
 const SELECTED: &str = "nsguard-test/rollout";
-const NSGUARD_USER: &str = "system:serviceaccount:nsguard-system:nsguard";
 
 /// An operator that re-checks held namespaces every couple of seconds.
 async fn operator() -> Operator {

@@ -11,7 +11,6 @@ use support::operator::{Operator, profile_resource};
 use support::*;
 
 const NAMESPACES: usize = 5;
-const NSGUARD: &str = "system:serviceaccount:nsguard-system:nsguard";
 
 fn nsguard_writes(op: &Operator) -> u64 {
     // Every write nsguard makes is counted by family; sum them all.
@@ -71,10 +70,10 @@ async fn converged_cluster_gets_no_writes() {
     .await;
 
     // The audit log does attribute nsguard's writes: convergence made some.
-    let converging = audited_writes(NSGUARD, 0);
+    let converging = audited_writes(NSGUARD_USER, 0);
     assert!(
         converging.iter().any(|e| e["verb"] == "patch" && e["objectRef"]["resource"] == "namespaces"),
-        "the audit log shows no write by {NSGUARD}; is auditing on?"
+        "the audit log shows no write by {NSGUARD_USER}; is auditing on?"
     );
 
     let audit_offset = audit_log_offset();
@@ -99,7 +98,7 @@ async fn converged_cluster_gets_no_writes() {
     eventually("five reconciles of every namespace", || async { (reconciles(&op) >= target).then_some(()) }).await;
 
     assert_eq!(nsguard_writes(&op), writes_before, "nsguard counted its own writes in steady state");
-    let audited = audited_writes(NSGUARD, audit_offset);
+    let audited = audited_writes(NSGUARD_USER, audit_offset);
     assert!(audited.is_empty(), "the API server audited writes by nsguard in steady state: {audited:#?}");
     assert_eq!(applies(&c).await, applies_before, "the API server counted server-side applies in steady state");
 }

@@ -16,6 +16,9 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+/// nsguard's identity as the API server's audit log names it (`config/rbac`'s ServiceAccount).
+pub const NSGUARD_USER: &str = "system:serviceaccount:nsguard-system:nsguard";
+
 /// How long a test waits for a condition before failing.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
