@@ -349,7 +349,7 @@ fn reports(namespace: &str, plan: &Plan, result: &NamespaceResult, pending: Pend
         let want = report::desired(namespace, plan.namespace_uid.as_ref(), plan, result);
         // During a fight episode a passing Report is not written: it would flip between pass and
         // fail with each correction. The failing one stands until the episode ends.
-        let passing = matches!(&want, Some(Some(body)) if body["summary"]["fail"] == 0);
+        let passing = matches!(&want, Some(Some(content)) if content.count(report::Verdict::Fail) == 0);
         if !(result.fighting && passing && matches!(plan.report, report::Seen::Present { .. })) {
             writes.extend(report::write(&plan.report, want));
         }

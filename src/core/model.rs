@@ -250,7 +250,7 @@ impl NetworkPolicyView {
 /// empty rule list is none): what the cache keeps of a policy instead of the spec, 8 bytes where a
 /// DNS policy's spec takes a kilobyte in a dozen allocations.
 pub fn policy_fingerprint(spec: Option<&k8s_openapi::api::networking::v1::NetworkPolicySpec>) -> u64 {
-    use std::hash::{Hash, Hasher};
+    use std::hash::Hasher;
     let mut spec = spec.cloned().unwrap_or_default();
     if spec.ingress.as_ref().is_some_and(Vec::is_empty) {
         spec.ingress = None;
@@ -258,12 +258,23 @@ pub fn policy_fingerprint(spec: Option<&k8s_openapi::api::networking::v1::Networ
     if spec.egress.as_ref().is_some_and(Vec::is_empty) {
         spec.egress = None;
     }
-    // Keys in a fixed order (serde_json's map), hashed with fixed keys: the same spec gives the same
+    // Serialized straight into the hasher (no JSON tree, no string): the fields of the typed spec in
+    // their fixed order, its maps sorted, hashed with fixed keys. The same spec gives the same
     // fingerprint every time in one process, which is all a comparison with the cache needs.
-    let canonical = serde_json::to_value(spec).map(|v| v.to_string()).unwrap_or_default();
-    let mut hasher = std::hash::DefaultHasher::new();
-    canonical.hash(&mut hasher);
-    hasher.finish()
+    struct Hashing(std::hash::DefaultHasher);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.write(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(std::hash::DefaultHasher::new());
+    // A typed spec (string map keys only) always serializes, and the writer never fails.
+    serde_json::to_writer(&mut hashing, &spec).ok();
+    hashing.0.finish()
 }
 
 /// A HardeningProfile, parsed once when it changes. A profile whose spec does not parse or

@@ -8,7 +8,6 @@
 //! off. The report carries no timestamps, so an unchanged namespace produces the same report and
 //! nothing is written in steady state.
 
-use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
 use serde_json::{Value, json};
@@ -165,15 +164,133 @@ pub fn checks(want: &Desired, drift: &[Drift]) -> Vec<Check> {
     out
 }
 
-/// The Report to apply for a namespace with `plan` and `result`: `None` when the namespace should
-/// have none (no profile governs it), `Some(None)` when nsguard leaves it as it is (an invalid or
+/// What a namespace's Report says: everything its apply body is made of. Its fingerprint is
+/// computed from these parts, without building the body: a reconcile that finds the Report as it
+/// should be (every echo of a write, every resync) builds no JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Content<'a> {
+    pub namespace: &'a str,
+    pub uid: Option<&'a crate::core::ids::Uid>,
+    pub profile: &'a str,
+    pub mode: Mode,
+    pub checks: Vec<Check>,
+}
+
+/// The verdicts a Report's `summary` counts, in the (sorted) order of its keys.
+const SUMMARY: [Verdict; 4] = [Verdict::Fail, Verdict::Pass, Verdict::Skip, Verdict::Warn];
+
+impl Content<'_> {
+    /// How many checks have `verdict`.
+    pub fn count(&self, verdict: Verdict) -> u64 {
+        self.checks.iter().filter(|c| c.verdict == verdict).count() as u64
+    }
+
+    /// `properties.mode` of every result.
+    fn mode(&self) -> String {
+        format!("{:?}", self.mode)
+    }
+
+    /// The apply body.
+    pub fn body(&self) -> Value {
+        let mode = self.mode();
+        let results: Vec<Value> = self
+            .checks
+            .iter()
+            .map(|c| {
+                json!({
+                    "policy": self.profile,
+                    "rule": c.rule,
+                    "result": c.verdict.as_str(),
+                    "message": c.message,
+                    "category": c.category,
+                    "severity": c.severity,
+                    "properties": {"cis-kubernetes": c.cis, "mode": mode},
+                })
+            })
+            .collect();
+        let mut summary = serde_json::Map::new();
+        summary.insert("error".into(), json!(0));
+        for verdict in SUMMARY {
+            summary.insert(verdict.as_str().into(), json!(self.count(verdict)));
+        }
+        let mut scope = json!({"apiVersion": "v1", "kind": "Namespace", "name": self.namespace});
+        if let Some(uid) = self.uid {
+            scope["uid"] = json!(uid);
+        }
+        json!({
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": NAME, "namespace": self.namespace, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
+            "scope": scope,
+            "source": "nsguard",
+            "results": results,
+            "summary": summary,
+        })
+    }
+
+    /// [`fingerprint`] of [`Self::body`], fed the same way (object keys in sorted order) straight
+    /// from the parts; `report_tests` holds the two equal.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = Feed::default();
+        h.key("scope");
+        h.key("apiVersion");
+        h.str("v1");
+        h.key("kind");
+        h.str("Namespace");
+        h.key("name");
+        h.str(self.namespace);
+        if let Some(uid) = self.uid {
+            h.key("uid");
+            h.str(&uid.to_string());
+        }
+        h.end_object();
+        h.key("source");
+        h.str("nsguard");
+        h.key("results");
+        let mode = self.mode();
+        for c in &self.checks {
+            h.key("category");
+            h.str(c.category);
+            h.key("message");
+            h.str(&c.message);
+            h.key("policy");
+            h.str(self.profile);
+            h.key("properties");
+            h.key("cis-kubernetes");
+            h.str(&c.cis);
+            h.key("mode");
+            h.str(&mode);
+            h.end_object();
+            h.key("result");
+            h.str(c.verdict.as_str());
+            h.key("rule");
+            h.str(c.rule);
+            h.key("severity");
+            h.str(c.severity);
+            h.end_object();
+        }
+        h.end_array();
+        h.key("summary");
+        h.key("error");
+        h.number(0);
+        for verdict in SUMMARY {
+            h.key(verdict.as_str());
+            h.number(self.count(verdict));
+        }
+        h.end_object();
+        h.finish()
+    }
+}
+
+/// The Report for a namespace with `plan` and `result`: `None` when the namespace should have
+/// none (no profile governs it), `Some(None)` when nsguard leaves it as it is (an invalid or
 /// unseen profile: the last good report stands).
-pub fn desired(
-    namespace: &str,
-    uid: Option<&crate::core::ids::Uid>,
+pub fn desired<'a>(
+    namespace: &'a str,
+    uid: Option<&'a crate::core::ids::Uid>,
     plan: &Plan,
-    result: &NamespaceResult,
-) -> Option<Option<Value>> {
+    result: &'a NamespaceResult,
+) -> Option<Option<Content<'a>>> {
     let profile = result.profile.as_deref();
     match (result.outcome, &plan.desired, profile) {
         (Outcome::Held | Outcome::Orphaned, _, _) => Some(None),
@@ -194,82 +311,92 @@ pub fn desired(
                     enforce.message = format!("{}; {exception}", enforce.message);
                 }
             }
-            Some(Some(body(namespace, uid, profile, want.mode, &checks)))
+            Some(Some(Content { namespace, uid, profile, mode: want.mode, checks }))
         }
     }
 }
 
-/// The apply body of the Report.
-fn body(namespace: &str, uid: Option<&crate::core::ids::Uid>, profile: &str, mode: Mode, checks: &[Check]) -> Value {
-    let mut summary: BTreeMap<&str, u32> = ["pass", "fail", "warn", "error", "skip"].map(|k| (k, 0)).into();
-    let results: Vec<Value> = checks
-        .iter()
-        .map(|c| {
-            *summary.entry(c.verdict.as_str()).or_default() += 1;
-            json!({
-                "policy": profile,
-                "rule": c.rule,
-                "result": c.verdict.as_str(),
-                "message": c.message,
-                "category": c.category,
-                "severity": c.severity,
-                "properties": {"cis-kubernetes": c.cis, "mode": format!("{mode:?}")},
-            })
-        })
-        .collect();
-    let mut scope = json!({"apiVersion": "v1", "kind": "Namespace", "name": namespace});
-    if let Some(uid) = uid {
-        scope["uid"] = json!(uid);
-    }
-    json!({
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {"name": NAME, "namespace": namespace, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
-        "scope": scope,
-        "source": "nsguard",
-        "results": results,
-        "summary": summary,
-    })
-}
+/// A hasher fed a JSON value's structure: a key, a string, a number, the end of an object or an
+/// array, each tagged, so that a value and the same parts fed by hand hash alike.
+#[derive(Default)]
+struct Feed(std::collections::hash_map::DefaultHasher);
 
-/// A fingerprint of a Report's content (what nsguard writes), the same for the body nsguard builds
-/// and the object the API server returns: object keys are hashed in sorted order.
-pub fn fingerprint(report: &Value) -> u64 {
-    fn feed(value: &Value, h: &mut impl Hasher) {
+impl Feed {
+    fn key(&mut self, key: &str) {
+        self.0.write_u8(b'k');
+        key.hash(&mut self.0);
+    }
+    fn str(&mut self, s: &str) {
+        self.0.write_u8(b's');
+        s.hash(&mut self.0);
+    }
+    fn number(&mut self, n: u64) {
+        self.0.write_u8(b'n');
+        self.0.write_u64(n);
+    }
+    fn end_object(&mut self) {
+        self.0.write_u8(b'}');
+    }
+    fn end_array(&mut self) {
+        self.0.write_u8(b']');
+    }
+    fn value(&mut self, value: &Value) {
         match value {
             Value::Object(map) => {
                 let mut keys: Vec<&String> = map.keys().collect();
                 keys.sort();
                 for k in keys {
-                    k.hash(h);
-                    feed(&map[k], h);
+                    self.key(k);
+                    self.value(&map[k]);
                 }
-                h.write_u8(b'}');
+                self.end_object();
             }
             Value::Array(items) => {
-                items.iter().for_each(|v| feed(v, h));
-                h.write_u8(b']');
+                items.iter().for_each(|v| self.value(v));
+                self.end_array();
             }
-            other => other.to_string().hash(h),
+            Value::String(s) => self.str(s),
+            Value::Number(n) => match n.as_u64() {
+                Some(n) => self.number(n),
+                // Not a count nsguard writes: its text stands for it.
+                None => {
+                    self.0.write_u8(b'f');
+                    n.to_string().hash(&mut self.0);
+                }
+            },
+            Value::Bool(b) => {
+                self.0.write_u8(b'b');
+                self.0.write_u8(u8::from(*b));
+            }
+            Value::Null => self.0.write_u8(b'0'),
         }
     }
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+}
+
+/// A fingerprint of a Report's content (what nsguard writes), the same for the body nsguard builds
+/// and the object the API server returns: object keys are fed in sorted order. A missing field
+/// counts as absent, which no Report nsguard builds is.
+pub fn fingerprint(report: &Value) -> u64 {
+    let mut h = Feed::default();
     for key in CONTENT {
-        key.hash(&mut h);
-        feed(report.get(key).unwrap_or(&Value::Null), &mut h);
+        h.key(key);
+        h.value(report.get(key).unwrap_or(&Value::Null));
     }
     h.finish()
 }
 
 /// The write that makes the namespace's Report `want` (see [`desired`]), given what is `seen`.
-pub fn write(seen: &Seen, want: Option<Option<Value>>) -> Option<crate::core::plan::Action> {
+pub fn write(seen: &Seen, want: Option<Option<Content<'_>>>) -> Option<crate::core::plan::Action> {
     use crate::core::plan::Action;
     match (seen, want) {
         (Seen::Unavailable, _) | (_, Some(None)) => None,
         (Seen::Absent, None) => None,
         (Seen::Present { uid, .. }, None) => Some(Action::DeleteReport { uid: uid.clone() }),
-        (Seen::Present { fingerprint: f, .. }, Some(Some(body))) if *f == fingerprint(&body) => None,
-        (_, Some(Some(body))) => Some(Action::ApplyReport(Box::new(body))),
+        (Seen::Present { fingerprint: f, .. }, Some(Some(content))) if *f == content.fingerprint() => None,
+        (_, Some(Some(content))) => Some(Action::ApplyReport(Box::new(content.body()))),
     }
 }
 

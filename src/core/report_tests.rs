@@ -93,7 +93,9 @@ fn planned(mode: &str, seen: Seen) -> (Plan, NamespaceResult) {
 #[test]
 fn the_report_is_written_when_it_differs_and_never_when_reports_are_unavailable() {
     let (p, r) = planned("Audit", Seen::Absent);
-    let body = desired("shop", Some(&"ns-uid".into()), &p, &r).expect("governed").expect("a report");
+    let uid = "ns-uid".into();
+    let content = desired("shop", Some(&uid), &p, &r).expect("governed").expect("a report");
+    let body = content.body();
     assert_eq!(
         body["scope"],
         serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "name": "shop", "uid": "ns-uid"})
@@ -106,11 +108,14 @@ fn the_report_is_written_when_it_differs_and_never_when_reports_are_unavailable(
     );
     assert!(body["results"].as_array().expect("results").iter().all(|r| r["policy"] == "prod"));
     // Absent: applied. Present and equal (keys in any order): nothing. Unavailable: nothing.
-    assert!(matches!(write(&Seen::Absent, Some(Some(body.clone()))), Some(crate::core::plan::Action::ApplyReport(_))));
+    assert_eq!(
+        write(&Seen::Absent, Some(Some(content.clone()))),
+        Some(crate::core::plan::Action::ApplyReport(Box::new(body.clone())))
+    );
     let reordered: serde_json::Value = serde_json::from_str(&body.to_string()).expect("json");
     let same = Seen::Present { fingerprint: fingerprint(&reordered), uid: None };
-    assert_eq!(write(&same, Some(Some(body.clone()))), None);
-    assert_eq!(write(&Seen::Unavailable, Some(Some(body))), None);
+    assert_eq!(write(&same, Some(Some(content.clone()))), None);
+    assert_eq!(write(&Seen::Unavailable, Some(Some(content))), None);
     // Released: deleted when present.
     let present = Seen::Present { fingerprint: 1, uid: Some("r".into()) };
     assert_eq!(write(&present, None), Some(crate::core::plan::Action::DeleteReport { uid: Some("r".into()) }));
@@ -123,10 +128,46 @@ fn the_report_is_written_when_it_differs_and_never_when_reports_are_unavailable(
 fn a_change_of_content_changes_the_fingerprint_and_metadata_does_not() {
     let (p, r) = planned("Enforce", Seen::Absent);
     let compliant = NamespaceResult { outcome: Outcome::Compliant, ..r.clone() };
-    let a = desired("shop", None, &p, &compliant).expect("governed").expect("a report");
-    let b = desired("shop", None, &p, &r).expect("governed").expect("a report");
+    let a = desired("shop", None, &p, &compliant).expect("governed").expect("a report").body();
+    let b = desired("shop", None, &p, &r).expect("governed").expect("a report").body();
     assert_ne!(fingerprint(&a), fingerprint(&b), "converging (drift stands) differs from compliant");
     let mut relabelled = a.clone();
     relabelled["metadata"]["resourceVersion"] = "7".into();
     assert_eq!(fingerprint(&a), fingerprint(&relabelled));
+}
+
+#[test]
+fn a_reports_fingerprint_from_its_parts_is_that_of_its_body_as_the_api_server_returns_it() {
+    let uid = crate::core::ids::Uid::new("5f0c6a2e-3b1d-4c8e-9f7a-2d4b6c8e0a1f");
+    let text_uid = crate::core::ids::Uid::new("not-a-uuid");
+    for mode in ["Audit", "Enforce"] {
+        let (p, r) = planned(mode, Seen::Absent);
+        let compliant = NamespaceResult { outcome: Outcome::Compliant, ..r.clone() };
+        let held = NamespaceResult { held: Some("held: 2 pods would violate restricted".into()), ..compliant.clone() };
+        let excepted = NamespaceResult { exception: Some("exception until 2027-01-01".into()), ..compliant.clone() };
+        for result in [&r, &compliant, &held, &excepted] {
+            for uid in [None, Some(&uid), Some(&text_uid)] {
+                let content = desired("shop", uid, &p, result).expect("governed").expect("a report");
+                let body = content.body();
+                // As the API server returns it: parsed back, with metadata and status of its own.
+                let mut returned: serde_json::Value = serde_json::from_str(&body.to_string()).expect("json");
+                returned["metadata"]["resourceVersion"] = "12".into();
+                assert_eq!(content.fingerprint(), fingerprint(&returned), "{mode}, {result:?}, {uid:?}");
+                assert_eq!(body["summary"]["fail"], content.count(super::Verdict::Fail));
+            }
+        }
+    }
+    // Any change of a part changes it.
+    let (p, r) = planned("Audit", Seen::Absent);
+    let base = desired("shop", None, &p, &r).expect("governed").expect("a report");
+    let mut renamed = base.clone();
+    renamed.namespace = "shop2";
+    let mut reworded = base.clone();
+    reworded.checks[0].message.push('.');
+    let mut enforced = base.clone();
+    enforced.mode = crate::core::crd::Mode::Enforce;
+    for changed in [renamed, reworded, enforced] {
+        assert_ne!(base.fingerprint(), changed.fingerprint(), "{changed:?}");
+        assert_eq!(changed.fingerprint(), fingerprint(&changed.body()));
+    }
 }
