@@ -405,21 +405,32 @@ impl Nsguard {
     /// Waits until nsguard has written nothing for 2 s (at most a minute; says so if it never was).
     /// Before a restart, and between the fan-out's nsguard round and its floor's.
     async fn settle(&self) {
+        self.quiet("nsguard_write_requests_total{", "writing").await;
+    }
+
+    /// Waits until nsguard has reconciled nothing for 2 s (at most a minute): after the fan-out's
+    /// floor, whose writes nsguard watches and reconciles, before nsguard's next round is counted.
+    async fn idle(&self) {
+        self.quiet("nsguard_reconciles_total{", "reconciling").await;
+    }
+
+    /// Waits until the counter `prefix` has stood still for 2 s (at most a minute).
+    async fn quiet(&self, prefix: &str, doing: &str) {
         let end = Instant::now() + Duration::from_secs(60);
-        let mut writes = self.metric("nsguard_write_requests_total{").await;
+        let mut count = self.metric(prefix).await;
         let mut quiet = Instant::now();
         while quiet.elapsed() < Duration::from_secs(2) {
             if Instant::now() >= end {
-                eprintln!("warning: nsguard kept writing for a minute; what follows starts unsettled");
+                eprintln!("warning: nsguard kept {doing} for a minute; what follows starts unsettled");
                 return;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
-            let now = self.metric("nsguard_write_requests_total{").await;
-            if now != writes {
-                (writes, quiet) = (now, Instant::now());
+            let now = self.metric(prefix).await;
+            if now != count {
+                (count, quiet) = (now, Instant::now());
             }
         }
-        assert!(writes > 0.0, "nsguard's write counter could not be read");
+        assert!(count > 0.0, "nsguard's counter {prefix} could not be read");
     }
 }
 
@@ -987,6 +998,8 @@ impl Bench {
                     label_floor = Some(label_only);
                 }
                 let f = self.fanout_same_writes(&floor, floor_level).await;
+                // nsguard reconciles the floor's writes too: done before its next round is counted.
+                nsguard.idle().await;
                 println!(
                     "fanout floor: {} namespace and Report applies in {f:.2}s; ratio {:.2}",
                     floor.len(),
