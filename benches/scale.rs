@@ -410,8 +410,8 @@ impl Nsguard {
 
     /// Waits until nsguard has made at most 20 reconciles in 2 s (at most a minute): after the
     /// fan-out's floor, whose writes nsguard watches and reconciles, before nsguard's next round is
-    /// counted. Not none: the rollout gate's re-checks of held namespaces, spread over minutes,
-    /// keep the counter moving by a few a second.
+    /// counted. Not none: something keeps the counter moving after a floor (not found; at 10,000
+    /// namespaces it stays above 10 a second for over a minute, and this wait gives up).
     async fn idle(&self) {
         self.quiet("nsguard_reconciles_total{", 20.0, "reconciling").await;
     }
