@@ -26,6 +26,9 @@ use serde_json::{Value, json};
 use support::*;
 use tokio::sync::{Notify, Semaphore};
 
+/// nsguard's resync period, as its default (`--resync-seconds`), passed to it explicitly.
+const RESYNC: Duration = Duration::from_secs(1800);
+
 const RESTRICTED: [(&str, &str); 6] = [
     ("pod-security.kubernetes.io/enforce", "restricted"),
     ("pod-security.kubernetes.io/enforce-version", "latest"),
@@ -335,6 +338,7 @@ impl Nsguard {
             .arg(kubeconfig)
             .args(["--metrics-address", &format!("127.0.0.1:{port}"), "--concurrency", &args.concurrency.to_string()])
             .args(["--enforce-recheck-seconds", &args.recheck_seconds.to_string()])
+            .args(["--resync-seconds", &RESYNC.as_secs().to_string()])
             .env("NSGUARD_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log"))
@@ -408,12 +412,14 @@ impl Nsguard {
         self.quiet("nsguard_write_requests_total{", 0.0, "writing").await;
     }
 
-    /// Waits until nsguard has made at most 20 reconciles in 2 s (at most a minute): after the
-    /// fan-out's floor, whose writes nsguard watches and reconciles, before nsguard's next round is
-    /// counted. Not none: something keeps the counter moving after a floor (not found; at 10,000
-    /// namespaces it stays above 10 a second for over a minute, and this wait gives up).
-    async fn idle(&self) {
-        self.quiet("nsguard_reconciles_total{", 20.0, "reconciling").await;
+    /// Waits until nsguard is back to its background rate of reconciles (at most a minute): after
+    /// the fan-out's floor, whose writes nsguard watches and reconciles, before nsguard's next round
+    /// is counted. The background is the resync backstop, which looks at every one of the cluster's
+    /// `namespaces` once per `RESYNC` (11 a second at 20,000): idle is at most that, doubled, plus
+    /// 20, in 2 s.
+    async fn idle(&self, namespaces: usize) {
+        let resync_per_2s = 2.0 * namespaces as f64 / RESYNC.as_secs_f64();
+        self.quiet("nsguard_reconciles_total{", 20.0 + 2.0 * resync_per_2s, "reconciling").await;
     }
 
     /// Waits until the counter `prefix` has risen by at most `slack` in 2 s (at most a minute).
@@ -977,9 +983,11 @@ impl Bench {
         // namespaces come to nsguard's watches too, and each costs it a reconcile).
         let (mut reconciles, mut cpu) = (0.0, 0.0);
         let mut label_floor = None;
+        let mut writes: BTreeMap<String, f64> = BTreeMap::new();
         for (level, floor_level) in [("baseline", "privileged"), ("restricted", "restricted")] {
             let reconciles_before = nsguard.metric("nsguard_reconciles_total{").await;
             let cpu_before = nsguard.cpu_seconds();
+            let offset = audit_log_offset();
             let t0 = Instant::now();
             set_bench_profile(&self.admin, level).await;
             let at_level = move |s: &NsState| s.warn.as_deref() == Some(level);
@@ -991,6 +999,9 @@ impl Bench {
             nsguard.settle().await;
             reconciles += nsguard.metric("nsguard_reconciles_total{").await - reconciles_before;
             cpu += nsguard.cpu_seconds() - cpu_before;
+            for (resource, per) in nsguard_writes_per_namespace(offset, 2 * n) {
+                *writes.entry(resource).or_default() += per;
+            }
             let floor_seconds = if floor.is_empty() {
                 None
             } else {
@@ -1001,7 +1012,7 @@ impl Bench {
                 }
                 let f = self.fanout_same_writes(&floor, floor_level).await;
                 // nsguard reconciles the floor's writes too: done before its next round is counted.
-                nsguard.idle().await;
+                nsguard.idle(names.len() + floor.len()).await;
                 println!(
                     "fanout floor: {} namespace and Report applies in {f:.2}s; ratio {:.2}",
                     floor.len(),
@@ -1021,11 +1032,13 @@ impl Bench {
             "fanout: {reconciles:.2} reconciles per namespace and {cpu:.2} CPU s per round; floor_ratio (both rounds) {}",
             floor_ratio.map_or("-".into(), |r| format!("{r:.2}"))
         );
+        println!("fanout: nsguard's writes per namespace and round, by resource: {writes:?}");
         self.report.insert(
             "fanout".into(),
             json!({"namespaces": n, "seconds": rounds[0]["seconds"], "rounds": rounds, "floor_ratio": floor_ratio,
                 "label_patch_floor_seconds": label_floor, "label_patch_floor_ratio": label_ratio,
-                "reconciles_per_namespace": reconciles, "nsguard_cpu_seconds": cpu}),
+                "reconciles_per_namespace": reconciles, "nsguard_cpu_seconds": cpu,
+                "writes_per_namespace_by_resource": writes}),
         );
     }
 
@@ -1270,12 +1283,17 @@ impl Bench {
         }
     }
 
-    async fn drift(&mut self) {
+    async fn drift(&mut self, nsguard: &Nsguard) {
+        // From steady state: nsguard done with the floor's namespaces before (their objects come to
+        // its watches too), and with nsguard's own drift before the floor's.
+        let namespaces = self.burst_names.len() + self.floor_names.len();
+        nsguard.idle(namespaces).await;
         let mut drift = self.drift_on(&self.burst_names, "drift").await;
         if !self.floor_names.is_empty() {
             // The same drift on the floor's namespaces, healed by the least a controller can do: a
             // watch of each kind and one apply per event (no cache, no decision, no status, no
             // Report), under nsguard's identity. What the API server and its watches take.
+            nsguard.idle(namespaces).await;
             let healer = start_floor_healer(self.nsguard_client.clone(), format!("f-{}-", self.run)).await;
             drift["floor"] = self.drift_on(&self.floor_names, "drift floor").await;
             healer.abort();
@@ -1877,7 +1895,7 @@ async fn main() {
     }
     if args.runs("drift") && !bench.burst_names.is_empty() {
         bench.settle("drift").await;
-        bench.drift().await;
+        bench.drift(&nsguard).await;
     }
     if args.runs("fanout") && !bench.burst_names.is_empty() {
         bench.settle("fanout").await;
