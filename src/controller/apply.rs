@@ -10,14 +10,14 @@ use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::context::Context;
 use super::error::{Error, Result};
-use super::gate::send_warned;
+use super::gate::{Versioned, send_warned};
 use crate::core::decide::action_key;
 use crate::core::desired::recreate_after_apply;
 use crate::core::ids::{revision, uid};
@@ -42,6 +42,36 @@ enum Written {
 /// What writing `after` left: the object at its resourceVersion.
 fn written<K: kube::Resource>(after: &K) -> Written {
     Written::Object(revision(after.meta().resource_version.as_deref()))
+}
+
+/// A server-side apply of `patch` to `name` under `url_path` (to its `subresource`, if any), as
+/// nsguard.
+fn apply_request<P: serde::Serialize>(
+    url_path: &str,
+    subresource: Option<&str>,
+    name: &str,
+    patch: &P,
+) -> std::result::Result<http::Request<Vec<u8>>, kube::core::request::Error> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let request = kube::core::Request::new(url_path);
+    match subresource {
+        Some(sub) => request.patch_subresource(sub, name, &params, &Patch::Apply(patch)),
+        None => request.patch(name, &params, &Patch::Apply(patch)),
+    }
+}
+
+/// Sends a write, reading only the resourceVersion of the answer (see [`Versioned`]): the object's
+/// version after the write, and the answer's warnings.
+async fn send_versioned(
+    ctx: &Context,
+    request: std::result::Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+) -> Result<std::result::Result<(Option<u64>, Vec<String>), kube::Error>> {
+    let request = match request {
+        Ok(request) => request,
+        Err(e) => return Ok(Err(kube::Error::BuildRequest(e))),
+    };
+    let answer = ctx.guarded(send_warned::<Versioned>(&ctx.client, request)).await?;
+    Ok(answer.map(|(after, warnings)| (revision(after.metadata.resource_version.as_deref()), warnings)))
 }
 
 /// 404: the object was deleted; 409 on an apply or delete with a UID precondition, or 422 on an
@@ -87,22 +117,18 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
             }
             let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata});
             let before = ctx.namespaces.get(&ObjectRef::new(namespace)).and_then(|n| n.version);
-            // Through the raw path, to read Pod Security Admission's warnings about existing pods.
-            let request = kube::core::Request::new("/api/v1/namespaces")
-                .patch(namespace, &apply, &Patch::Apply(&patch))
-                .map_err(|e| Error::ApplyNamespace {
-                    namespace: namespace.to_owned(),
-                    source: kube::Error::BuildRequest(e),
-                })?;
-            let written = match ctx.guarded(send_warned::<Namespace>(&ctx.client, request)).await? {
-                Ok((after, said)) => {
-                    warnings = said;
-                    let after = revision(after.metadata.resource_version.as_deref());
-                    if after.is_some() && after == before { Written::Nothing } else { Written::Object(after) }
-                }
-                Err(e) if gone(&e) => Written::Nothing,
-                Err(source) => return Err(Error::ApplyNamespace { namespace: namespace.to_owned(), source }),
-            };
+            // Its warnings are Pod Security Admission's about existing pods.
+            let written =
+                match send_versioned(ctx, apply_request(&Namespace::url_path(&(), None), None, namespace, &patch))
+                    .await?
+                {
+                    Ok((after, said)) => {
+                        warnings = said;
+                        if after.is_some() && after == before { Written::Nothing } else { Written::Object(after) }
+                    }
+                    Err(e) if gone(&e) => Written::Nothing,
+                    Err(source) => return Err(Error::ApplyNamespace { namespace: namespace.to_owned(), source }),
+                };
             (written, "namespaces", "apply")
         }
         Action::ApplyNetworkPolicy(np) if np.metadata.uid.is_none() => {
@@ -110,8 +136,14 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
             let name = np.name_any();
             let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace);
             let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
-            match ctx.guarded(api.create(&params, np.as_ref())).await? {
-                Ok(created) => (written(&created), "networkpolicies", "create"),
+            let body = serde_json::to_vec(np.as_ref()).map_err(|e| Error::ApplyNetworkPolicy {
+                namespace: namespace.to_owned(),
+                name: name.clone(),
+                source: kube::Error::SerdeError(e),
+            })?;
+            let request = kube::core::Request::new(NetworkPolicy::url_path(&(), Some(namespace))).create(&params, body);
+            match send_versioned(ctx, request).await? {
+                Ok((after, _)) => (Written::Object(after), "networkpolicies", "create"),
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     // nsguard's own policy, not yet in the cache (a lost response, a lagging
                     // watch), or someone else's: only the label tells.
@@ -156,9 +188,9 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
             (delete_policy(ctx, &api, namespace, name, uid.as_ref()).await?, "networkpolicies", "delete")
         }
         Action::ApplyReport(body) => {
-            let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), namespace, &report::resource());
-            let written = match ctx.guarded(api.patch(report::NAME, &apply, &Patch::Apply(body.as_ref()))).await? {
-                Ok(after) => written(&after),
+            let path = DynamicObject::url_path(&report::resource(), Some(namespace));
+            let written = match send_versioned(ctx, apply_request(&path, None, report::NAME, body.as_ref())).await? {
+                Ok((after, _)) => Written::Object(after),
                 Err(e) if gone(&e) => Written::Nothing,
                 Err(source) => return Err(Error::ApplyReport { namespace: namespace.to_owned(), source }),
             };
@@ -194,9 +226,9 @@ async fn execute_one(ctx: &Context, ns: &NamespaceView, action: &Action) -> Resu
                 // The tamper guard's marker: this ServiceAccount's token stays off.
                 patch["metadata"]["labels"] = json!({TOKEN_GUARD_LABEL: "true"});
             }
-            let api = Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace);
-            let written = match ctx.guarded(api.patch(name, &apply, &Patch::Apply(&patch))).await? {
-                Ok(after) => written(&after),
+            let path = ServiceAccount::url_path(&(), Some(namespace));
+            let written = match send_versioned(ctx, apply_request(&path, None, name, &patch)).await? {
+                Ok((after, _)) => Written::Object(after),
                 Err(e) if gone(&e) => Written::Nothing,
                 Err(source) => {
                     return Err(Error::ApplyServiceAccount {
@@ -243,10 +275,8 @@ async fn apply_condition(ctx: &Context, ns: &NamespaceView, condition: Option<&N
         condition.last_transition_time.get_or_insert_with(|| Time(Timestamp::now()));
         patch["status"] = json!({"conditions": [condition]});
     }
-    let api = Api::<Namespace>::all(ctx.client.clone());
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    match ctx.guarded(api.patch_status(&ns.name, &params, &Patch::Apply(&patch))).await? {
-        Ok(after) => Ok(written(&after)),
+    match send_versioned(ctx, apply_request(&Namespace::url_path(&(), None), Some("status"), &ns.name, &patch)).await? {
+        Ok((after, _)) => Ok(Written::Object(after)),
         Err(e) if gone(&e) => Ok(Written::Nothing),
         Err(source) => Err(Error::ApplyCondition { namespace: ns.name.clone(), source }),
     }

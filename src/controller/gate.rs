@@ -18,6 +18,20 @@ use crate::core::gate::{Evaluation, evaluate, open, warning_text};
 use crate::core::model::{FIELD_MANAGER, PSA_PREFIX};
 use crate::ops::metrics::GateLabels;
 
+/// What nsguard reads from a write's response: the object's resourceVersion. The rest of the body
+/// (managedFields and all) is skipped by the parser, not decoded into a typed object or a JSON tree.
+#[derive(Debug, serde::Deserialize)]
+pub struct Versioned {
+    #[serde(default)]
+    pub metadata: VersionedMeta,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct VersionedMeta {
+    #[serde(rename = "resourceVersion")]
+    pub resource_version: Option<String>,
+}
+
 /// Sends a request built by `kube::core::Request` and returns the decoded object with the
 /// response's warnings.
 pub async fn send_warned<K: DeserializeOwned>(
@@ -63,7 +77,7 @@ pub async fn probe(
             kube::core::Request::new("/api/v1/namespaces")
                 .patch(namespace, &params, &Patch::Merge(&patch))
                 .map_err(|e| Error::DryRun { namespace: namespace.to_owned(), source: kube::Error::BuildRequest(e) })?;
-        let (_, warnings): (serde_json::Value, _) = ctx
+        let (_, warnings): (serde::de::IgnoredAny, _) = ctx
             .guarded(send_warned(&ctx.client, request))
             .await?
             .map_err(|source| Error::DryRun { namespace: namespace.to_owned(), source })?;
@@ -74,4 +88,26 @@ pub async fn probe(
         results.push((*level, evaluation));
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write's answer is read for its resourceVersion alone, whatever else the object holds.
+    #[test]
+    fn a_write_answer_is_read_for_its_resource_version() {
+        let answer = json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "team-a", "uid": "6b1f2c3d-0000-4000-8000-000000000001", "resourceVersion": "4711",
+                "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+                "managedFields": [{"manager": "nsguard", "operation": "Apply", "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:metadata": {"f:labels": {"f:pod-security.kubernetes.io/enforce": {}}}}}]},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"},
+        });
+        let read: Versioned = serde_json::from_value(answer).expect("a Namespace");
+        assert_eq!(read.metadata.resource_version.as_deref(), Some("4711"));
+        let bare: Versioned = serde_json::from_str("{}").expect("an answer without metadata");
+        assert_eq!(bare.metadata.resource_version, None);
+    }
 }
