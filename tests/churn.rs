@@ -40,7 +40,8 @@ async fn churn_reports_no_false_drift_and_leaves_nothing_behind() {
     op.profile("churn", json!({})).await;
     let settle = |op: &Operator| {
         let footprint = op.handle.footprint();
-        (footprint.cached_namespaces == 0 && footprint.remembered_namespaces == 0).then_some(footprint)
+        (footprint.cached_namespaces == 0 && footprint.remembered_namespaces == 0 && footprint.queued == 0)
+            .then_some(footprint)
     };
     let mut after_first: Option<(Footprint, BTreeSet<String>)> = None;
     for i in 1..=ROUNDS {

@@ -21,7 +21,8 @@ async fn deleted_namespaces_leave_no_state_and_no_metric_series_behind() {
     round(&op, 20).await;
     let settle = |op: &Operator| {
         let footprint = op.handle.footprint();
-        (footprint.cached_namespaces == 0 && footprint.remembered_namespaces == 0).then_some(footprint)
+        (footprint.cached_namespaces == 0 && footprint.remembered_namespaces == 0 && footprint.queued == 0)
+            .then_some(footprint)
     };
     let before: Footprint = eventually("nsguard to forget the first round", || async { settle(&op) }).await;
     let series_before = series(&op);

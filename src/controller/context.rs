@@ -19,6 +19,7 @@ use super::error::{Error, Result};
 use super::events::EventQueue;
 use super::index::{Keyed, NamedIndex, NamespacedIndex};
 use super::leader::Leadership;
+use super::queue::Queue;
 use super::settings::Settings;
 use crate::core::crd::HardeningProfileStatus;
 use crate::core::decide::Memory;
@@ -161,6 +162,8 @@ pub struct Context {
     /// The OpenReports CRD is installed and the Report watch has listed: Reports are written.
     pub reports_ready: AtomicBool,
     pub events: EventQueue,
+    /// The namespaces waiting for a reconcile, in arrival order.
+    pub queue: Arc<Queue>,
     pub metrics: Arc<Metrics>,
     pub state: Mutex<State>,
     /// Counts [`Context::changed`]: the status writer's tallies stand while it stays the same.
@@ -218,6 +221,12 @@ impl Context {
             return Err(Error::NotLeader);
         }
         tokio::time::timeout(remaining.min(API_TIMEOUT), write).await.map_err(|_| Error::Timeout)
+    }
+
+    /// nsguard has looked at the namespace since it was last forgotten (a reconcile left a result):
+    /// its next look goes ahead of first looks ([`super::queue`]).
+    pub fn looked_at(&self, namespace: &str) -> bool {
+        self.state().namespaces.get(namespace).is_some_and(|m| m.result.is_some())
     }
 
     /// A watch failed: visible at warn and in `nsguard_watch_errors_total`; the watch retries.

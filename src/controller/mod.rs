@@ -1,10 +1,10 @@
 //! The controller: the I/O around the pure core. One reconcile unit per Namespace.
 //!
-//! A watch event ([`watches`]) updates a cache and names namespaces → kube-runtime's `Controller`
-//! schedules one [`reconcile`] per namespace → the core decides
-//! ([`crate::core::decide::decide`]) → [`apply`] executes the writes → events are queued
-//! ([`events`]) → the [`status_writer`] aggregates results into each profile's status. Only the
-//! leader ([`leader`]) writes.
+//! A watch event ([`watches`]) updates a cache and names namespaces → they [`queue`] (another look
+//! first, each line in arrival order) → kube-runtime's `Controller` runs one [`reconcile`] per
+//! namespace → the core decides ([`crate::core::decide::decide`]) → [`apply`] executes the writes
+//! → events are queued ([`events`]) → the [`status_writer`] aggregates results into each profile's
+//! status. Only the leader ([`leader`]) writes.
 
 mod apply;
 mod context;
@@ -13,6 +13,7 @@ pub mod events;
 mod gate;
 pub mod index;
 pub mod leader;
+mod queue;
 mod reconcile;
 mod reports;
 mod settings;
@@ -23,10 +24,11 @@ mod watches;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, future};
 use kube::Client;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::reflector;
+use kube::runtime::reflector::{self, ObjectRef};
 use tokio::sync::{Notify, watch};
 use tokio_stream::wrappers::WatchStream;
 use tracing::{debug, info, warn};
@@ -75,6 +77,7 @@ impl Handle {
             network_policies: self.ctx.network_policies.len(),
             reports: self.ctx.reports.len(),
             profiles: self.ctx.profiles.all().len(),
+            queued: self.ctx.queue.len(),
         }
     }
 }
@@ -91,6 +94,8 @@ pub struct Footprint {
     pub network_policies: usize,
     pub reports: usize,
     pub profiles: usize,
+    /// Namespaces waiting for a reconcile.
+    pub queued: usize,
 }
 
 /// Emits once for each new term of leadership (and at once if this replica leads already): a term
@@ -112,6 +117,17 @@ fn became_leader(leader: Leadership) -> impl Stream<Item = ()> + Send {
     })
 }
 
+/// Every cached namespace, each time `signal` emits.
+fn every_namespace_on(
+    ctx: Arc<Context>,
+    signal: impl Stream<Item = ()> + Send + 'static,
+) -> impl Stream<Item = watches::Trigger> + Send {
+    signal.flat_map(move |()| {
+        let names: Vec<watches::Trigger> = ctx.namespaces.state().iter().map(|ns| ObjectRef::from_obj(&**ns)).collect();
+        futures::stream::iter(names)
+    })
+}
+
 /// Runs the controller until `shutdown` resolves; in-flight reconciles finish first. `leader`
 /// says whether this replica may write; the controller watches and decides regardless, so a new
 /// leader is ready at once.
@@ -127,6 +143,7 @@ pub async fn run(
     let (synced, synced_rx) = watch::channel(false);
     let ctx = Arc::new(Context {
         events: EventQueue::start(Publisher::new(client.clone(), settings.instance.clone()), metrics.clone()),
+        queue: Arc::new(queue::Queue::new(usize::from(settings.concurrency), metrics.queue_depth.clone())),
         client,
         profiles: NamedIndex::default(),
         profile_status: NamedIndex::default(),
@@ -148,23 +165,46 @@ pub async fn run(
     });
     on_start(Handle { ctx: ctx.clone() });
 
-    // Every namespace is reconciled once all caches are synced (before that, a reconcile would see
-    // a namespace as ungoverned), and again whenever this replica becomes the leader.
+    // Every trigger queues its namespace ([`queue`]); the Controller takes them in that order. Every
+    // namespace is reconciled once all caches are synced (before that, a reconcile would see a
+    // namespace as ungoverned), and again whenever this replica becomes the leader.
     let caches_synced = WatchStream::new(synced_rx).filter(|s| future::ready(*s)).take(1).map(|_| ());
-    let controller = Controller::for_stream(watches::namespaces(ctx.clone(), namespace_writer), ctx.namespaces.clone())
+    let triggers: Vec<BoxStream<'static, watches::Trigger>> = vec![
+        watches::namespaces(ctx.clone(), namespace_writer).boxed(),
+        watches::profiles(ctx.clone()).boxed(),
+        watches::service_accounts(ctx.clone()).boxed(),
+        watches::network_policies(ctx.clone()).boxed(),
+        reports::watch(ctx.clone()).boxed(),
+        watches::resync(ctx.clone()).boxed(),
+        every_namespace_on(ctx.clone(), caches_synced).boxed(),
+        every_namespace_on(ctx.clone(), became_leader(leader)).boxed(),
+    ];
+    let queued = ctx.clone();
+    let feed = futures::stream::select_all(triggers).for_each(move |trigger| {
+        // A namespace the cache does not hold (deleted, or not selected) has nothing to reconcile;
+        // if it comes (back), its own watch event queues it.
+        if queued.namespaces.get(&trigger).is_some() {
+            queued.queue.push(&trigger.name, queued.looked_at(&trigger.name));
+        }
+        future::ready(())
+    });
+    let controller = Controller::for_stream(futures::stream::pending(), ctx.namespaces.clone())
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
-        .reconcile_on(watches::profiles(ctx.clone()))
-        .reconcile_on(watches::service_accounts(ctx.clone()))
-        .reconcile_on(watches::network_policies(ctx.clone()))
-        .reconcile_on(reports::watch(ctx.clone()))
-        .reconcile_on(watches::resync(ctx.clone()))
-        .reconcile_all_on(caches_synced)
-        .reconcile_all_on(became_leader(leader))
+        .reconcile_on(ctx.queue.clone().handed())
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|result| {
             match result {
-                Err(kube::runtime::controller::Error::ObjectNotFound(_)) | Ok(_) => {}
+                // Handed on, but gone from the cache before its turn: the turn is free again. A
+                // namespace created again under that name meanwhile was not queued (it was
+                // handed on): queue it now.
+                Err(kube::runtime::controller::Error::ObjectNotFound(gone)) => {
+                    ctx.queue.dropped(&gone.name);
+                    if ctx.namespaces.get(&ObjectRef::new(&gone.name)).is_some() {
+                        ctx.queue.push(&gone.name, ctx.looked_at(&gone.name));
+                    }
+                }
+                Ok(_) => {}
                 Err(other) => debug!(error = %other, "reconcile stream"),
             }
             future::ready(())
@@ -172,6 +212,7 @@ pub async fn run(
     // The controller ends on shutdown; the status writer ends with it.
     tokio::select! {
         () = controller => {},
+        () = feed => warn!("the watches ended"),
         () = status_writer::run(ctx.clone()) => warn!("status writer ended"),
         () = status_writer::keep_finalizers(ctx.clone()) => warn!("finalizer keeper ended"),
         () = tamper::watch(ctx.clone()) => {},

@@ -8,6 +8,7 @@ use futures::{FutureExt, StreamExt, stream};
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
+use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info, instrument, warn};
 
 use super::apply::{WRITE_CONCURRENCY, execute};
@@ -31,6 +32,11 @@ use crate::ops::metrics::{DriftLabels, ResultLabels};
 #[instrument(level = "warn", skip_all, fields(namespace = %meta.name_any(), profile = tracing::field::Empty))]
 pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
+    // The next waiting namespace goes to the Controller when this reconcile ends, however it ends.
+    let _turn = ctx.queue.turn(&meta.name_any());
+    // Read again now that the turn is taken: kube read it when it scheduled this reconcile, and an
+    // event since then found the name already handed on (so it queued nothing).
+    let Some(meta) = ctx.namespaces.get(&ObjectRef::from_obj(&*meta)) else { return Ok(Requeue::await_change()) };
     let ns = &meta.view;
     if ns.name.is_empty() || !ctx.is_synced() {
         // Never decide against half-filled caches; every namespace is reconciled once they sync.

@@ -1,11 +1,11 @@
-//! The watches: one per kind, each feeding its cache and naming the namespaces to reconcile.
+//! The watches: one per kind, each feeding its cache and naming the namespaces to reconcile (the
+//! triggers, queued in [`super::queue`]).
 //!
-//! - Namespaces drive the controller (`Controller::for_stream`), cached as [`NamespaceMeta`]: each
-//!   watched Namespace is read whole and kept as the core's compact view.
-//! - ServiceAccounts, nsguard's NetworkPolicies and HardeningProfiles keep compact indexes and
-//!   become streams of namespace triggers (`Controller::reconcile_on`): a change maps to its
-//!   namespace; a profile change fans out to the namespaces it can affect; a relist after an outage
-//!   triggers every namespace whose objects changed meanwhile.
+//! - Namespaces fill kube's store, which the controller reads, cached as [`NamespaceMeta`]: each
+//!   watched Namespace is read whole and kept as the core's compact view; each event names it.
+//! - ServiceAccounts, nsguard's NetworkPolicies and HardeningProfiles keep compact indexes: a
+//!   change maps to its namespace; a profile change fans out to the namespaces it can affect; a
+//!   relist after an outage triggers every namespace whose objects changed meanwhile.
 //! - [`resync`]: the periodic backstop, a slice of the namespaces at a time.
 
 use std::collections::HashSet;
@@ -106,10 +106,7 @@ fn touched<K>(event: &WatchEvent<K>) -> Option<&K> {
 
 /// The namespace watch (labels, annotations and nsguard's condition are all nsguard reads), cached in
 /// `writer`'s store; every namespace it touches is reconciled.
-pub fn namespaces(
-    ctx: Arc<Context>,
-    writer: Writer<NamespaceMeta>,
-) -> impl Stream<Item = Result<NamespaceMeta, watcher::Error>> + Send {
+pub fn namespaces(ctx: Arc<Context>, writer: Writer<NamespaceMeta>) -> impl Stream<Item = Trigger> + Send {
     let api = Api::<NamespaceMeta>::all(ctx.client.clone());
     let failed = ctx.clone();
     relisting(api, config(ctx.settings.namespace_selector.as_deref()))
@@ -131,9 +128,8 @@ pub fn namespaces(
             }
         })
         .touched_objects()
-        // Failures are logged and retried above (a fresh list); passing them on would make the
-        // Controller back off every trigger (kube's default: up to 30 s).
-        .filter(|object| futures::future::ready(object.is_ok()))
+        // Failures are logged and retried above (a fresh list).
+        .filter_map(|object| futures::future::ready(object.ok().map(|ns| ObjectRef::from_obj(&ns))))
 }
 
 /// Turns a watch into triggers: `on_event` indexes each event and names the namespaces to look at.

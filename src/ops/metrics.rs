@@ -73,6 +73,8 @@ pub struct Metrics {
     pub enforce_held: Gauge,
     /// Active Pod Security exceptions, by profile.
     pub exceptions_active: Family<ProfileLabels, Gauge>,
+    /// Namespaces waiting for a reconcile (`controller::queue`).
+    pub queue_depth: Gauge,
 }
 
 impl Default for Metrics {
@@ -162,7 +164,10 @@ impl Default for Metrics {
             "Active Pod Security exceptions (spec.exceptions), by profile",
             exceptions_active.clone(),
         );
+        let queue_depth = Gauge::default();
+        registry.register("queue_depth", "Namespaces waiting for a reconcile, in arrival order", queue_depth.clone());
         Self {
+            queue_depth,
             gate_checks,
             enforce_checks,
             enforce_held,
