@@ -162,7 +162,8 @@ pub struct Context {
     /// The OpenReports CRD is installed and the Report watch has listed: Reports are written.
     pub reports_ready: AtomicBool,
     pub events: EventQueue,
-    /// The namespaces waiting for a reconcile, in arrival order.
+    /// The namespaces waiting for a reconcile: another look ahead of first looks, each in arrival
+    /// order.
     pub queue: Arc<Queue>,
     pub metrics: Arc<Metrics>,
     pub state: Mutex<State>,
@@ -223,10 +224,10 @@ impl Context {
         tokio::time::timeout(remaining.min(API_TIMEOUT), write).await.map_err(|_| Error::Timeout)
     }
 
-    /// nsguard has looked at the namespace since it was last forgotten (a reconcile left a result):
-    /// its next look goes ahead of first looks ([`super::queue`]).
+    /// nsguard has looked at the namespace since it was last forgotten (a reconcile keeps memory of
+    /// it): its next look goes ahead of first looks ([`super::queue`]).
     pub fn looked_at(&self, namespace: &str) -> bool {
-        self.state().namespaces.get(namespace).is_some_and(|m| m.result.is_some())
+        self.state().namespaces.contains_key(namespace)
     }
 
     /// A watch failed: visible at warn and in `nsguard_watch_errors_total`; the watch retries.

@@ -94,7 +94,7 @@ pub struct Footprint {
     pub network_policies: usize,
     pub reports: usize,
     pub profiles: usize,
-    /// Namespaces waiting for a reconcile.
+    /// Namespaces waiting for a reconcile or holding a turn.
     pub queued: usize,
 }
 

@@ -18,7 +18,7 @@
 //!
 //! [`Order`] is the bookkeeping (pure, unit-tested); [`Queue`] shares it with a stream and wakes it.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::Stream;
@@ -28,21 +28,37 @@ use tokio::sync::Notify;
 
 use super::context::NamespaceMeta;
 
+/// Which line a waiting name is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Line {
+    Again,
+    First,
+}
+
 /// Names waiting for a reconcile, and those handed on that count against the limit.
 #[derive(Debug)]
 pub struct Order {
     limit: usize,
-    /// Waiting for another look, in arrival order: handed on before any first look.
+    /// Waiting for another look, in arrival order: handed on before first looks.
     again: VecDeque<Arc<str>>,
-    /// Waiting for a first look, in arrival order (`queued` holds the names of both lines).
+    /// Waiting for a first look, in arrival order. A name moved up to `again` leaves a stale copy
+    /// here, skipped when it comes up (`queued` says which line each waiting name is in).
     first: VecDeque<Arc<str>>,
-    queued: HashSet<Arc<str>>,
+    queued: HashMap<Arc<str>, Line>,
     /// Handed to the Controller, not started yet: a trigger for one of these is already served
     /// (the reconcile reads the namespace and the caches after it takes its turn, `reconcile`).
     handed: HashSet<Arc<str>>,
     /// Started from a turn handed on here, not finished.
     running: HashSet<Arc<str>>,
+    /// Names waiting in the line of first looks (`first` may hold stale copies besides).
+    firsts: usize,
+    /// Turns handed on from `again` in a row while first looks waited.
+    passed_over: usize,
 }
+
+/// First looks get at least one turn in this many: a steady stream of other looks (a fan-out, a
+/// namespace fought over) cannot keep new namespaces waiting.
+const FIRST_LOOK_EVERY: usize = 4;
 
 impl Order {
     pub fn new(limit: usize) -> Self {
@@ -50,38 +66,83 @@ impl Order {
             limit: limit.max(1),
             again: VecDeque::new(),
             first: VecDeque::new(),
-            queued: HashSet::new(),
+            queued: HashMap::new(),
             handed: HashSet::new(),
             running: HashSet::new(),
+            firsts: 0,
+            passed_over: 0,
         }
     }
 
-    /// A trigger for `name` (`looked`: nsguard has looked at it before): queued at the back of its
-    /// line unless it waits already or a reconcile that has not started yet will see it. Returns
-    /// whether it was queued.
+    /// A trigger for `name` (`looked`: nsguard has looked at it before; a reconcile of it running
+    /// now counts too, as its own writes come back before it ends): queued at the back of its line
+    /// unless it waits already or a reconcile that has not started yet will see it. A first look
+    /// still waiting moves up to the other line when another look is asked for. Returns whether it
+    /// was queued or moved.
     pub fn push(&mut self, name: &str, looked: bool) -> bool {
-        if self.queued.contains(name) || self.handed.contains(name) {
+        if self.handed.contains(name) {
             return false;
         }
+        let line = if looked || self.running.contains(name) { Line::Again } else { Line::First };
+        if let Some((waiting, was)) = self.queued.get_key_value(name) {
+            if *was == Line::Again || line == Line::First {
+                return false;
+            }
+            let waiting = waiting.clone();
+            self.queued.insert(waiting.clone(), Line::Again);
+            self.firsts -= 1;
+            self.again.push_back(waiting);
+            return true;
+        }
         let name: Arc<str> = Arc::from(name);
-        self.queued.insert(name.clone());
-        if looked {
-            self.again.push_back(name)
-        } else {
-            self.first.push_back(name)
+        self.queued.insert(name.clone(), line);
+        match line {
+            Line::Again => self.again.push_back(name),
+            Line::First => {
+                self.firsts += 1;
+                self.first.push_back(name);
+            }
         }
         true
     }
 
-    /// The next name to hand on, if one waits and fewer than the limit are handed on or running.
+    /// The next name to hand on, if one waits and fewer than the limit are handed on or running:
+    /// from the line of other looks, but from the first looks at least one turn in
+    /// [`FIRST_LOOK_EVERY`].
     pub fn next(&mut self) -> Option<Arc<str>> {
         if self.handed.len() + self.running.len() >= self.limit {
             return None;
         }
-        let name = self.again.pop_front().or_else(|| self.first.pop_front())?;
-        self.queued.remove(&name);
+        let first_due = self.passed_over + 1 >= FIRST_LOOK_EVERY;
+        let name = if first_due {
+            self.pop(Line::First).or_else(|| self.pop(Line::Again))
+        } else {
+            self.pop(Line::Again).or_else(|| self.pop(Line::First))
+        }?;
         self.handed.insert(name.clone());
         Some(name)
+    }
+
+    /// The next name waiting in `line` (skipping stale copies of names moved up).
+    fn pop(&mut self, line: Line) -> Option<Arc<str>> {
+        loop {
+            let name = match line {
+                Line::Again => self.again.pop_front(),
+                Line::First => self.first.pop_front(),
+            }?;
+            if self.queued.get(&name) == Some(&line) {
+                self.queued.remove(&name);
+                if line == Line::First {
+                    self.firsts -= 1;
+                    self.passed_over = 0;
+                } else if self.firsts > 0 {
+                    self.passed_over += 1;
+                } else {
+                    self.passed_over = 0;
+                }
+                return Some(name);
+            }
+        }
     }
 
     /// A reconcile of `name` starts. True if it is a turn handed on here (it counts until
@@ -110,19 +171,25 @@ impl Order {
 
     /// Names waiting.
     pub fn len(&self) -> usize {
-        self.again.len() + self.first.len()
+        self.queued.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.again.is_empty() && self.first.is_empty()
+        self.queued.is_empty()
+    }
+
+    /// Names handed on or running: turns taken.
+    pub fn taken(&self) -> usize {
+        self.handed.len() + self.running.len()
     }
 
     /// Gives back what a burst grew, once it has drained.
     fn shrink(&mut self) {
         if self.is_empty() && self.again.capacity().max(self.first.capacity()) > 1024 {
+            // (Empty: any copies left in the lines are stale.)
             self.again = VecDeque::new();
             self.first = VecDeque::new();
-            self.queued = HashSet::new();
+            self.queued = HashMap::new();
         }
     }
 }
@@ -156,9 +223,11 @@ impl Queue {
         }
     }
 
-    /// Names waiting.
+    /// Names waiting, handed on or running: nothing once everything is done (a turn that was
+    /// never given back would show here).
     pub fn len(&self) -> usize {
-        self.order().len()
+        let order = self.order();
+        order.len() + order.taken()
     }
 
     /// A reconcile of `name` starts; its turn (if it has one) ends when the returned guard drops.
@@ -207,96 +276,5 @@ impl Drop for Turn<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn drain(order: &mut Order) -> Vec<String> {
-        std::iter::from_fn(|| order.next()).map(|n| n.to_string()).collect()
-    }
-
-    #[test]
-    fn names_go_in_arrival_order_no_more_than_the_limit_at_a_time() {
-        let mut order = Order::new(2);
-        for name in ["a", "b", "c", "d"] {
-            assert!(order.push(name, false));
-        }
-        assert_eq!(drain(&mut order), ["a", "b"]);
-        assert!(order.start("a"));
-        assert_eq!(drain(&mut order), Vec::<String>::new(), "a runs, b is handed on: the limit is reached");
-        order.finish("a");
-        assert_eq!(drain(&mut order), ["c"]);
-        assert_eq!(order.len(), 1);
-    }
-
-    /// Another look at a namespace goes ahead of first looks at newer ones, each line in arrival
-    /// order: a burst's second looks (its ServiceAccounts hardened, its own writes come back) do
-    /// not wait for every namespace created after it.
-    #[test]
-    fn another_look_goes_ahead_of_first_looks_each_in_arrival_order() {
-        let mut order = Order::new(8);
-        for (name, looked) in [("new-1", false), ("new-2", false), ("seen-1", true), ("new-3", false), ("seen-2", true)]
-        {
-            assert!(order.push(name, looked));
-        }
-        assert!(!order.push("new-2", true), "waiting already, in the line it came in");
-        assert_eq!(order.len(), 5);
-        assert_eq!(drain(&mut order), ["seen-1", "seen-2", "new-1", "new-2", "new-3"]);
-    }
-
-    /// The limit counts both lines: a first look waits while the turns go to other looks.
-    #[test]
-    fn the_limit_holds_across_both_lines() {
-        let mut order = Order::new(1);
-        order.push("new", false);
-        order.push("seen", true);
-        assert_eq!(drain(&mut order), ["seen"]);
-        assert!(order.start("seen"));
-        order.push("seen-2", true);
-        order.finish("seen");
-        assert_eq!(drain(&mut order), ["seen-2"], "another look came before the turn freed up");
-        assert!(order.start("seen-2"));
-        order.finish("seen-2");
-        assert_eq!(drain(&mut order), ["new"]);
-        assert!(order.is_empty());
-    }
-
-    #[test]
-    fn a_name_waits_once_and_a_trigger_before_its_start_is_already_served() {
-        let mut order = Order::new(1);
-        assert!(order.push("a", false));
-        assert!(!order.push("a", false), "already waiting");
-        assert_eq!(drain(&mut order), ["a"]);
-        assert!(!order.push("a", false), "handed on, not started: the reconcile will read the change");
-        assert!(order.start("a"));
-        assert!(order.push("a", false), "running: it may have read the caches before the change");
-        order.finish("a");
-        assert_eq!(drain(&mut order), ["a"]);
-    }
-
-    #[test]
-    fn a_requeue_from_kube_takes_no_turn_and_a_dropped_name_frees_its_own() {
-        let mut order = Order::new(1);
-        assert!(!order.start("x"), "not handed on here: kube-runtime's own requeue");
-        order.finish("x");
-        order.push("a", false);
-        order.push("b", false);
-        assert_eq!(drain(&mut order), ["a"]);
-        order.dropped("a");
-        assert_eq!(drain(&mut order), ["b"]);
-        assert!(order.is_empty());
-    }
-
-    #[tokio::test]
-    async fn the_stream_hands_on_a_name_when_a_turn_ends() {
-        use futures::StreamExt;
-        let queue = Arc::new(Queue::new(1, Gauge::default()));
-        queue.push("a", false);
-        queue.push("b", false);
-        let mut handed = std::pin::pin!(queue.clone().handed());
-        assert_eq!(handed.next().await.map(|r| r.name), Some("a".to_owned()));
-        let turn = queue.turn("a").expect("a turn");
-        assert!(futures::poll!(handed.next()).is_pending(), "the one turn is taken");
-        drop(turn);
-        assert_eq!(handed.next().await.map(|r| r.name), Some("b".to_owned()));
-    }
-}
+#[path = "queue_tests.rs"]
+mod tests;

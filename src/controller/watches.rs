@@ -108,7 +108,7 @@ fn touched<K>(event: &WatchEvent<K>) -> Option<&K> {
 /// `writer`'s store; every namespace it touches is reconciled.
 pub fn namespaces(ctx: Arc<Context>, writer: Writer<NamespaceMeta>) -> impl Stream<Item = Trigger> + Send {
     let api = Api::<NamespaceMeta>::all(ctx.client.clone());
-    let failed = ctx.clone();
+    let (failed, every) = (ctx.clone(), ctx.clone());
     relisting(api, config(ctx.settings.namespace_selector.as_deref()))
         .inspect_err(move |e| failed.watch_failed("Namespace", e))
         .map_ok(|event| event.modify(NamespaceMeta::cached))
@@ -127,9 +127,26 @@ pub fn namespaces(ctx: Arc<Context>, writer: Writer<NamespaceMeta>) -> impl Stre
                 _ => {}
             }
         })
-        .touched_objects()
         // Failures are logged and retried above (a fresh list).
-        .filter_map(|object| futures::future::ready(object.ok().map(|ns| ObjectRef::from_obj(&ns))))
+        .filter_map(|event| futures::future::ready(event.ok()))
+        .scan(false, move |listed, event| {
+            let names: Vec<Trigger> = match &event {
+                // A relist after an outage: kube's store takes the listed namespaces only now, so
+                // the triggers its events gave could find them missing or old. Every namespace is
+                // looked at again (no write where nothing changed).
+                WatchEvent::InitDone if *listed => {
+                    every.namespaces.state().iter().map(|ns| ObjectRef::from_obj(&**ns)).collect()
+                }
+                // The first list: every namespace is reconciled once all caches are synced.
+                WatchEvent::InitDone => {
+                    *listed = true;
+                    vec![]
+                }
+                event => touched(event).map(ObjectRef::from_obj).into_iter().collect(),
+            };
+            futures::future::ready(Some(stream::iter(names)))
+        })
+        .flatten()
 }
 
 /// Turns a watch into triggers: `on_event` indexes each event and names the namespaces to look at.

@@ -165,7 +165,11 @@ impl Default for Metrics {
             exceptions_active.clone(),
         );
         let queue_depth = Gauge::default();
-        registry.register("queue_depth", "Namespaces waiting for a reconcile, in arrival order", queue_depth.clone());
+        registry.register(
+            "queue_depth",
+            "Namespaces waiting for a reconcile (another look ahead of first looks, each in arrival order)",
+            queue_depth.clone(),
+        );
         Self {
             queue_depth,
             gate_checks,

@@ -1,0 +1,136 @@
+//! Unit tests of the queue's order ([`super::Order`]) and its stream.
+
+use super::*;
+
+fn drain(order: &mut Order) -> Vec<String> {
+    std::iter::from_fn(|| order.next()).map(|n| n.to_string()).collect()
+}
+
+#[test]
+fn names_go_in_arrival_order_no_more_than_the_limit_at_a_time() {
+    let mut order = Order::new(2);
+    for name in ["a", "b", "c", "d"] {
+        assert!(order.push(name, false));
+    }
+    assert_eq!(drain(&mut order), ["a", "b"]);
+    assert!(order.start("a"));
+    assert_eq!(drain(&mut order), Vec::<String>::new(), "a runs, b is handed on: the limit is reached");
+    order.finish("a");
+    assert_eq!(drain(&mut order), ["c"]);
+    assert_eq!(order.len(), 1);
+}
+
+/// Another look at a namespace goes ahead of first looks at newer ones, each line in arrival
+/// order: a burst's second looks (its ServiceAccounts hardened, its own writes come back) do
+/// not wait for every namespace created after it.
+#[test]
+fn another_look_goes_ahead_of_first_looks_each_in_arrival_order() {
+    let mut order = Order::new(8);
+    for (name, looked) in [("new-1", false), ("new-2", false), ("seen-1", true), ("new-3", false), ("seen-2", true)] {
+        assert!(order.push(name, looked));
+    }
+    assert!(!order.push("new-1", false), "waiting already");
+    assert!(!order.push("seen-1", true), "waiting already");
+    assert_eq!(order.len(), 5);
+    assert_eq!(drain(&mut order), ["seen-1", "seen-2", "new-1", "new-2", "new-3"]);
+}
+
+/// A first look still waiting when another look is asked for (its memory came from an earlier
+/// reconcile) moves up, once, and is handed on once.
+#[test]
+fn a_waiting_first_look_moves_up_when_another_look_is_asked_for() {
+    let mut order = Order::new(8);
+    order.push("new-1", false);
+    order.push("new-2", false);
+    assert!(order.push("new-2", true), "moved up");
+    assert!(!order.push("new-2", true), "moved already");
+    assert_eq!(order.len(), 2);
+    assert_eq!(drain(&mut order), ["new-2", "new-1"]);
+    assert!(order.is_empty());
+}
+
+/// nsguard's own writes come back while the first look that made them still runs: their
+/// trigger is another look, not a first look at the back of the line.
+#[test]
+fn a_trigger_while_the_first_look_runs_is_another_look() {
+    let mut order = Order::new(8);
+    order.push("a", false);
+    order.push("b", false);
+    assert_eq!(drain(&mut order), ["a", "b"]);
+    assert!(order.start("a"));
+    order.push("c", false);
+    assert!(order.push("a", false), "a runs: its writes came back");
+    order.finish("a");
+    assert_eq!(drain(&mut order), ["a", "c"]);
+}
+
+/// A steady stream of other looks cannot keep first looks waiting: one turn in
+/// [`FIRST_LOOK_EVERY`] goes to them.
+#[test]
+fn first_looks_get_a_turn_in_every_few() {
+    let mut order = Order::new(100);
+    order.push("new", false);
+    for i in 0..10 {
+        order.push(&format!("seen-{i}"), true);
+    }
+    let handed = drain(&mut order);
+    let at = handed.iter().position(|n| n == "new").expect("handed on");
+    assert_eq!(at, FIRST_LOOK_EVERY - 1, "{handed:?}");
+}
+
+/// The limit counts both lines: a first look waits while the turns go to other looks.
+#[test]
+fn the_limit_holds_across_both_lines() {
+    let mut order = Order::new(1);
+    order.push("new", false);
+    order.push("seen", true);
+    assert_eq!(drain(&mut order), ["seen"]);
+    assert!(order.start("seen"));
+    order.push("seen-2", true);
+    order.finish("seen");
+    assert_eq!(drain(&mut order), ["seen-2"], "another look came before the turn freed up");
+    assert!(order.start("seen-2"));
+    order.finish("seen-2");
+    assert_eq!(drain(&mut order), ["new"]);
+    assert!(order.is_empty());
+}
+
+#[test]
+fn a_name_waits_once_and_a_trigger_before_its_start_is_already_served() {
+    let mut order = Order::new(1);
+    assert!(order.push("a", false));
+    assert!(!order.push("a", false), "already waiting");
+    assert_eq!(drain(&mut order), ["a"]);
+    assert!(!order.push("a", false), "handed on, not started: the reconcile will read the change");
+    assert!(order.start("a"));
+    assert!(order.push("a", false), "running: it may have read the caches before the change");
+    order.finish("a");
+    assert_eq!(drain(&mut order), ["a"]);
+}
+
+#[test]
+fn a_requeue_from_kube_takes_no_turn_and_a_dropped_name_frees_its_own() {
+    let mut order = Order::new(1);
+    assert!(!order.start("x"), "not handed on here: kube-runtime's own requeue");
+    order.finish("x");
+    order.push("a", false);
+    order.push("b", false);
+    assert_eq!(drain(&mut order), ["a"]);
+    order.dropped("a");
+    assert_eq!(drain(&mut order), ["b"]);
+    assert!(order.is_empty());
+}
+
+#[tokio::test]
+async fn the_stream_hands_on_a_name_when_a_turn_ends() {
+    use futures::StreamExt;
+    let queue = Arc::new(Queue::new(1, Gauge::default()));
+    queue.push("a", false);
+    queue.push("b", false);
+    let mut handed = std::pin::pin!(queue.clone().handed());
+    assert_eq!(handed.next().await.map(|r| r.name), Some("a".to_owned()));
+    let turn = queue.turn("a").expect("a turn");
+    assert!(futures::poll!(handed.next()).is_pending(), "the one turn is taken");
+    drop(turn);
+    assert_eq!(handed.next().await.map(|r| r.name), Some("b".to_owned()));
+}
