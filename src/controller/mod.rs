@@ -190,7 +190,7 @@ pub async fn run(
     });
     let controller = Controller::for_stream(futures::stream::pending(), ctx.namespaces.clone())
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
-        .reconcile_on(ctx.queue.clone().handed())
+        .reconcile_on(ctx.queue.clone().handed().map(|name| ObjectRef::new(&name)))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|result| {

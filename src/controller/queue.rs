@@ -22,11 +22,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::Stream;
-use kube::runtime::reflector::ObjectRef;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
-
-use super::context::NamespaceMeta;
 
 /// Which line a waiting name is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,7 +239,7 @@ impl Queue {
     }
 
     /// The Controller's input: the names in order, as turns free up. One consumer.
-    pub fn handed(self: Arc<Self>) -> impl Stream<Item = ObjectRef<NamespaceMeta>> + Send {
+    pub fn handed(self: Arc<Self>) -> impl Stream<Item = Arc<str>> + Send {
         futures::stream::unfold(self, |queue| async move {
             loop {
                 // `notify_one` keeps a permit when no one waits: a wake between the check and the
@@ -254,7 +251,7 @@ impl Queue {
                     next
                 };
                 if let Some(name) = next {
-                    return Some((ObjectRef::new(&name), queue));
+                    return Some((name, queue));
                 }
                 queue.ready.notified().await;
             }
