@@ -1865,7 +1865,8 @@ async fn main() {
     let (mut nsguard, ready) = Nsguard::start(&bench.kubeconfig, &args, &bench.log).await;
     println!("nsguard ready in {:.2}s", ready.as_secs_f64());
     set_bench_profile(&admin, "restricted").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // In place before the burst: nsguard hardens under a new profile once its finalizer has settled.
+    tokio::time::sleep(nsguard::core::selection::FINALIZER_SETTLE + Duration::from_secs(1)).await;
 
     // Not before the memory scenario: it reports nsguard's high-water mark since its start, and
     // namespaces created and deleted before the burst would count in it.

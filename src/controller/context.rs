@@ -145,6 +145,9 @@ pub struct State {
     pub corrections: HashMap<String, Correction>,
     /// Per profile (name, UID): the status last written, not written again before its watch event.
     pub written_status: HashMap<(String, Option<String>), HardeningProfileStatus>,
+    /// Per profile: when nsguard saw its finalizer arrive, until it has settled
+    /// ([`crate::core::selection::finalizer_settling`]).
+    pub finalized_at: HashMap<String, std::time::Instant>,
 }
 
 pub struct Context {

@@ -23,7 +23,7 @@ use crate::core::gate::{self, AfterWrite, Evaluation, Step};
 use crate::core::guard::ObjectKey;
 use crate::core::model::NamespaceView;
 use crate::core::plan::{Action, Observed, Outcome, plan, report_alongside};
-use crate::core::selection::{Governance, awaits_finalizer, govern};
+use crate::core::selection::{Governance, awaits_finalizer, finalizer_settling, govern};
 use crate::core::status::Correction;
 use crate::ops::metrics::{DriftLabels, ResultLabels};
 
@@ -45,17 +45,23 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
     // Governance is decided and the namespace marked as being written under one lock, the lock
     // the finalizer keeper counts under: a profile whose deletion begins meanwhile keeps its
     // finalizer until these writes show in the cache and can be released.
-    let (governance, _writing) = {
+    let (governance, settling, _writing) = {
         let mut state = ctx.state();
         let governance = govern(ns, &ctx.profiles.all(), &ctx.settings.exclusions);
+        let settling = match &governance {
+            Governance::Governed { profile, .. } => {
+                finalizer_settling(state.finalized_at.get(&profile.name).copied(), Instant::now())
+            }
+            _ => None,
+        };
         let writing = match &governance {
-            Governance::Governed { profile, .. } if !awaits_finalizer(&governance) => {
+            Governance::Governed { profile, .. } if !awaits_finalizer(&governance) && settling.is_none() => {
                 state.namespaces.entry(ns.name.clone()).or_default().writing = Some(profile.name.clone());
                 Some(Writing { ctx: &ctx, namespace: &ns.name })
             }
             _ => None,
         };
-        (governance, writing)
+        (governance, settling, writing)
     };
     if let Some(p) = governance.profile_name() {
         tracing::Span::current().record("profile", p);
@@ -65,6 +71,10 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
         debug!("waiting for the profile to carry nsguard's finalizer");
         ctx.finalizers_dirty.notify_one();
         return Ok(Requeue::await_change());
+    }
+    if let Some(wait) = settling {
+        debug!(wait_ms = wait.as_millis(), "waiting for the profile's new finalizer to settle");
+        return Ok(Requeue::requeue(wait));
     }
     let mut observed = Observed {
         network_policies: ctx.network_policies.in_namespace(&ns.name),

@@ -28,7 +28,7 @@ use crate::core::crd::{HardeningProfile, HardeningProfileStatus};
 use crate::core::guard::ObjectKey;
 use crate::core::ids::revision;
 use crate::core::model::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, NetworkPolicyView, Profile, ServiceAccountView};
-use crate::core::selection::{fans_out, may_affect};
+use crate::core::selection::{fans_out, finalizer_settling, may_affect};
 
 pub(super) type Trigger = ObjectRef<NamespaceMeta>;
 
@@ -233,11 +233,29 @@ fn parse_status(obj: &DynamicObject) -> Option<HardeningProfileStatus> {
     obj.data.get("status").and_then(|s| serde_json::from_value(s.clone()).ok())
 }
 
+/// Remembers when nsguard's finalizer arrived on a profile nsguard saw without it; forgets it once
+/// settled, or when the profile goes.
+fn note_finalizer(ctx: &Context, event: &WatchEvent<DynamicObject>, previous: Option<&Profile>, now: Option<&Profile>) {
+    let mut state = ctx.state();
+    let at = std::time::Instant::now();
+    state.finalized_at.retain(|_, seen| finalizer_settling(Some(*seen), at).is_some());
+    match (event, previous, now) {
+        (WatchEvent::Apply(_), Some(before), Some(now)) if !before.finalized() && now.finalized() => {
+            state.finalized_at.insert(now.name.clone(), at);
+        }
+        (WatchEvent::Delete(obj), ..) => {
+            state.finalized_at.remove(&obj.name_any());
+        }
+        _ => {}
+    }
+}
+
 fn profile_triggers(ctx: &Context, event: WatchEvent<DynamicObject>) -> Vec<String> {
     let previous = touched(&event).and_then(|obj| ctx.profiles.get(&obj.name_any()));
     let relisted = ctx.profiles.apply(&event, ResourceExt::name_any, Profile::from_object);
     ctx.profile_status.apply(&event, ResourceExt::name_any, parse_status);
     let current = touched(&event).and_then(|obj| ctx.profiles.get(&obj.name_any()));
+    note_finalizer(ctx, &event, previous.as_deref(), current.as_deref());
     match (&event, previous.as_deref(), current.as_deref()) {
         // Its status (nsguard's own writes among them) or metadata alone: no namespace's result
         // changes, and the status writer rebuilds from the tallies it has.

@@ -153,6 +153,24 @@ pub fn awaits_finalizer(governance: &Governance) -> bool {
     matches!(governance, Governance::Governed { profile, .. } if !profile.finalized() && !profile.deleting)
 }
 
+/// How long a profile must have carried nsguard's finalizer (as nsguard saw it arrive) before
+/// anything is hardened under it. The API server can answer a finalizer's apply with success while
+/// a DELETE that read the profile just before removes it anyway (kubernetes/kubernetes#77988):
+/// hardening at once could leave namespaces claimed by a profile gone without its release.
+/// A DELETE in flight ends well within this.
+pub const FINALIZER_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How much longer the namespace waits, writing nothing, for its profile's finalizer to settle:
+/// `finalized_at` is when nsguard saw the finalizer arrive (`None`: it was there when first seen,
+/// as after a start, or the wait is over).
+pub fn finalizer_settling(
+    finalized_at: Option<std::time::Instant>,
+    now: std::time::Instant,
+) -> Option<std::time::Duration> {
+    let left = FINALIZER_SETTLE.checked_sub(now.saturating_duration_since(finalized_at?))?;
+    (!left.is_zero()).then_some(left)
+}
+
 /// What to do with nsguard's finalizer on a profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FinalizerChange {

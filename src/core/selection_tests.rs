@@ -215,3 +215,17 @@ fn a_namespace_waits_for_its_profiles_finalizer_before_anything_is_written() {
     assert!(!awaits_finalizer(&govern(&ns("x", &[]), &[Arc::new(p.clone())], &ex)));
     assert!(!awaits_finalizer(&Governance::Ungoverned), "a release never waits");
 }
+
+/// A finalizer nsguard saw arrive must settle before anything is hardened under its profile (a
+/// DELETE in flight may still remove the profile, kubernetes/kubernetes#77988); one there when the
+/// profile was first seen needs no wait.
+#[test]
+fn hardening_waits_for_a_new_finalizer_to_settle() {
+    let seen = std::time::Instant::now();
+    assert_eq!(finalizer_settling(None, seen), None, "there when first seen");
+    assert_eq!(finalizer_settling(Some(seen), seen), Some(FINALIZER_SETTLE));
+    let later = seen + FINALIZER_SETTLE / 4;
+    assert_eq!(finalizer_settling(Some(seen), later), Some(FINALIZER_SETTLE - FINALIZER_SETTLE / 4));
+    assert_eq!(finalizer_settling(Some(seen), seen + FINALIZER_SETTLE), None, "settled");
+    assert_eq!(finalizer_settling(Some(seen), seen + 2 * FINALIZER_SETTLE), None);
+}
