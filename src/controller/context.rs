@@ -233,6 +233,15 @@ impl Context {
         self.state().namespaces.contains_key(namespace)
     }
 
+    /// A trigger for `namespace`: queued ([`super::queue`]) if the cache holds it. One it does not
+    /// hold (deleted, or not selected) has nothing to reconcile; if it comes (back), its own watch
+    /// event queues it.
+    pub fn enqueue(&self, namespace: &str) {
+        if self.namespaces.get(&ObjectRef::new(namespace)).is_some() {
+            self.queue.push(namespace, self.looked_at(namespace));
+        }
+    }
+
     /// A watch failed: visible at warn and in `nsguard_watch_errors_total`; the watch retries.
     pub fn watch_failed(&self, kind: &'static str, error: &watcher::Error) {
         warn!(kind, error = %error, "watch failed; retrying");

@@ -122,10 +122,7 @@ fn every_namespace_on(
     ctx: Arc<Context>,
     signal: impl Stream<Item = ()> + Send + 'static,
 ) -> impl Stream<Item = watches::Trigger> + Send {
-    signal.flat_map(move |()| {
-        let names: Vec<watches::Trigger> = ctx.namespaces.state().iter().map(|ns| ObjectRef::from_obj(&**ns)).collect();
-        futures::stream::iter(names)
-    })
+    signal.flat_map(move |()| futures::stream::iter(watches::every_namespace(&ctx)))
 }
 
 /// Runs the controller until `shutdown` resolves; in-flight reconciles finish first. `leader`
@@ -181,11 +178,7 @@ pub async fn run(
     ];
     let queued = ctx.clone();
     let feed = futures::stream::select_all(triggers).for_each(move |trigger| {
-        // A namespace the cache does not hold (deleted, or not selected) has nothing to reconcile;
-        // if it comes (back), its own watch event queues it.
-        if queued.namespaces.get(&trigger).is_some() {
-            queued.queue.push(&trigger.name, queued.looked_at(&trigger.name));
-        }
+        queued.enqueue(&trigger.name);
         future::ready(())
     });
     let controller = Controller::for_stream(futures::stream::pending(), ctx.namespaces.clone())
@@ -200,9 +193,7 @@ pub async fn run(
                 // handed on): queue it now.
                 Err(kube::runtime::controller::Error::ObjectNotFound(gone)) => {
                     ctx.queue.dropped(&gone.name);
-                    if ctx.namespaces.get(&ObjectRef::new(&gone.name)).is_some() {
-                        ctx.queue.push(&gone.name, ctx.looked_at(&gone.name));
-                    }
+                    ctx.enqueue(&gone.name);
                 }
                 Ok(_) => {}
                 Err(other) => debug!(error = %other, "reconcile stream"),

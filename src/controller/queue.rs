@@ -107,7 +107,7 @@ impl Order {
     /// from the line of other looks, but from the first looks at least one turn in
     /// [`FIRST_LOOK_EVERY`].
     pub fn next(&mut self) -> Option<Arc<str>> {
-        if self.handed.len() + self.running.len() >= self.limit {
+        if self.taken() >= self.limit {
             return None;
         }
         let first_due = self.passed_over + 1 >= FIRST_LOOK_EVERY;

@@ -134,9 +134,7 @@ pub fn namespaces(ctx: Arc<Context>, writer: Writer<NamespaceMeta>) -> impl Stre
                 // A relist after an outage: kube's store takes the listed namespaces only now, so
                 // the triggers its events gave could find them missing or old. Every namespace is
                 // looked at again (no write where nothing changed).
-                WatchEvent::InitDone if *listed => {
-                    every.namespaces.state().iter().map(|ns| ObjectRef::from_obj(&**ns)).collect()
-                }
+                WatchEvent::InitDone if *listed => every_namespace(&every),
                 // The first list: every namespace is reconciled once all caches are synced.
                 WatchEvent::InitDone => {
                     *listed = true;
@@ -147,6 +145,11 @@ pub fn namespaces(ctx: Arc<Context>, writer: Writer<NamespaceMeta>) -> impl Stre
             futures::future::ready(Some(stream::iter(names)))
         })
         .flatten()
+}
+
+/// A trigger for every namespace the cache holds.
+pub(super) fn every_namespace(ctx: &Context) -> Vec<Trigger> {
+    ctx.namespaces.state().iter().map(|ns| ObjectRef::from_obj(&**ns)).collect()
 }
 
 /// Turns a watch into triggers: `on_event` indexes each event and names the namespaces to look at.
