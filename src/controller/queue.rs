@@ -47,6 +47,10 @@ pub struct Order {
     handed: HashSet<Arc<str>>,
     /// Started from a turn handed on here, not finished.
     running: HashSet<Arc<str>>,
+    /// Waiting for another look while their reconcile runs (its own writes came back): they join
+    /// `again` when it ends. Handed on before, each would hold a turn behind it doing nothing
+    /// (kube-runtime runs one reconcile of an object at a time).
+    after: HashSet<Arc<str>>,
     /// Names waiting in the line of first looks (`first` may hold stale copies besides).
     firsts: usize,
     /// Turns handed on from `again` in a row while first looks waited.
@@ -66,6 +70,7 @@ impl Order {
             queued: HashMap::new(),
             handed: HashSet::new(),
             running: HashSet::new(),
+            after: HashSet::new(),
             firsts: 0,
             passed_over: 0,
         }
@@ -74,7 +79,8 @@ impl Order {
     /// A trigger for `name` (`looked`: nsguard has looked at it before; a reconcile of it running
     /// now counts too, as its own writes come back before it ends): queued at the back of its line
     /// unless it waits already or a reconcile that has not started yet will see it. A first look
-    /// still waiting moves up to the other line when another look is asked for. Returns whether it
+    /// still waiting moves up to the other line when another look is asked for. Another look at a
+    /// namespace whose reconcile runs joins the line when that reconcile ends. Returns whether it
     /// was queued or moved.
     pub fn push(&mut self, name: &str, looked: bool) -> bool {
         if self.handed.contains(name) {
@@ -94,6 +100,9 @@ impl Order {
         let name: Arc<str> = Arc::from(name);
         self.queued.insert(name.clone(), line);
         match line {
+            Line::Again if self.running.contains(&name) => {
+                self.after.insert(name);
+            }
             Line::Again => self.again.push_back(name),
             Line::First => {
                 self.firsts += 1;
@@ -157,6 +166,9 @@ impl Order {
     /// The reconcile of a turn from [`Self::start`] ended.
     pub fn finish(&mut self, name: &str) {
         self.running.remove(name);
+        if let Some(next) = self.after.take(name) {
+            self.again.push_back(next);
+        }
         self.shrink();
     }
 

@@ -64,6 +64,29 @@ fn a_trigger_while_the_first_look_runs_is_another_look() {
     assert_eq!(drain(&mut order), ["a", "c"]);
 }
 
+/// Another look at a namespace whose reconcile runs waits for that reconcile to end, and takes no
+/// turn meanwhile: handed on, it would sit behind it (kube-runtime runs one reconcile of an object
+/// at a time) holding a turn another namespace could use. In a burst, every first look's own
+/// writes come back while it runs.
+#[test]
+fn another_look_at_a_running_namespace_waits_for_it_without_a_turn() {
+    let mut order = Order::new(2);
+    order.push("a", false);
+    assert_eq!(drain(&mut order), ["a"]);
+    assert!(order.start("a"));
+    assert!(order.push("a", false), "its writes came back");
+    assert!(!order.push("a", true), "waiting already");
+    order.push("b", false);
+    assert_eq!(drain(&mut order), ["b"], "the other turn goes to b, not to a's next look");
+    assert_eq!(order.len(), 1, "a's next look waits");
+    order.finish("a");
+    assert_eq!(drain(&mut order), ["a"]);
+    assert!(order.start("a"));
+    order.finish("a");
+    assert_eq!(drain(&mut order), Vec::<String>::new());
+    assert!(order.is_empty());
+}
+
 /// A steady stream of other looks cannot keep first looks waiting: one turn in
 /// [`FIRST_LOOK_EVERY`] goes to them.
 #[test]
