@@ -1,5 +1,6 @@
 //! The order in which namespaces are reconciled: another look at a namespace before the first look
-//! at a newer one, each in the order the triggers came.
+//! at a newer one, each in the order the triggers came (another look asked for while a reconcile
+//! of the namespace runs joins its line when that reconcile ends).
 //!
 //! Every trigger (watch events, profile fan-outs, the resync, start-up and leadership) names a
 //! namespace; they queue here, once each, and go to kube-runtime's `Controller` no more at a time
@@ -36,11 +37,14 @@ enum Line {
 #[derive(Debug)]
 pub struct Order {
     limit: usize,
-    /// Waiting for another look, in arrival order: handed on before first looks.
+    /// Waiting for another look, in arrival order (those from `after` as their reconcile ended):
+    /// handed on before first looks.
     again: VecDeque<Arc<str>>,
     /// Waiting for a first look, in arrival order. A name moved up to `again` leaves a stale copy
     /// here, skipped when it comes up (`queued` says which line each waiting name is in).
     first: VecDeque<Arc<str>>,
+    /// Every waiting name and its line; a name in `after` counts as `Again` (and is in neither
+    /// line until its reconcile ends).
     queued: HashMap<Arc<str>, Line>,
     /// Handed to the Controller, not started yet: a trigger for one of these is already served
     /// (the reconcile reads the namespace and the caches after it takes its turn, `reconcile`).
@@ -80,8 +84,9 @@ impl Order {
     /// now counts too, as its own writes come back before it ends): queued at the back of its line
     /// unless it waits already or a reconcile that has not started yet will see it. A first look
     /// still waiting moves up to the other line when another look is asked for. Another look at a
-    /// namespace whose reconcile runs joins the line when that reconcile ends. Returns whether it
-    /// was queued or moved.
+    /// namespace whose reconcile runs (one started from a turn handed on here; kube-runtime's own
+    /// requeues are not tracked) joins the line when that reconcile ends. Returns whether it was
+    /// queued or moved.
     pub fn push(&mut self, name: &str, looked: bool) -> bool {
         if self.handed.contains(name) {
             return false;
@@ -112,7 +117,8 @@ impl Order {
         true
     }
 
-    /// The next name to hand on, if one waits and fewer than the limit are handed on or running:
+    /// The next name to hand on, if one waits in a line and fewer than the limit are handed on or
+    /// running:
     /// from the line of other looks, but from the first looks at least one turn in
     /// [`FIRST_LOOK_EVERY`].
     pub fn next(&mut self) -> Option<Arc<str>> {
