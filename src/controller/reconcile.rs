@@ -48,18 +48,16 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
     let (governance, settling, _writing) = {
         let mut state = ctx.state();
         let governance = govern(ns, &ctx.profiles.all(), &ctx.settings.exclusions);
-        let settling = match &governance {
+        let (settling, writing) = match &governance {
             Governance::Governed { profile, .. } => {
-                finalizer_settling(state.finalized_at.get(&profile.name).copied(), Instant::now())
+                let settling = finalizer_settling(state.finalized_at.get(&profile.name).copied(), Instant::now());
+                let writing = (!awaits_finalizer(&governance) && settling.is_none()).then(|| {
+                    state.namespaces.entry(ns.name.clone()).or_default().writing = Some(profile.name.clone());
+                    Writing { ctx: &ctx, namespace: &ns.name }
+                });
+                (settling, writing)
             }
-            _ => None,
-        };
-        let writing = match &governance {
-            Governance::Governed { profile, .. } if !awaits_finalizer(&governance) && settling.is_none() => {
-                state.namespaces.entry(ns.name.clone()).or_default().writing = Some(profile.name.clone());
-                Some(Writing { ctx: &ctx, namespace: &ns.name })
-            }
-            _ => None,
+            _ => (None, None),
         };
         (governance, settling, writing)
     };
