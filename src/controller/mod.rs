@@ -40,7 +40,7 @@ use self::events::{EventQueue, Publisher};
 use self::index::{NamedIndex, NamespacedIndex};
 use self::leader::Leadership;
 pub use self::settings::Settings;
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{Metrics, PartLabels};
 
 /// A handle for observing a running controller (readiness, metrics, memory).
 #[derive(Clone)]
@@ -125,6 +125,30 @@ fn every_namespace_on(
     signal.flat_map(move |()| futures::stream::iter(watches::every_namespace(&ctx)))
 }
 
+/// A poll this long is logged: every other part of the controller's task waited for it.
+const SLOW_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// `inner`, with each of its polls timed into `nsguard_controller_poll_duration_seconds{part}`.
+/// The parts share one task, so a long poll of one holds up all the others (a heal among them).
+fn timed<F: Future>(ctx: &Context, part: &'static str, inner: F) -> impl Future<Output = F::Output> {
+    let histogram = ctx.metrics.poll_duration.get_or_create(&PartLabels { part }).clone();
+    let mut inner = Box::pin(inner);
+    future::poll_fn(move |cx| {
+        let started = std::time::Instant::now();
+        let polled = inner.as_mut().poll(cx);
+        let took = started.elapsed();
+        histogram.observe(took.as_secs_f64());
+        if took >= SLOW_POLL {
+            warn!(
+                part,
+                took_ms = took.as_millis(),
+                "one poll of the controller's task took long; its other parts waited"
+            );
+        }
+        polled
+    })
+}
+
 /// Runs the controller until `shutdown` resolves; in-flight reconciles finish first. `leader`
 /// says whether this replica may write; the controller watches and decides regardless, so a new
 /// leader is ready at once.
@@ -202,11 +226,11 @@ pub async fn run(
         });
     // The controller ends on shutdown; the status writer ends with it.
     tokio::select! {
-        () = controller => {},
-        () = feed => warn!("the watches ended"),
-        () = status_writer::run(ctx.clone()) => warn!("status writer ended"),
-        () = status_writer::keep_finalizers(ctx.clone()) => warn!("finalizer keeper ended"),
-        () = tamper::watch(ctx.clone()) => {},
+        () = timed(&ctx, "reconciles", controller) => {},
+        () = timed(&ctx, "watches", feed) => warn!("the watches ended"),
+        () = timed(&ctx, "status", status_writer::run(ctx.clone())) => warn!("status writer ended"),
+        () = timed(&ctx, "finalizers", status_writer::keep_finalizers(ctx.clone())) => warn!("finalizer keeper ended"),
+        () = timed(&ctx, "tamper", tamper::watch(ctx.clone())) => {},
     }
     info!("controller stopped");
     Ok(())

@@ -39,6 +39,15 @@ pub struct ProfileLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartLabels {
+    /// The part of the controller's task: reconciles, watches, status, finalizers, tamper.
+    pub part: &'static str,
+}
+
+/// A histogram family whose buckets are set by a plain function.
+pub type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GateLabels {
     /// `clean` or `violations`.
     pub result: &'static str,
@@ -75,6 +84,8 @@ pub struct Metrics {
     pub exceptions_active: Family<ProfileLabels, Gauge>,
     /// Namespaces waiting for a reconcile (`controller::queue`).
     pub queue_depth: Gauge,
+    /// How long one poll of each part of the controller's task took: every part waits meanwhile.
+    pub poll_duration: Histograms<PartLabels>,
 }
 
 impl Default for Metrics {
@@ -170,7 +181,18 @@ impl Default for Metrics {
             "Namespaces waiting for a reconcile (another look ahead of first looks, each in arrival order)",
             queue_depth.clone(),
         );
+        // 50 µs .. ~0.8 s
+        let poll_duration: Histograms<PartLabels> = Family::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.00005, 2.0, 15))
+        });
+        registry.register(
+            "controller_poll_duration_seconds",
+            "How long one poll of a part of the controller's task took (reconciles, watches, status, finalizers, \
+             tamper); the other parts wait meanwhile",
+            poll_duration.clone(),
+        );
         Self {
+            poll_duration,
             queue_depth,
             gate_checks,
             enforce_checks,
