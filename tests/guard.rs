@@ -282,10 +282,16 @@ async fn the_guard_denies_tampering_lets_nsguard_and_break_glass_through_and_nev
         (!n.annotations().contains_key("nsguard.io/pod-token-guard")).then_some(())
     })
     .await;
-    allowed(
-        pods.create(&PostParams::default(), &restricted_pod("allowed", "default", Some(true))).await,
-        "a Pod under podOverride: Allow",
-    );
+    // Admission reads the namespace from the API server's own informer, which may trail the read
+    // above by moments: the Pod is allowed once that informer has seen the marker go too.
+    eventually("a Pod under podOverride: Allow to be allowed", || async {
+        match pods.create(&PostParams::default(), &restricted_pod("allowed", "default", Some(true))).await {
+            Ok(_) => Some(()),
+            Err(kube::Error::Api(s)) if s.code == 403 => None,
+            Err(e) => panic!("a Pod under podOverride: Allow: want it allowed, got {e}"),
+        }
+    })
+    .await;
 
     // Deleting a guarded namespace completes (the namespace controller removes its policies).
     let doomed = op.namespace("guarded-doomed", &[]).await;
