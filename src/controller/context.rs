@@ -30,7 +30,7 @@ use crate::core::model::{ReportSeen as Seen, ReportView};
 use crate::core::status::{Correction, NamespaceResult};
 use crate::ops::metrics::{KindLabels, Metrics};
 
-/// A Namespace as cached and reconciled: the name kube's store and Controller key on, the
+/// A Namespace as cached and reconciled: the name kube's store keys on, the
 /// resourceVersion as a number, and the core's view of it, built once per watch event. A whole `Namespace` with
 /// its managedFields costs kilobytes; at 10,000 namespaces this keeps only what nsguard reads.
 /// Deserializing reads a whole Namespace and keeps this much of it.

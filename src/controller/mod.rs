@@ -1,8 +1,8 @@
 //! The controller: the I/O around the pure core. One reconcile unit per Namespace.
 //!
 //! A watch event ([`watches`]) updates a cache and names namespaces → they [`queue`] (another look
-//! first, each line in arrival order) → kube-runtime's `Controller` runs one [`reconcile`] per
-//! namespace → the core decides ([`crate::core::decide::decide`]) → [`apply`] executes the writes
+//! first, each line in arrival order) → the [`runner`] runs one [`reconcile`] per namespace at a
+//! time → the core decides ([`crate::core::decide::decide`]) → [`apply`] executes the writes
 //! → events are queued ([`events`]) → the [`status_writer`] aggregates results into each profile's
 //! status. Only the leader ([`leader`]) writes.
 
@@ -16,6 +16,7 @@ pub mod leader;
 mod queue;
 mod reconcile;
 mod reports;
+mod runner;
 mod settings;
 mod status_writer;
 mod tamper;
@@ -27,11 +28,10 @@ use std::sync::atomic::AtomicBool;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, future};
 use kube::Client;
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector;
 use tokio::sync::{Notify, watch};
 use tokio_stream::wrappers::WatchStream;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 pub use self::context::API_TIMEOUT;
 use self::context::Context;
@@ -205,28 +205,9 @@ pub async fn run(
         queued.enqueue(&trigger.name);
         future::ready(())
     });
-    let controller = Controller::for_stream(futures::stream::pending(), ctx.namespaces.clone())
-        .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
-        .reconcile_on(ctx.queue.clone().handed().map(|name| ObjectRef::new(&name)))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
-        .for_each(|result| {
-            match result {
-                // Handed on, but gone from the cache before its turn: the turn is free again. A
-                // namespace created again under that name meanwhile was not queued (it was
-                // handed on): queue it now.
-                Err(kube::runtime::controller::Error::ObjectNotFound(gone)) => {
-                    ctx.queue.dropped(&gone.name);
-                    ctx.enqueue(&gone.name);
-                }
-                Ok(_) => {}
-                Err(other) => debug!(error = %other, "reconcile stream"),
-            }
-            future::ready(())
-        });
-    // The controller ends on shutdown; the status writer ends with it.
+    // The runner ends on shutdown (in-flight reconciles finish first); the rest ends with it.
     tokio::select! {
-        () = timed(&ctx, "reconciles", controller) => {},
+        () = timed(&ctx, "reconciles", runner::run(ctx.clone(), shutdown)) => {},
         () = timed(&ctx, "watches", feed) => warn!("the watches ended"),
         () = timed(&ctx, "status", status_writer::run(ctx.clone())) => warn!("status writer ended"),
         () = timed(&ctx, "finalizers", status_writer::keep_finalizers(ctx.clone())) => warn!("finalizer keeper ended"),

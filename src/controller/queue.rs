@@ -3,13 +3,14 @@
 //! of the namespace runs joins its line when that reconcile ends).
 //!
 //! Every trigger (watch events, profile fan-outs, the resync, start-up and leadership) names a
-//! namespace; they queue here, once each, and go to kube-runtime's `Controller` no more at a time
-//! than it runs (`--concurrency`). Given more than it can run, kube's runner parks the rest in a hash
-//! set and takes them in hash order: in a burst of 1,000 the namespaces created first could wait for
-//! the last. A name is a few dozen bytes here, where a started reconcile waiting for its turn would
-//! be kilobytes. (A fan-out or a reconcile of every namespace queues them in the cache's order; the
-//! retries a reconcile asks for — a hold's re-check, a failed write — are kube's own timers and take
-//! no turn.)
+//! namespace; they queue here, once each, and go to the [`runner`](super::runner) no more at a
+//! time than `--concurrency`, and never a namespace that is handed on or running already. (Given
+//! more than it could run, kube-runtime's runner, used before, parked the rest in a hash set and
+//! took them in hash order: in a burst of 1,000 the namespaces created first could wait for the
+//! last.) A name is a few dozen bytes here, where a started reconcile waiting for its turn would be
+//! kilobytes. A fan-out or a reconcile of every namespace queues them in the cache's order; the
+//! retries a reconcile asks for (a hold's re-check, a failed write) queue here when their timer is
+//! due, as another look.
 //!
 //! Two lines: namespaces nsguard has looked at before (a ServiceAccount appeared, its own write came
 //! back, someone drifted it, a profile changed) go ahead of first looks. In arrival order alone,
@@ -46,14 +47,14 @@ pub struct Order {
     /// Every waiting name and its line; a name in `after` counts as `Again` (and is in neither
     /// line until its reconcile ends).
     queued: HashMap<Arc<str>, Line>,
-    /// Handed to the Controller, not started yet: a trigger for one of these is already served
+    /// Handed to the runner, not started yet: a trigger for one of these is already served
     /// (the reconcile reads the namespace and the caches after it takes its turn, `reconcile`).
     handed: HashSet<Arc<str>>,
     /// Started from a turn handed on here, not finished.
     running: HashSet<Arc<str>>,
     /// Waiting for another look while their reconcile runs (its own writes came back): they join
     /// `again` when it ends. Handed on before, each would hold a turn behind it doing nothing
-    /// (kube-runtime runs one reconcile of an object at a time).
+    /// (one reconcile of a namespace runs at a time).
     after: HashSet<Arc<str>>,
     /// Names waiting in the line of first looks (`first` may hold stale copies besides).
     firsts: usize,
@@ -84,8 +85,7 @@ impl Order {
     /// now counts too, as its own writes come back before it ends): queued at the back of its line
     /// unless it waits already or a reconcile that has not started yet will see it. A first look
     /// still waiting moves up to the other line when another look is asked for. Another look at a
-    /// namespace whose reconcile runs (one started from a turn handed on here; kube-runtime's own
-    /// requeues are not tracked) joins the line when that reconcile ends. Returns whether it was
+    /// namespace whose reconcile runs joins the line when that reconcile ends. Returns whether it was
     /// queued or moved.
     pub fn push(&mut self, name: &str, looked: bool) -> bool {
         if self.handed.contains(name) {
@@ -158,7 +158,7 @@ impl Order {
     }
 
     /// A reconcile of `name` starts. True if it is a turn handed on here (it counts until
-    /// [`Self::finish`]); false for one kube-runtime scheduled itself (a requeue).
+    /// [`Self::finish`]); false if it was not handed on here (the runner starts nothing else).
     pub fn start(&mut self, name: &str) -> bool {
         match self.handed.take(name) {
             Some(name) => {
@@ -175,12 +175,6 @@ impl Order {
         if let Some(next) = self.after.take(name) {
             self.again.push_back(next);
         }
-        self.shrink();
-    }
-
-    /// A name handed on never started (the namespace left the cache first).
-    pub fn dropped(&mut self, name: &str) {
-        self.handed.remove(name);
         self.shrink();
     }
 
@@ -209,7 +203,7 @@ impl Order {
     }
 }
 
-/// The [`Order`], shared between the triggers, the Controller's input and the reconciles.
+/// The [`Order`], shared between the triggers, the runner's input and the reconciles.
 #[derive(Debug)]
 pub struct Queue {
     order: Mutex<Order>,
@@ -250,13 +244,7 @@ impl Queue {
         self.order().start(name).then(|| Turn { queue: self, name: name.to_owned() })
     }
 
-    /// A name handed on never started.
-    pub fn dropped(&self, name: &str) {
-        self.order().dropped(name);
-        self.ready.notify_one();
-    }
-
-    /// The Controller's input: the names in order, as turns free up. One consumer.
+    /// The runner's input: the names in order, as turns free up. One consumer.
     pub fn handed(self: Arc<Self>) -> impl Stream<Item = Arc<str>> + Send {
         futures::stream::unfold(self, |queue| async move {
             loop {

@@ -6,13 +6,11 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, stream};
 
-use kube::ResourceExt;
-use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info, instrument, warn};
 
 use super::apply::{WRITE_CONCURRENCY, execute};
-use super::context::{Context, NamespaceMeta};
+use super::context::Context;
 use super::error::Error;
 use super::events::Pending;
 use super::gate::probe;
@@ -27,20 +25,29 @@ use crate::core::selection::{Governance, awaits_finalizer, finalizer_settling, g
 use crate::core::status::Correction;
 use crate::ops::metrics::{DriftLabels, ResultLabels};
 
+/// What a reconcile asks for next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requeue {
+    /// Nothing until a watch event (or the resync backstop) names the namespace again.
+    AwaitChange,
+    /// Another look after this long, unless a trigger brings one sooner.
+    After(Duration),
+}
+
 // At the warn level, so that a warning's line names its namespace and profile however quiet the
 // log is (an info span is off under `NSGUARD_LOG=warn`, and its warnings named no namespace).
-#[instrument(level = "warn", skip_all, fields(namespace = %meta.name_any(), profile = tracing::field::Empty))]
-pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+#[instrument(level = "warn", skip_all, fields(namespace = %name, profile = tracing::field::Empty))]
+pub async fn reconcile(name: &str, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
-    // The next waiting namespace goes to the Controller when this reconcile ends, however it ends.
-    let _turn = ctx.queue.turn(&meta.name_any());
-    // Read again now that the turn is taken: kube read it when it scheduled this reconcile, and an
-    // event since then found the name already handed on (so it queued nothing).
-    let Some(meta) = ctx.namespaces.get(&ObjectRef::from_obj(&*meta)) else { return Ok(Requeue::await_change()) };
+    // The next waiting namespace is handed on when this reconcile ends, however it ends.
+    let _turn = ctx.queue.turn(name);
+    // Read once the turn is taken: an event since the name was handed on queued nothing (it was
+    // served by this reconcile). Gone from the cache: nothing to do.
+    let Some(meta) = ctx.namespaces.get(&ObjectRef::new(name)) else { return Ok(Requeue::AwaitChange) };
     let ns = &meta.view;
     if ns.name.is_empty() || !ctx.is_synced() {
         // Never decide against half-filled caches; every namespace is reconciled once they sync.
-        return Ok(Requeue::await_change());
+        return Ok(Requeue::AwaitChange);
     }
     // Governance is decided and the namespace marked as being written under one lock, the lock
     // the finalizer keeper counts under: a profile whose deletion begins meanwhile keeps its
@@ -68,11 +75,11 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
         // The profile's finalizer event, moments away, fans out to this namespace again.
         debug!("waiting for the profile to carry nsguard's finalizer");
         ctx.finalizers_dirty.notify_one();
-        return Ok(Requeue::await_change());
+        return Ok(Requeue::AwaitChange);
     }
     if let Some(wait) = settling {
         debug!(wait_ms = wait.as_millis(), "waiting for the profile's new finalizer to settle");
-        return Ok(Requeue::requeue(wait));
+        return Ok(Requeue::After(wait));
     }
     let mut observed = Observed {
         network_policies: ctx.network_policies.in_namespace(&ns.name),
@@ -112,7 +119,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
                     let memory = state.namespaces.entry(ns.name.clone()).or_default();
                     memory.hold = Some(Box::new(hold));
                     memory.suspect = true;
-                    return Ok(Requeue::requeue(Duration::from_millis(50)));
+                    return Ok(Requeue::After(Duration::from_millis(50)));
                 }
                 Some(AfterWrite::Done) | None => {}
             }
@@ -134,7 +141,7 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
                 publish(&ctx, ns, &subject(&[], &[], &observed), &announcement).await;
             }
             // The rest of the hardening goes ahead at once, without that policy.
-            return Ok(Requeue::requeue(Duration::from_millis(200)));
+            return Ok(Requeue::After(Duration::from_millis(200)));
         }
         if !e.not_leading() {
             let reports = {
@@ -186,9 +193,9 @@ pub async fn reconcile(meta: Arc<NamespaceMeta>, ctx: Arc<Context>) -> Result<Re
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
     Ok(match decision.next {
         // The resync backstop comes from [`super::watches::resync`], not a timer per namespace.
-        Next::Resync => Requeue::await_change(),
+        Next::Resync => Requeue::AwaitChange,
         // Never later than the resync backstop (an exception may end weeks from now).
-        Next::After(wait) => Requeue::requeue(wait.min(ctx.settings.resync)),
+        Next::After(wait) => Requeue::After(wait.min(ctx.settings.resync)),
     })
 }
 
@@ -318,19 +325,19 @@ async fn publish(ctx: &Context, ns: &NamespaceView, subject: &Subject, announcem
     ctx.events.send(pending).await;
 }
 
-pub fn error_policy(meta: Arc<NamespaceMeta>, error: &Error, ctx: Arc<Context>) -> Requeue {
-    let name = meta.name_any();
+/// What a failed reconcile asks for: a retry, with back-off.
+pub fn error_policy(name: &str, error: &Error, ctx: &Context) -> Requeue {
     if error.not_leading() {
         // Leadership lapsed between deciding and writing: look again shortly (a new term also
         // reconciles every namespace).
         debug!(namespace = %name, "write skipped: not the leader");
-        return Requeue::requeue(Duration::from_secs(2));
+        return Requeue::After(Duration::from_secs(2));
     }
-    let failures = ctx.state().namespaces.get(&name).map_or(1, |m| m.failures);
+    let failures = ctx.state().namespaces.get(name).map_or(1, |m| m.failures);
     let delay = crate::core::decide::retry_delay(failures).max(Duration::from_secs(1));
     warn!(namespace = %name, error = %error, retry_in_seconds = delay.as_secs(), "reconcile failed");
     ctx.metrics.reconciles.get_or_create(&ResultLabels { result: "error" }).inc();
-    Requeue::requeue(delay)
+    Requeue::After(delay)
 }
 
 /// Clears a namespace's `writing` mark when its reconcile ends, however it ends, and lets the
