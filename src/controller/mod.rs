@@ -63,7 +63,8 @@ impl Handle {
         &self.ctx.metrics
     }
 
-    /// How much the controller holds: every per-namespace structure and cache, by size.
+    /// How much the controller holds: every per-namespace structure and cache, by size (the
+    /// runner's timers aside: one per namespace waiting for a retry or a re-check).
     pub fn footprint(&self) -> Footprint {
         let (remembered, pending) = {
             let state = self.ctx.state();
@@ -129,7 +130,8 @@ fn every_namespace_on(
 const SLOW_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// `inner`, with each of its polls timed into `nsguard_controller_poll_duration_seconds{part}`.
-/// The parts share one task, so a long poll of one holds up all the others (a heal among them).
+/// The parts share one task, so a long poll of one holds up all the others (a heal among them);
+/// the reconciles the runner starts are tasks of their own.
 fn timed<F: Future>(ctx: &Context, part: &'static str, inner: F) -> impl Future<Output = F::Output> {
     let histogram = ctx.metrics.poll_duration.get_or_create(&PartLabels { part }).clone();
     let mut inner = Box::pin(inner);
@@ -186,7 +188,7 @@ pub async fn run(
     });
     on_start(Handle { ctx: ctx.clone() });
 
-    // Every trigger queues its namespace ([`queue`]); the Controller takes them in that order. Every
+    // Every trigger queues its namespace ([`queue`]); the [`runner`] takes them in that order. Every
     // namespace is reconciled once all caches are synced (before that, a reconcile would see a
     // namespace as ungoverned), and again whenever this replica becomes the leader.
     let caches_synced = WatchStream::new(synced_rx).filter(|s| future::ready(*s)).take(1).map(|_| ());
@@ -207,7 +209,7 @@ pub async fn run(
     });
     // The runner ends on shutdown (in-flight reconciles finish first); the rest ends with it.
     tokio::select! {
-        () = timed(&ctx, "reconciles", runner::run(ctx.clone(), shutdown)) => {},
+        () = timed(&ctx, "runner", runner::run(ctx.clone(), shutdown)) => {},
         () = timed(&ctx, "watches", feed) => warn!("the watches ended"),
         () = timed(&ctx, "status", status_writer::run(ctx.clone())) => warn!("status writer ended"),
         () = timed(&ctx, "finalizers", status_writer::keep_finalizers(ctx.clone())) => warn!("finalizer keeper ended"),

@@ -5,9 +5,10 @@
 //! `DelayQueue` even when it was due at once: its timers count whole milliseconds, rounded up, so
 //! between a name handed on and its reconcile starting 1.4 ms passed on average (0.4–12.8 ms, over
 //! the 4,134 reconciles of a 1,000 burst and its drift), a drift heal's delay among them. Here a
-//! name handed on starts at once. A retry (a failed write, a hold's re-check, an exception's end)
-//! waits on its timer and then queues like any other look: it takes a turn, and a trigger during it
-//! waits for it without holding one.
+//! name handed on starts at once, as a task of its own. A retry (a failed write, a hold's re-check,
+//! an exception's end) waits on its timer and then queues like any other look: it takes a turn, and
+//! a trigger during it waits for it without holding one. A reconcile handed on for any reason ends
+//! its namespace's timer (its own answer sets the next).
 //!
 //! The queue hands on no name that is already handed on or running, and no more than the
 //! concurrency limit at once, so this runs every reconcile it is handed.
@@ -16,26 +17,39 @@ use std::collections::HashMap;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
-use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
+use tokio::task::JoinSet;
 use tokio_util::time::{DelayQueue, delay_queue};
 
 use super::context::Context;
 use super::reconcile::{Requeue, error_policy, reconcile};
 
-/// Runs reconciles until `shutdown` resolves, then lets those in flight finish.
+/// Runs reconciles until `shutdown` resolves, then lets those in flight finish. Each reconcile is
+/// a task of its own, so reconciles run on every runtime thread (as kube-runtime's did) and none
+/// holds up the watches.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
     let mut handed = pin!(ctx.queue.clone().handed());
     let mut shutdown = pin!(shutdown);
-    let mut running = FuturesUnordered::new();
+    let mut running = JoinSet::new();
     let mut timers = Timers::default();
     let mut stopping = false;
     loop {
         tokio::select! {
             () = &mut shutdown, if !stopping => stopping = true,
-            Some(name) = handed.next(), if !stopping => running.push(one(ctx.clone(), name)),
-            Some((name, next)) = running.next() => timers.set(name, next),
+            Some(name) = handed.next(), if !stopping => {
+                // This reconcile serves whatever the timer was for; its answer sets the next one.
+                timers.set(name.clone(), Requeue::AwaitChange);
+                running.spawn(one(ctx.clone(), name));
+            }
+            Some(done) = running.join_next() => match done {
+                Ok((name, next)) => timers.set(name, next),
+                // A reconcile panicked: so does the controller, as under kube-runtime (its turn was
+                // given back as the panic unwound; the process restarts with a clean slate).
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => {}
+            },
             Some(due) = timers.next(), if !stopping => ctx.enqueue(&due),
             else => break,
         }
@@ -51,6 +65,9 @@ async fn one(ctx: Arc<Context>, name: Arc<str>) -> (Arc<str>, Requeue) {
     (name, next)
 }
 
+/// The longest a timer is set for.
+const LONGEST: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// At most one timer per namespace: each reconcile's answer replaces the one before (it decided
 /// from everything there is to know now, that timer's reason included). Yields a name when its
 /// timer is due.
@@ -62,6 +79,12 @@ struct Timers {
 
 impl Timers {
     fn set(&mut self, name: Arc<str>, next: Requeue) {
+        let next = match next {
+            // DelayQueue panics past ~2 years: a far-off timer (an exception that ends years from
+            // now, a resync period set that long) is cut short, and the reconcile then sets it again.
+            Requeue::After(wait) => Requeue::After(wait.min(LONGEST)),
+            other => other,
+        };
         let old = self.keys.remove(&name);
         match (next, old) {
             (Requeue::AwaitChange, Some(key)) => {
@@ -108,8 +131,6 @@ impl Stream for Timers {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn due(timers: &mut Timers) -> Option<String> {
@@ -144,5 +165,13 @@ mod tests {
         tokio::time::advance(Duration::from_secs(51)).await;
         assert_eq!(due(&mut timers), Some("a".to_owned()));
         assert_eq!(due(&mut timers), None, "one timer per namespace");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_years_away_is_cut_to_the_longest() {
+        let mut timers = Timers::default();
+        timers.set(Arc::from("a"), Requeue::After(Duration::from_secs(10 * 365 * 24 * 3600)));
+        tokio::time::advance(LONGEST + Duration::from_secs(1)).await;
+        assert_eq!(due(&mut timers), Some("a".to_owned()));
     }
 }

@@ -40,7 +40,8 @@ pub struct ProfileLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartLabels {
-    /// The part of the controller's task: reconciles, watches, status, finalizers, tamper.
+    /// The part of the controller's task: runner (hand-offs and timers; each reconcile is a task
+    /// of its own), watches, status, finalizers, tamper.
     pub part: &'static str,
 }
 
@@ -187,7 +188,7 @@ impl Default for Metrics {
         });
         registry.register(
             "controller_poll_duration_seconds",
-            "How long one poll of a part of the controller's task took (reconciles, watches, status, finalizers, \
+            "How long one poll of a part of the controller's task took (runner, watches, status, finalizers, \
              tamper); the other parts wait meanwhile",
             poll_duration.clone(),
         );
