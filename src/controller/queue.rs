@@ -239,9 +239,17 @@ impl Queue {
         order.len() + order.taken()
     }
 
-    /// A reconcile of `name` starts; its turn (if it has one) ends when the returned guard drops.
-    pub fn turn(&self, name: &str) -> Option<Turn<'_>> {
-        self.order().start(name).then(|| Turn { queue: self, name: name.to_owned() })
+    /// A reconcile of `name` starts: its turn counts until [`Self::finish`]. False if it was not
+    /// handed on here.
+    pub fn start(&self, name: &str) -> bool {
+        self.order().start(name)
+    }
+
+    /// The reconcile of `name` ended: its turn is free, and another look asked for meanwhile joins
+    /// its line.
+    pub fn finish(&self, name: &str) {
+        self.order().finish(name);
+        self.ready.notify_one();
     }
 
     /// The runner's input: the names in order, as turns free up. One consumer.
@@ -262,19 +270,6 @@ impl Queue {
                 queue.ready.notified().await;
             }
         })
-    }
-}
-
-/// A reconcile's turn: ends (and lets the next name go) when dropped.
-pub struct Turn<'a> {
-    queue: &'a Queue,
-    name: String,
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        self.queue.order().finish(&self.name);
-        self.queue.ready.notify_one();
     }
 }
 

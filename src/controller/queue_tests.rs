@@ -153,8 +153,8 @@ async fn the_stream_hands_on_a_name_when_a_turn_ends() {
     queue.push("b", false);
     let mut handed = std::pin::pin!(queue.clone().handed());
     assert_eq!(handed.next().await.map(|n| n.to_string()), Some("a".to_owned()));
-    let turn = queue.turn("a").expect("a turn");
+    assert!(queue.start("a"));
     assert!(futures::poll!(handed.next()).is_pending(), "the one turn is taken");
-    drop(turn);
+    queue.finish("a");
     assert_eq!(handed.next().await.map(|n| n.to_string()), Some("b".to_owned()));
 }

@@ -39,10 +39,8 @@ pub enum Requeue {
 #[instrument(level = "warn", skip_all, fields(namespace = %name, profile = tracing::field::Empty))]
 pub async fn reconcile(name: &str, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
-    // The next waiting namespace is handed on when this reconcile ends, however it ends.
-    let _turn = ctx.queue.turn(name);
-    // Read once the turn is taken: an event since the name was handed on queued nothing (it was
-    // served by this reconcile). Gone from the cache: nothing to do.
+    // Read now: an event since the name was handed on waits for this reconcile to end. Gone from
+    // the cache: nothing to do.
     let Some(meta) = ctx.namespaces.get(&ObjectRef::new(name)) else { return Ok(Requeue::AwaitChange) };
     let ns = &meta.view;
     if ns.name.is_empty() || !ctx.is_synced() {

@@ -2,26 +2,26 @@
 //! namespace's last reconcile asked for.
 //!
 //! This takes the place of kube-runtime's `Controller`, whose scheduler put every trigger through a
-//! `DelayQueue` even when it was due at once: its timers count whole milliseconds, rounded up, so
-//! between a name handed on and its reconcile starting 1.4 ms passed on average (0.4–12.8 ms, over
-//! the 4,134 reconciles of a 1,000 burst and its drift), a drift heal's delay among them. Here a
-//! name handed on starts at once, as a task of its own. A retry (a failed write, a hold's re-check,
-//! an exception's end) waits on its timer and then queues like any other look: it takes a turn, and
-//! a trigger during it waits for it without holding one. A reconcile handed on for any reason ends
-//! its namespace's timer (its own answer sets the next).
+//! tokio-util `DelayQueue` even when it was due at once: its timers count whole milliseconds,
+//! rounded up, so between a name handed on and its reconcile starting 1.4 ms passed on average
+//! (0.4–12.8 ms, over the 4,134 reconciles of a 1,000 burst and its drift), a drift heal's delay
+//! among them. Here a name handed on starts at once, as a task of its own. A retry (a failed write,
+//! a hold's re-check, an exception's end) waits on its timer and then queues like any other look:
+//! it takes a turn, and a trigger during it waits for it without holding one. A reconcile handed on
+//! for any reason ends its namespace's timer (its own answer sets the next).
 //!
 //! The queue hands on no name that is already handed on or running, and no more than the
 //! concurrency limit at once, so this runs every reconcile it is handed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, ready};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use tokio::task::JoinSet;
-use tokio_util::time::{DelayQueue, delay_queue};
+use tokio::time::{Instant, Sleep};
 
 use super::context::Context;
 use super::reconcile::{Requeue, error_policy, reconcile};
@@ -39,14 +39,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
         tokio::select! {
             () = &mut shutdown, if !stopping => stopping = true,
             Some(name) = handed.next(), if !stopping => {
+                ctx.queue.start(&name);
                 // This reconcile serves whatever the timer was for; its answer sets the next one.
                 timers.set(name.clone(), Requeue::AwaitChange);
                 running.spawn(one(ctx.clone(), name));
             }
             Some(done) = running.join_next() => match done {
-                Ok((name, next)) => timers.set(name, next),
-                // A reconcile panicked: so does the controller, as under kube-runtime (its turn was
-                // given back as the panic unwound; the process restarts with a clean slate).
+                // The answer first, then the turn: the namespace can be handed on again only after
+                // its timer is this reconcile's (an answer landing after the next hand-off would
+                // undo that hand-off's reset).
+                Ok((name, next)) => {
+                    timers.set(name.clone(), next);
+                    ctx.queue.finish(&name);
+                }
+                // A reconcile panicked: so does the controller, as under kube-runtime (the process
+                // restarts with a clean slate).
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(_) => {}
             },
@@ -65,50 +72,44 @@ async fn one(ctx: Arc<Context>, name: Arc<str>) -> (Arc<str>, Requeue) {
     (name, next)
 }
 
-/// The longest a timer is set for.
+/// The longest a timer is set for (an exception that ends years from now, a resync period set that
+/// long): the reconcile it brings sets the timer again.
 const LONGEST: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// At most one timer per namespace: each reconcile's answer replaces the one before (it decided
 /// from everything there is to know now, that timer's reason included). Yields a name when its
-/// timer is due.
-#[derive(Default)]
+/// timer is due. One sleep, for the earliest.
 struct Timers {
-    queue: DelayQueue<Arc<str>>,
-    keys: HashMap<Arc<str>, delay_queue::Key>,
+    due: BTreeSet<(Instant, Arc<str>)>,
+    at: HashMap<Arc<str>, Instant>,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Self { due: BTreeSet::new(), at: HashMap::new(), sleep: Box::pin(tokio::time::sleep(Duration::ZERO)) }
+    }
 }
 
 impl Timers {
     fn set(&mut self, name: Arc<str>, next: Requeue) {
-        let next = match next {
-            // DelayQueue panics past ~2 years: a far-off timer (an exception that ends years from
-            // now, a resync period set that long) is cut short, and the reconcile then sets it again.
-            Requeue::After(wait) => Requeue::After(wait.min(LONGEST)),
-            other => other,
-        };
-        let old = self.keys.remove(&name);
-        match (next, old) {
-            (Requeue::AwaitChange, Some(key)) => {
-                self.queue.remove(&key);
-            }
-            (Requeue::AwaitChange, None) => {}
-            (Requeue::After(wait), Some(key)) => {
-                self.queue.reset(&key, wait);
-                self.keys.insert(name, key);
-            }
-            (Requeue::After(wait), None) => {
-                let key = self.queue.insert(name.clone(), wait);
-                self.keys.insert(name, key);
-            }
+        if let Some(when) = self.at.remove(&name) {
+            self.due.remove(&(when, name.clone()));
         }
-        if self.keys.is_empty() && self.keys.capacity() > 1024 {
+        if let Requeue::After(wait) = next {
+            let when = Instant::now() + wait.min(LONGEST);
+            self.due.insert((when, name.clone()));
+            self.at.insert(name, when);
+        }
+        if self.at.is_empty() && self.at.capacity() > 1024 {
             // Give back what a burst of failures grew.
-            *self = Self::default();
+            self.at = HashMap::new();
         }
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.keys.len()
+        self.at.len()
     }
 }
 
@@ -116,16 +117,17 @@ impl Stream for Timers {
     type Item = Arc<str>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Arc<str>>> {
-        match self.queue.poll_expired(cx) {
-            Poll::Ready(Some(due)) => {
-                let name = due.into_inner();
-                self.keys.remove(&name);
-                Poll::Ready(Some(name))
+        // Empty: nothing is due until a timer is set, which happens in the loop that polls this.
+        let Some(&(when, _)) = self.due.first() else { return Poll::Ready(None) };
+        if when > Instant::now() {
+            if self.sleep.deadline() != when {
+                self.sleep.as_mut().reset(when);
             }
-            // Empty: nothing is due until a timer is set, which happens in the loop that polls this.
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            ready!(self.sleep.as_mut().poll(cx));
         }
+        let Some((_, name)) = self.due.pop_first() else { return Poll::Ready(None) };
+        self.at.remove(&name);
+        Poll::Ready(Some(name))
     }
 }
 
@@ -171,7 +173,9 @@ mod tests {
     async fn a_timer_years_away_is_cut_to_the_longest() {
         let mut timers = Timers::default();
         timers.set(Arc::from("a"), Requeue::After(Duration::from_secs(10 * 365 * 24 * 3600)));
-        tokio::time::advance(LONGEST + Duration::from_secs(1)).await;
+        tokio::time::advance(LONGEST - Duration::from_secs(1)).await;
+        assert_eq!(due(&mut timers), None);
+        tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(due(&mut timers), Some("a".to_owned()));
     }
 }
