@@ -149,7 +149,11 @@ async fn a_privileged_pod_holds_enforce_at_privileged_until_it_is_gone_then_the_
     let enforce =
         report.data["results"].as_array().expect("results").iter().find(|r| r["rule"] == "pod-security-enforce");
     assert!(enforce.is_some_and(|r| r["result"] == "fail" && r["message"].as_str().unwrap_or("").contains("priv-app")));
-    assert!(events(&op.admin, &ns).await.contains(&"EnforceHeld".to_owned()));
+    // Events are published off the reconcile path, after the condition and the Report are written.
+    eventually("an EnforceHeld event", || async {
+        events(&op.admin, &ns).await.contains(&"EnforceHeld".to_owned()).then_some(())
+    })
+    .await;
     let status = nsguard_status(&ns).await;
     assert_eq!(status["condition"]["reason"], "EnforceHeld", "{status}");
 
