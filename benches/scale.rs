@@ -22,6 +22,10 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Client, ResourceExt};
+use nsguard::controller::events::{EventQueue, Pending, Publisher};
+use nsguard::core::announce::{self, Announcement, Severity, Subject};
+use nsguard::core::drift::Drift;
+use nsguard::core::ids::uid;
 use serde_json::{Value, json};
 use support::*;
 use tokio::sync::{Notify, Semaphore};
@@ -865,11 +869,16 @@ impl Bench {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let apply = PatchParams::apply("bench-floor").force();
         let policies = policies_for_floor();
+        // The `Hardened` event nsguard sends each namespace, sent the way nsguard sends it: its own
+        // bounded queue and publisher, after the namespace's writes.
+        let events = EventQueue::start(Publisher::new(writer.clone(), Some("bench-floor".into())), Arc::default());
+        let note = Arc::new(floor_hardened_note());
         let hardener = tokio::spawn(async move {
             let mut tasks = Vec::new();
             while let Some(ns) = rx.recv().await {
                 let permit = permits.clone().acquire_owned().await.expect("semaphore");
                 let (writer, apply, policies) = (writer.clone(), apply.clone(), policies.clone());
+                let (events, note) = (events.clone(), note.clone());
                 tasks.push(tokio::spawn(async move {
                     let labels: BTreeMap<&str, &str> = RESTRICTED.iter().copied().collect();
                     let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels,
@@ -889,7 +898,7 @@ impl Bench {
                         accounts.patch("default", &apply, &sa),
                     )
                     .expect("floor policy and ServiceAccount writes");
-                    namespaces.patch(&ns, &apply, &ns_patch).await.expect("floor namespace write");
+                    let namespace = namespaces.patch(&ns, &apply, &ns_patch).await.expect("floor namespace write");
                     let (condition, report) = floor_reporting(&ns, "restricted");
                     let reports = Api::<DynamicObject>::namespaced_with(
                         writer.clone(),
@@ -897,11 +906,20 @@ impl Bench {
                         &nsguard::core::report::resource(),
                     );
                     let (condition, report) = (Patch::Apply(&condition), Patch::Apply(&report));
-                    futures::try_join!(
+                    let (_, report) = futures::try_join!(
                         namespaces.patch_status(&ns, &apply, &condition),
                         reports.patch("nsguard", &apply, &report),
                     )
                     .expect("floor condition and Report writes");
+                    let announcement = Announcement {
+                        severity: Severity::Normal,
+                        reason: "Hardened",
+                        action: "Harden",
+                        note: note.as_ref().clone(),
+                    };
+                    let (namespace_uid, report_uid) = (uid(&namespace.metadata), uid(&report.metadata));
+                    let subject = Subject::Report { uid: report_uid };
+                    events.send(Pending { namespace: ns, namespace_uid, subject, announcement }).await;
                     drop(permit);
                 }));
             }
@@ -1487,6 +1505,20 @@ fn floor_reporting(ns: &str, warn: &str) -> (Value, Value) {
         "scope": {"apiVersion": "v1", "kind": "Namespace", "name": ns}, "source": "nsguard", "results": results,
         "summary": {"pass": 7, "fail": 0, "warn": 0, "error": 0, "skip": 0}});
     (condition, report)
+}
+
+/// The note of nsguard's `Hardened` event for a namespace the floor hardens: what a new namespace
+/// lacks, said as nsguard says it.
+fn floor_hardened_note() -> String {
+    let missing = |key: &str, expected: &str| Drift::Label { key: key.into(), expected: expected.into(), actual: None };
+    let mut drift: Vec<Drift> = RESTRICTED.iter().map(|(k, v)| missing(k, v)).collect();
+    drift.extend(
+        [("bench.nsguard.io/profile", "floor"), ("bench.nsguard.io/release-policy", "Release")]
+            .map(|(key, expected)| Drift::Annotation { key: key.into(), expected: expected.into(), actual: None }),
+    );
+    drift.extend(["nsguard-default-deny", "nsguard-allow-dns"].map(|n| Drift::NetworkPolicyMissing { name: n.into() }));
+    drift.push(Drift::ServiceAccountAutomount { name: "default".into(), actual: None });
+    format!("Hardened to profile floor: {}", announce::summary(&drift))
 }
 
 /// Heal times as the report shows them: the summary, by kind, and the three slowest (to match
