@@ -4,7 +4,7 @@
 //!
 //! Every trigger (watch events, profile fan-outs, the resync, start-up and leadership) names a
 //! namespace; they queue here, once each, and go to the [`runner`](super::runner) no more at a
-//! time than `--concurrency`, and never a namespace that is handed on or running already. (Given
+//! time than `--concurrency`, and never a namespace that is running already. (Given
 //! more than it could run, kube-runtime's runner, used before, parked the rest in a hash set and
 //! took them in hash order: in a burst of 1,000 the namespaces created first could wait for the
 //! last.) A name is a few dozen bytes here, where a started reconcile waiting for its turn would be
@@ -34,7 +34,7 @@ enum Line {
     First,
 }
 
-/// Names waiting for a reconcile, and those handed on that count against the limit.
+/// Names waiting for a reconcile, and those handed on (running) that count against the limit.
 #[derive(Debug)]
 pub struct Order {
     limit: usize,
@@ -47,10 +47,7 @@ pub struct Order {
     /// Every waiting name and its line; a name in `after` counts as `Again` (and is in neither
     /// line until its reconcile ends).
     queued: HashMap<Arc<str>, Line>,
-    /// Handed to the runner, not started yet: a trigger for one of these is already served
-    /// (the reconcile reads the namespace and the caches after it takes its turn, `reconcile`).
-    handed: HashSet<Arc<str>>,
-    /// Started from a turn handed on here, not finished.
+    /// Handed on to the runner, which starts each one at once: not finished.
     running: HashSet<Arc<str>>,
     /// Waiting for another look while their reconcile runs (its own writes came back): they join
     /// `again` when it ends. Handed on before, each would hold a turn behind it doing nothing
@@ -73,7 +70,6 @@ impl Order {
             again: VecDeque::new(),
             first: VecDeque::new(),
             queued: HashMap::new(),
-            handed: HashSet::new(),
             running: HashSet::new(),
             after: HashSet::new(),
             firsts: 0,
@@ -83,14 +79,11 @@ impl Order {
 
     /// A trigger for `name` (`looked`: nsguard has looked at it before; a reconcile of it running
     /// now counts too, as its own writes come back before it ends): queued at the back of its line
-    /// unless it waits already or a reconcile that has not started yet will see it. A first look
+    /// unless it waits already. A first look
     /// still waiting moves up to the other line when another look is asked for. Another look at a
     /// namespace whose reconcile runs joins the line when that reconcile ends. Returns whether it was
     /// queued or moved.
     pub fn push(&mut self, name: &str, looked: bool) -> bool {
-        if self.handed.contains(name) {
-            return false;
-        }
         let line = if looked || self.running.contains(name) { Line::Again } else { Line::First };
         if let Some((waiting, was)) = self.queued.get_key_value(name) {
             if *was == Line::Again || line == Line::First {
@@ -117,10 +110,9 @@ impl Order {
         true
     }
 
-    /// The next name to hand on, if one waits in a line and fewer than the limit are handed on or
-    /// running:
-    /// from the line of other looks, but from the first looks at least one turn in
-    /// [`FIRST_LOOK_EVERY`].
+    /// The next name to hand on, if one waits in a line and fewer than the limit run: from the
+    /// line of other looks, but from the first looks at least one turn in [`FIRST_LOOK_EVERY`]. It
+    /// counts as running from here until [`Self::finish`] (the runner starts it at once).
     pub fn next(&mut self) -> Option<Arc<str>> {
         if self.taken() >= self.limit {
             return None;
@@ -131,7 +123,7 @@ impl Order {
         } else {
             self.pop(Line::Again).or_else(|| self.pop(Line::First))
         }?;
-        self.handed.insert(name.clone());
+        self.running.insert(name.clone());
         Some(name)
     }
 
@@ -157,19 +149,7 @@ impl Order {
         }
     }
 
-    /// A reconcile of `name` starts. True if it is a turn handed on here (it counts until
-    /// [`Self::finish`]); false if it was not handed on here (the runner starts nothing else).
-    pub fn start(&mut self, name: &str) -> bool {
-        match self.handed.take(name) {
-            Some(name) => {
-                self.running.insert(name);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The reconcile of a turn from [`Self::start`] ended.
+    /// The reconcile of a name handed on by [`Self::next`] ended.
     pub fn finish(&mut self, name: &str) {
         self.running.remove(name);
         if let Some(next) = self.after.take(name) {
@@ -187,9 +167,9 @@ impl Order {
         self.queued.is_empty()
     }
 
-    /// Names handed on or running: turns taken.
+    /// Names handed on (running): turns taken.
     pub fn taken(&self) -> usize {
-        self.handed.len() + self.running.len()
+        self.running.len()
     }
 
     /// Gives back what a burst grew, once it has drained.
@@ -232,17 +212,11 @@ impl Queue {
         }
     }
 
-    /// Names waiting, handed on or running: nothing once everything is done (a turn that was
+    /// Names waiting or running: nothing once everything is done (a turn that was
     /// never given back would show here).
     pub fn len(&self) -> usize {
         let order = self.order();
         order.len() + order.taken()
-    }
-
-    /// A reconcile of `name` starts: its turn counts until [`Self::finish`]. False if it was not
-    /// handed on here.
-    pub fn start(&self, name: &str) -> bool {
-        self.order().start(name)
     }
 
     /// The reconcile of `name` ended: its turn is free, and another look asked for meanwhile joins
@@ -252,7 +226,8 @@ impl Queue {
         self.ready.notify_one();
     }
 
-    /// The runner's input: the names in order, as turns free up. One consumer.
+    /// The runner's input: the names in order, as turns free up; each holds its turn until
+    /// [`Self::finish`]. One consumer.
     pub fn handed(self: Arc<Self>) -> impl Stream<Item = Arc<str>> + Send {
         futures::stream::unfold(self, |queue| async move {
             loop {

@@ -13,8 +13,7 @@ fn names_go_in_arrival_order_no_more_than_the_limit_at_a_time() {
         assert!(order.push(name, false));
     }
     assert_eq!(drain(&mut order), ["a", "b"]);
-    assert!(order.start("a"));
-    assert_eq!(drain(&mut order), Vec::<String>::new(), "a runs, b is handed on: the limit is reached");
+    assert_eq!(drain(&mut order), Vec::<String>::new(), "a and b run: the limit is reached");
     order.finish("a");
     assert_eq!(drain(&mut order), ["c"]);
     assert_eq!(order.len(), 1);
@@ -57,7 +56,6 @@ fn a_trigger_while_the_first_look_runs_is_another_look() {
     order.push("a", false);
     order.push("b", false);
     assert_eq!(drain(&mut order), ["a", "b"]);
-    assert!(order.start("a"));
     order.push("c", false);
     assert!(order.push("a", false), "a runs: its writes came back");
     order.finish("a");
@@ -73,7 +71,6 @@ fn another_look_at_a_running_namespace_waits_for_it_without_a_turn() {
     let mut order = Order::new(2);
     order.push("a", false);
     assert_eq!(drain(&mut order), ["a"]);
-    assert!(order.start("a"));
     assert!(order.push("a", false), "its writes came back");
     assert!(!order.push("a", true), "waiting already");
     order.push("b", false);
@@ -81,7 +78,6 @@ fn another_look_at_a_running_namespace_waits_for_it_without_a_turn() {
     assert_eq!(order.len(), 1, "a's next look waits");
     order.finish("a");
     assert_eq!(drain(&mut order), ["a"]);
-    assert!(order.start("a"));
     order.finish("a");
     assert_eq!(drain(&mut order), Vec::<String>::new());
     assert!(order.is_empty());
@@ -108,41 +104,42 @@ fn the_limit_holds_across_both_lines() {
     order.push("new", false);
     order.push("seen", true);
     assert_eq!(drain(&mut order), ["seen"]);
-    assert!(order.start("seen"));
     order.push("seen-2", true);
     order.finish("seen");
     assert_eq!(drain(&mut order), ["seen-2"], "another look came before the turn freed up");
-    assert!(order.start("seen-2"));
     order.finish("seen-2");
     assert_eq!(drain(&mut order), ["new"]);
     assert!(order.is_empty());
 }
 
+/// A trigger once a name is handed on is another look after it: the reconcile may have read the
+/// caches before the change.
 #[test]
-fn a_name_waits_once_and_a_trigger_before_its_start_is_already_served() {
+fn a_name_waits_once_and_a_trigger_once_handed_on_comes_after_it() {
     let mut order = Order::new(1);
     assert!(order.push("a", false));
     assert!(!order.push("a", false), "already waiting");
     assert_eq!(drain(&mut order), ["a"]);
-    assert!(!order.push("a", false), "handed on, not started: the reconcile will read the change");
-    assert!(order.start("a"));
     assert!(order.push("a", false), "running: it may have read the caches before the change");
+    assert_eq!(drain(&mut order), Vec::<String>::new(), "it waits for the running reconcile");
     order.finish("a");
     assert_eq!(drain(&mut order), ["a"]);
+    order.finish("a");
+    assert!(order.is_empty());
+    assert_eq!(order.taken(), 0);
 }
 
+/// A name that was not handed on holds no turn, and its end frees none.
 #[test]
-fn a_start_that_was_not_handed_on_takes_no_turn() {
+fn finishing_a_name_not_handed_on_frees_no_turn() {
     let mut order = Order::new(1);
-    assert!(!order.start("x"), "not handed on here");
-    order.finish("x");
     order.push("a", false);
     order.push("b", false);
-    assert_eq!(drain(&mut order), ["a"], "x holds no turn: a is handed on");
-    assert!(order.start("a"));
+    assert_eq!(drain(&mut order), ["a"]);
+    order.finish("x");
+    assert_eq!(drain(&mut order), Vec::<String>::new(), "a still holds the one turn");
     order.finish("a");
     assert_eq!(drain(&mut order), ["b"]);
-    assert!(order.is_empty());
 }
 
 #[tokio::test]
@@ -153,7 +150,6 @@ async fn the_stream_hands_on_a_name_when_a_turn_ends() {
     queue.push("b", false);
     let mut handed = std::pin::pin!(queue.clone().handed());
     assert_eq!(handed.next().await.map(|n| n.to_string()), Some("a".to_owned()));
-    assert!(queue.start("a"));
     assert!(futures::poll!(handed.next()).is_pending(), "the one turn is taken");
     queue.finish("a");
     assert_eq!(handed.next().await.map(|n| n.to_string()), Some("b".to_owned()));

@@ -10,7 +10,7 @@
 //! it takes a turn, and a trigger during it waits for it without holding one. A reconcile handed on
 //! for any reason ends its namespace's timer (its own answer sets the next).
 //!
-//! The queue hands on no name that is already handed on or running, and no more than the
+//! The queue hands on no name that is already running, and no more than the
 //! concurrency limit at once, so this runs every reconcile it is handed.
 
 use std::collections::{BTreeSet, HashMap};
@@ -39,7 +39,6 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
         tokio::select! {
             () = &mut shutdown, if !stopping => stopping = true,
             Some(name) = handed.next(), if !stopping => {
-                ctx.queue.start(&name);
                 // This reconcile serves whatever the timer was for; its answer sets the next one.
                 timers.set(name.clone(), Requeue::AwaitChange);
                 running.spawn(one(ctx.clone(), name));
