@@ -13,7 +13,7 @@ fn names_go_in_arrival_order_no_more_than_the_limit_at_a_time() {
         assert!(order.push(name, false));
     }
     assert_eq!(drain(&mut order), ["a", "b"]);
-    assert_eq!(drain(&mut order), Vec::<String>::new(), "a and b run: the limit is reached");
+    assert_eq!(order.taken(), 2, "a and b run: the limit is reached");
     order.finish("a");
     assert_eq!(drain(&mut order), ["c"]);
     assert_eq!(order.len(), 1);
@@ -116,12 +116,12 @@ fn the_limit_holds_across_both_lines() {
 /// caches before the change.
 #[test]
 fn a_name_waits_once_and_a_trigger_once_handed_on_comes_after_it() {
-    let mut order = Order::new(1);
+    let mut order = Order::new(2);
     assert!(order.push("a", false));
     assert!(!order.push("a", false), "already waiting");
     assert_eq!(drain(&mut order), ["a"]);
     assert!(order.push("a", false), "running: it may have read the caches before the change");
-    assert_eq!(drain(&mut order), Vec::<String>::new(), "it waits for the running reconcile");
+    assert_eq!(drain(&mut order), Vec::<String>::new(), "a turn is free, but a waits for its running reconcile");
     order.finish("a");
     assert_eq!(drain(&mut order), ["a"]);
     order.finish("a");
@@ -129,7 +129,8 @@ fn a_name_waits_once_and_a_trigger_once_handed_on_comes_after_it() {
     assert_eq!(order.taken(), 0);
 }
 
-/// A name that was not handed on holds no turn, and its end frees none.
+/// A name that was not handed on (unknown, or waiting) holds no turn, and its end frees none and
+/// takes it out of no line.
 #[test]
 fn finishing_a_name_not_handed_on_frees_no_turn() {
     let mut order = Order::new(1);
@@ -137,7 +138,9 @@ fn finishing_a_name_not_handed_on_frees_no_turn() {
     order.push("b", false);
     assert_eq!(drain(&mut order), ["a"]);
     order.finish("x");
-    assert_eq!(drain(&mut order), Vec::<String>::new(), "a still holds the one turn");
+    order.finish("b");
+    assert_eq!((order.len(), order.taken()), (1, 1), "b still waits; a still holds the one turn");
+    assert_eq!(drain(&mut order), Vec::<String>::new());
     order.finish("a");
     assert_eq!(drain(&mut order), ["b"]);
 }
