@@ -871,7 +871,8 @@ impl Bench {
         let policies = policies_for_floor();
         // The `Hardened` event nsguard sends each namespace, sent the way nsguard sends it: its own
         // bounded queue and publisher, after the namespace's writes.
-        let events = EventQueue::start(Publisher::new(writer.clone(), Some("bench-floor".into())), Arc::default());
+        let (events, published) =
+            EventQueue::start_joined(Publisher::new(writer.clone(), Some("bench-floor".into())), Arc::default());
         let note = Arc::new(floor_hardened_note());
         let hardener = tokio::spawn(async move {
             let mut tasks = Vec::new();
@@ -960,6 +961,8 @@ impl Bench {
         }
         drop(tx);
         hardener.await.expect("hardener");
+        // Its last events are sent before the next scenario (their time is not the floor's).
+        published.await.expect("floor events");
         self.observer.wait_all(&names, "floor compliance", Duration::from_secs(3600), NsState::compliant).await;
         let (latencies, last) = self.latencies(&names);
         let total = last.duration_since(t0).as_secs_f64();

@@ -136,14 +136,20 @@ impl EventQueue {
 
     /// Starts the publishing task; it ends when every queue handle is dropped.
     pub fn start(publisher: Publisher, metrics: std::sync::Arc<Metrics>) -> Self {
+        Self::start_joined(publisher, metrics).0
+    }
+
+    /// [`Self::start`], and the publishing task: it ends once every queue handle is dropped and
+    /// every event queued has been sent (the bench's floor waits for its own).
+    pub fn start_joined(publisher: Publisher, metrics: std::sync::Arc<Metrics>) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Pending>(Self::CAPACITY);
-        tokio::spawn(
+        let task = tokio::spawn(
             tokio_stream::wrappers::ReceiverStream::new(rx)
                 .map(move |e| publish(publisher.clone(), metrics.clone(), e))
                 .buffer_unordered(Self::CONCURRENCY)
                 .for_each(|()| async {}),
         );
-        Self { tx }
+        (Self { tx }, task)
     }
 
     /// Queues an event.
