@@ -858,8 +858,8 @@ impl Bench {
     }
 
     /// The same writes as nsguard, issued directly: both policies, labels and annotations, the
-    /// condition and the Report, the `default` ServiceAccount (once the controller-manager has
-    /// created it).
+    /// condition and the Report, the `default` ServiceAccount (created hardened if the
+    /// controller-manager has not made it yet), and the `Hardened` event.
     async fn floor(&mut self) {
         let n = self.args.namespaces;
         let names: Vec<String> = (0..n).map(|i| format!("f-{}-{}{i:05}", self.run, self.round_tag())).collect();
