@@ -4,11 +4,10 @@
 //!
 //! Every trigger (watch events, profile fan-outs, the resync, start-up and leadership) names a
 //! namespace; they queue here, once each, and go to the [`runner`](super::runner) no more at a
-//! time than `--concurrency`, and never a namespace that is running already. (Given
-//! more than it could run, kube-runtime's runner, used before, parked the rest in a hash set and
-//! took them in hash order: in a burst of 1,000 the namespaces created first could wait for the
-//! last.) A name is a few dozen bytes here, where a started reconcile waiting for its turn would be
-//! kilobytes. A fan-out or a reconcile of every namespace queues them in the cache's order; the
+//! time than `--concurrency`, and never a namespace that is running already. (Given more than it
+//! could run, kube-runtime's runner, used before, parked the rest in a hash set and took them in
+//! hash order: in a burst of 1,000 the namespaces created first could wait for the last.) A name
+//! is a few dozen bytes here, where a started reconcile waiting for its turn would be kilobytes. A fan-out or a reconcile of every namespace queues them in the cache's order; the
 //! retries a reconcile asks for (a hold's re-check, a failed write) queue here when their timer is
 //! due, as another look.
 //!
@@ -79,10 +78,9 @@ impl Order {
 
     /// A trigger for `name` (`looked`: nsguard has looked at it before; a reconcile of it running
     /// now counts too, as its own writes come back before it ends): queued at the back of its line
-    /// unless it waits already. A first look
-    /// still waiting moves up to the other line when another look is asked for. Another look at a
-    /// namespace whose reconcile runs joins the line when that reconcile ends. Returns whether it was
-    /// queued or moved.
+    /// unless it waits already. A first look still waiting moves up to the other line when another
+    /// look is asked for. Another look at a namespace whose reconcile runs (handed on, even if not
+    /// yet reading) joins the line when that reconcile ends. Returns whether it was queued or moved.
     pub fn push(&mut self, name: &str, looked: bool) -> bool {
         let line = if looked || self.running.contains(name) { Line::Again } else { Line::First };
         if let Some((waiting, was)) = self.queued.get_key_value(name) {
