@@ -304,18 +304,30 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }));
     let mut drained = true;
     tokio::select! {
-        result = &mut controller => match result {
-            Ok(result) => result?,
-            // A reconcile panicked: so does the process, as before.
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => return Err(e.into()),
-        },
+        result = &mut controller => {
+            // It ended by itself (a part of it stopped): its reconciles were cancelled, not
+            // drained, so the lease is left to expire.
+            drained = false;
+            match result {
+                Ok(result) => result?,
+                // A reconcile panicked: so does the process, as before.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => return Err(e.into()),
+            }
+        }
         () = shutdown_signal() => {
             let _ = stop_tx.send(true);
             // Let in-flight reconciles finish.
-            if tokio::time::timeout(Duration::from_secs(20), &mut controller).await.is_err() {
-                warn!("reconciles still running after 20s; exiting without releasing the lease");
-                drained = false;
+            match tokio::time::timeout(Duration::from_secs(20), &mut controller).await {
+                Ok(Ok(_)) => {}
+                // A reconcile panicked while draining: the others were cancelled, not drained; the
+                // process goes down and the lease is left to expire.
+                Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Ok(Err(_)) => drained = false,
+                Err(_) => {
+                    warn!("reconciles still running after 20s; exiting without releasing the lease");
+                    drained = false;
+                }
             }
         }
     }
