@@ -7,9 +7,10 @@
 //! time than `--concurrency`, and never a namespace that is running already. (Given more than it
 //! could run, kube-runtime's runner, used before, parked the rest in a hash set and took them in
 //! hash order: in a burst of 1,000 the namespaces created first could wait for the last.) A name
-//! is a few dozen bytes here, where a started reconcile waiting for its turn would be kilobytes. A fan-out or a reconcile of every namespace queues them in the cache's order; the
-//! retries a reconcile asks for (a hold's re-check, a failed write) queue here when their timer is
-//! due, as another look.
+//! is a few dozen bytes here, where a started reconcile waiting for its turn would be kilobytes. A
+//! fan-out or a reconcile of every namespace queues them in the cache's order; the retries a
+//! reconcile asks for (a hold's re-check, a failed write) queue here when their timer is due, as
+//! another look.
 //!
 //! Two lines: namespaces nsguard has looked at before (a ServiceAccount appeared, its own write came
 //! back, someone drifted it, a profile changed) go ahead of first looks. In arrival order alone,
