@@ -20,7 +20,7 @@ use std::task::{Context as TaskContext, Poll, ready};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use tokio::task::JoinSet;
+use tokio::task::{self, JoinSet};
 use tokio::time::{Instant, Sleep};
 
 use super::context::Context;
@@ -33,6 +33,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
     let mut handed = pin!(ctx.queue.clone().handed());
     let mut shutdown = pin!(shutdown);
     let mut running = JoinSet::new();
+    // The namespace of each running task (no more than the concurrency limit): a task that ends
+    // without an answer still gives its namespace's turn back.
+    let mut names: HashMap<task::Id, Arc<str>> = HashMap::new();
     let mut timers = Timers::default();
     let mut stopping = false;
     loop {
@@ -41,20 +44,30 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
             Some(name) = handed.next(), if !stopping => {
                 // This reconcile serves whatever the timer was for; its answer sets the next one.
                 timers.set(name.clone(), Requeue::AwaitChange);
-                running.spawn(one(ctx.clone(), name));
+                let task = running.spawn(one(ctx.clone(), name.clone()));
+                names.insert(task.id(), name);
             }
-            Some(done) = running.join_next() => match done {
+            Some(done) = running.join_next_with_id() => match done {
                 // The answer first, then the turn: the namespace can be handed on again only after
                 // its timer is this reconcile's (an answer landing after the next hand-off would
                 // undo that hand-off's reset).
-                Ok((name, next)) => {
-                    timers.set(name.clone(), next);
-                    ctx.queue.finish(&name);
+                Ok((id, next)) => {
+                    if let Some(name) = names.remove(&id) {
+                        timers.set(name.clone(), next);
+                        ctx.queue.finish(&name);
+                    }
                 }
                 // A reconcile panicked: so does the controller, as under kube-runtime (the process
                 // restarts with a clean slate).
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => {}
+                // Cancelled (nothing aborts these tasks, but the runtime's shutdown cancels them):
+                // no answer, so the namespace gets another look.
+                Err(e) => {
+                    if let Some(name) = names.remove(&e.id()) {
+                        ctx.queue.finish(&name);
+                        ctx.enqueue(&name);
+                    }
+                }
             },
             Some(due) = timers.next(), if !stopping => ctx.enqueue(&due),
             else => break,
@@ -63,12 +76,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
 }
 
 /// One reconcile of `name`, and what it asks for next (a failure's retry among them).
-async fn one(ctx: Arc<Context>, name: Arc<str>) -> (Arc<str>, Requeue) {
-    let next = match reconcile(&name, ctx.clone()).await {
+async fn one(ctx: Arc<Context>, name: Arc<str>) -> Requeue {
+    match reconcile(&name, ctx.clone()).await {
         Ok(next) => next,
         Err(error) => error_policy(&name, &error, &ctx),
-    };
-    (name, next)
+    }
 }
 
 /// The longest a timer is set for (an exception that ends years from now, a resync period set that
