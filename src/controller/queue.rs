@@ -22,9 +22,11 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::Notify;
 
 /// Which line a waiting name is in.
@@ -44,9 +46,9 @@ pub struct Order {
     /// Waiting for a first look, in arrival order. A name moved up to `again` leaves a stale copy
     /// here, skipped when it comes up (`queued` says which line each waiting name is in).
     first: VecDeque<Arc<str>>,
-    /// Every waiting name and its line; a name in `after` counts as `Again` (and is in neither
-    /// line until its reconcile ends).
-    queued: HashMap<Arc<str>, Line>,
+    /// Every waiting name, its line and when it was first asked for; a name in `after` counts as
+    /// `Again` (and is in neither line until its reconcile ends).
+    queued: HashMap<Arc<str>, Waiting>,
     /// Handed on to the runner, which starts each one at once: not finished.
     running: HashSet<Arc<str>>,
     /// Waiting for another look while their reconcile runs (its own writes came back): they join
@@ -57,6 +59,13 @@ pub struct Order {
     firsts: usize,
     /// Turns handed on from `again` in a row while first looks waited.
     passed_over: usize,
+}
+
+/// A waiting name's line, and when its first waiting trigger came.
+#[derive(Clone, Copy, Debug)]
+struct Waiting {
+    line: Line,
+    since: Instant,
 }
 
 /// First looks get at least one turn in this many: a steady stream of other looks (a fan-out, a
@@ -82,20 +91,21 @@ impl Order {
     /// unless it waits already. A first look still waiting moves up to the other line when another
     /// look is asked for. Another look at a namespace whose reconcile runs (handed on, even if not
     /// yet reading) joins the line when that reconcile ends. Returns whether it was queued or moved.
-    pub fn push(&mut self, name: &str, looked: bool) -> bool {
+    /// A name waits from its first trigger (`now`): a later one, or a move up, does not restart it.
+    pub fn push(&mut self, name: &str, looked: bool, now: Instant) -> bool {
         let line = if looked || self.running.contains(name) { Line::Again } else { Line::First };
         if let Some((waiting, was)) = self.queued.get_key_value(name) {
-            if *was == Line::Again || line == Line::First {
+            if was.line == Line::Again || line == Line::First {
                 return false;
             }
-            let waiting = waiting.clone();
-            self.queued.insert(waiting.clone(), Line::Again);
+            let (waiting, since) = (waiting.clone(), was.since);
+            self.queued.insert(waiting.clone(), Waiting { line: Line::Again, since });
             self.firsts -= 1;
             self.again.push_back(waiting);
             return true;
         }
         let name: Arc<str> = Arc::from(name);
-        self.queued.insert(name.clone(), line);
+        self.queued.insert(name.clone(), Waiting { line, since: now });
         match line {
             Line::Again if self.running.contains(&name) => {
                 self.after.insert(name);
@@ -111,29 +121,32 @@ impl Order {
 
     /// The next name to hand on, if one waits in a line and fewer than the limit run: from the
     /// line of other looks, but from the first looks at least one turn in [`FIRST_LOOK_EVERY`]. It
-    /// counts as running from here until [`Self::finish`] (the runner starts it at once).
-    pub fn next(&mut self) -> Option<Arc<str>> {
+    /// counts as running from here until [`Self::finish`] (the runner starts it at once). With it,
+    /// how long it waited: from its first trigger to `now`.
+    pub fn next(&mut self, now: Instant) -> Option<(Arc<str>, Duration)> {
         if self.taken() >= self.limit {
             return None;
         }
         let first_due = self.passed_over + 1 >= FIRST_LOOK_EVERY;
-        let name = if first_due {
+        let (name, since) = if first_due {
             self.pop(Line::First).or_else(|| self.pop(Line::Again))
         } else {
             self.pop(Line::Again).or_else(|| self.pop(Line::First))
         }?;
         self.running.insert(name.clone());
-        Some(name)
+        Some((name, now.saturating_duration_since(since)))
     }
 
-    /// The next name waiting in `line` (skipping stale copies of names moved up).
-    fn pop(&mut self, line: Line) -> Option<Arc<str>> {
+    /// The next name waiting in `line` (skipping stale copies of names moved up), and since when.
+    fn pop(&mut self, line: Line) -> Option<(Arc<str>, Instant)> {
         loop {
             let name = match line {
                 Line::Again => self.again.pop_front(),
                 Line::First => self.first.pop_front(),
             }?;
-            if self.queued.get(&name) == Some(&line) {
+            if let Some(&Waiting { line: was, since }) = self.queued.get(&name)
+                && was == line
+            {
                 self.queued.remove(&name);
                 if line == Line::First {
                     self.firsts -= 1;
@@ -143,7 +156,7 @@ impl Order {
                 } else {
                     self.passed_over = 0;
                 }
-                return Some(name);
+                return Some((name, since));
             }
         }
     }
@@ -190,11 +203,13 @@ pub struct Queue {
     ready: Notify,
     /// Names waiting (`nsguard_queue_depth`).
     depth: Gauge,
+    /// How long each name handed on waited (`nsguard_queue_wait_seconds`).
+    wait: Histogram,
 }
 
 impl Queue {
-    pub fn new(limit: usize, depth: Gauge) -> Self {
-        Self { order: Mutex::new(Order::new(limit)), ready: Notify::new(), depth }
+    pub fn new(limit: usize, depth: Gauge, wait: Histogram) -> Self {
+        Self { order: Mutex::new(Order::new(limit)), ready: Notify::new(), depth, wait }
     }
 
     fn order(&self) -> std::sync::MutexGuard<'_, Order> {
@@ -204,7 +219,7 @@ impl Queue {
     /// A trigger for the namespace `name` (`looked`: nsguard has looked at it before).
     pub fn push(&self, name: &str, looked: bool) {
         let mut order = self.order();
-        if order.push(name, looked) {
+        if order.push(name, looked, Instant::now()) {
             self.depth.set(i64::try_from(order.len()).unwrap_or(i64::MAX));
             drop(order);
             self.ready.notify_one();
@@ -234,11 +249,12 @@ impl Queue {
                 // wait is not lost.
                 let next = {
                     let mut order = queue.order();
-                    let next = order.next();
+                    let next = order.next(Instant::now());
                     queue.depth.set(i64::try_from(order.len()).unwrap_or(i64::MAX));
                     next
                 };
-                if let Some(name) = next {
+                if let Some((name, waited)) = next {
+                    queue.wait.observe(waited.as_secs_f64());
                     return Some((name, queue));
                 }
                 queue.ready.notified().await;

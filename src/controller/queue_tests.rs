@@ -2,15 +2,21 @@
 
 use super::*;
 
+/// A fixed moment for the tests that are not about waiting.
+fn t0() -> Instant {
+    static T0: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+    *T0
+}
+
 fn drain(order: &mut Order) -> Vec<String> {
-    std::iter::from_fn(|| order.next()).map(|n| n.to_string()).collect()
+    std::iter::from_fn(|| order.next(t0())).map(|(n, _)| n.to_string()).collect()
 }
 
 #[test]
 fn names_go_in_arrival_order_no_more_than_the_limit_at_a_time() {
     let mut order = Order::new(2);
     for name in ["a", "b", "c", "d"] {
-        assert!(order.push(name, false));
+        assert!(order.push(name, false, t0()));
     }
     assert_eq!(drain(&mut order), ["a", "b"]);
     assert_eq!(order.taken(), 2, "a and b run: the limit is reached");
@@ -26,10 +32,10 @@ fn names_go_in_arrival_order_no_more_than_the_limit_at_a_time() {
 fn another_look_goes_ahead_of_first_looks_each_in_arrival_order() {
     let mut order = Order::new(8);
     for (name, looked) in [("new-1", false), ("new-2", false), ("seen-1", true), ("new-3", false), ("seen-2", true)] {
-        assert!(order.push(name, looked));
+        assert!(order.push(name, looked, t0()));
     }
-    assert!(!order.push("new-1", false), "waiting already");
-    assert!(!order.push("seen-1", true), "waiting already");
+    assert!(!order.push("new-1", false, t0()), "waiting already");
+    assert!(!order.push("seen-1", true, t0()), "waiting already");
     assert_eq!(order.len(), 5);
     assert_eq!(drain(&mut order), ["seen-1", "seen-2", "new-1", "new-2", "new-3"]);
 }
@@ -39,10 +45,10 @@ fn another_look_goes_ahead_of_first_looks_each_in_arrival_order() {
 #[test]
 fn a_waiting_first_look_moves_up_when_another_look_is_asked_for() {
     let mut order = Order::new(8);
-    order.push("new-1", false);
-    order.push("new-2", false);
-    assert!(order.push("new-2", true), "moved up");
-    assert!(!order.push("new-2", true), "moved already");
+    order.push("new-1", false, t0());
+    order.push("new-2", false, t0());
+    assert!(order.push("new-2", true, t0()), "moved up");
+    assert!(!order.push("new-2", true, t0()), "moved already");
     assert_eq!(order.len(), 2);
     assert_eq!(drain(&mut order), ["new-2", "new-1"]);
     assert!(order.is_empty());
@@ -53,11 +59,11 @@ fn a_waiting_first_look_moves_up_when_another_look_is_asked_for() {
 #[test]
 fn a_trigger_while_the_first_look_runs_is_another_look() {
     let mut order = Order::new(8);
-    order.push("a", false);
-    order.push("b", false);
+    order.push("a", false, t0());
+    order.push("b", false, t0());
     assert_eq!(drain(&mut order), ["a", "b"]);
-    order.push("c", false);
-    assert!(order.push("a", false), "a runs: its writes came back");
+    order.push("c", false, t0());
+    assert!(order.push("a", false, t0()), "a runs: its writes came back");
     order.finish("a");
     assert_eq!(drain(&mut order), ["a", "c"]);
 }
@@ -69,11 +75,11 @@ fn a_trigger_while_the_first_look_runs_is_another_look() {
 #[test]
 fn another_look_at_a_running_namespace_waits_for_it_without_a_turn() {
     let mut order = Order::new(2);
-    order.push("a", false);
+    order.push("a", false, t0());
     assert_eq!(drain(&mut order), ["a"]);
-    assert!(order.push("a", false), "its writes came back");
-    assert!(!order.push("a", true), "waiting already");
-    order.push("b", false);
+    assert!(order.push("a", false, t0()), "its writes came back");
+    assert!(!order.push("a", true, t0()), "waiting already");
+    order.push("b", false, t0());
     assert_eq!(drain(&mut order), ["b"], "the other turn goes to b, not to a's next look");
     assert_eq!(order.len(), 1, "a's next look waits");
     order.finish("a");
@@ -88,9 +94,9 @@ fn another_look_at_a_running_namespace_waits_for_it_without_a_turn() {
 #[test]
 fn first_looks_get_a_turn_in_every_few() {
     let mut order = Order::new(100);
-    order.push("new", false);
+    order.push("new", false, t0());
     for i in 0..10 {
-        order.push(&format!("seen-{i}"), true);
+        order.push(&format!("seen-{i}"), true, t0());
     }
     let handed = drain(&mut order);
     let at = handed.iter().position(|n| n == "new").expect("handed on");
@@ -101,10 +107,10 @@ fn first_looks_get_a_turn_in_every_few() {
 #[test]
 fn the_limit_holds_across_both_lines() {
     let mut order = Order::new(1);
-    order.push("new", false);
-    order.push("seen", true);
+    order.push("new", false, t0());
+    order.push("seen", true, t0());
     assert_eq!(drain(&mut order), ["seen"]);
-    order.push("seen-2", true);
+    order.push("seen-2", true, t0());
     order.finish("seen");
     assert_eq!(drain(&mut order), ["seen-2"], "another look came before the turn freed up");
     order.finish("seen-2");
@@ -117,10 +123,10 @@ fn the_limit_holds_across_both_lines() {
 #[test]
 fn a_name_waits_once_and_a_trigger_once_handed_on_comes_after_it() {
     let mut order = Order::new(2);
-    assert!(order.push("a", false));
-    assert!(!order.push("a", false), "already waiting");
+    assert!(order.push("a", false, t0()));
+    assert!(!order.push("a", false, t0()), "already waiting");
     assert_eq!(drain(&mut order), ["a"]);
-    assert!(order.push("a", false), "running: it may have read the caches before the change");
+    assert!(order.push("a", false, t0()), "running: it may have read the caches before the change");
     assert_eq!(drain(&mut order), Vec::<String>::new(), "a turn is free, but a waits for its running reconcile");
     order.finish("a");
     assert_eq!(drain(&mut order), ["a"]);
@@ -134,8 +140,8 @@ fn a_name_waits_once_and_a_trigger_once_handed_on_comes_after_it() {
 #[test]
 fn finishing_a_name_not_handed_on_frees_no_turn() {
     let mut order = Order::new(1);
-    order.push("a", false);
-    order.push("b", false);
+    order.push("a", false, t0());
+    order.push("b", false, t0());
     assert_eq!(drain(&mut order), ["a"]);
     order.finish("x");
     order.finish("b");
@@ -148,7 +154,8 @@ fn finishing_a_name_not_handed_on_frees_no_turn() {
 #[tokio::test]
 async fn the_stream_hands_on_a_name_when_a_turn_ends() {
     use futures::StreamExt;
-    let queue = Arc::new(Queue::new(1, Gauge::default()));
+    let metrics = crate::ops::metrics::Metrics::default();
+    let queue = Arc::new(Queue::new(1, metrics.queue_depth.clone(), metrics.queue_wait.clone()));
     queue.push("a", false);
     queue.push("b", false);
     let mut handed = std::pin::pin!(queue.clone().handed());
@@ -156,4 +163,27 @@ async fn the_stream_hands_on_a_name_when_a_turn_ends() {
     assert!(futures::poll!(handed.next()).is_pending(), "the one turn is taken");
     queue.finish("a");
     assert_eq!(handed.next().await.map(|n| n.to_string()), Some("b".to_owned()));
+    assert!(
+        metrics.encode().contains("nsguard_queue_wait_seconds_count 2\n"),
+        "each name handed on has its wait observed"
+    );
+}
+
+/// A name waits from its first trigger: another trigger, or a move up to the other line, does not
+/// restart its wait; another look asked for while it runs waits from that trigger.
+#[test]
+fn a_name_waits_from_its_first_trigger() {
+    let ms = Duration::from_millis;
+    let mut order = Order::new(1);
+    assert!(order.push("a", false, t0()));
+    assert!(order.push("b", false, t0() + ms(1)));
+    assert!(!order.push("a", false, t0() + ms(2)), "waiting already");
+    assert!(order.push("b", true, t0() + ms(3)), "moved up");
+    assert_eq!(order.next(t0() + ms(10)), Some((Arc::from("b"), ms(9))));
+    order.finish("b");
+    assert_eq!(order.next(t0() + ms(20)), Some((Arc::from("a"), ms(20))));
+    assert!(order.push("a", true, t0() + ms(25)), "another look while a runs");
+    assert_eq!(order.next(t0() + ms(26)), None, "it waits for the running reconcile");
+    order.finish("a");
+    assert_eq!(order.next(t0() + ms(30)), Some((Arc::from("a"), ms(5))));
 }

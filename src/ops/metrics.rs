@@ -85,6 +85,8 @@ pub struct Metrics {
     pub exceptions_active: Family<ProfileLabels, Gauge>,
     /// Namespaces waiting for a reconcile (`controller::queue`).
     pub queue_depth: Gauge,
+    /// How long each namespace handed on to a reconcile waited in the queue.
+    pub queue_wait: Histogram,
     /// How long one poll of each part of the controller's task took: every part waits meanwhile.
     pub poll_duration: Histograms<PartLabels>,
 }
@@ -182,6 +184,13 @@ impl Default for Metrics {
             "Namespaces waiting for a reconcile (another look ahead of first looks, each in arrival order)",
             queue_depth.clone(),
         );
+        // 50 µs .. ~52 s
+        let queue_wait = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.00005, 2.0, 21));
+        registry.register(
+            "queue_wait_seconds",
+            "How long a namespace waited in the queue, from its first trigger to its reconcile's start",
+            queue_wait.clone(),
+        );
         // 50 µs .. ~0.8 s
         let poll_duration: Histograms<PartLabels> = Family::new_with_constructor(|| {
             Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.00005, 2.0, 15))
@@ -195,6 +204,7 @@ impl Default for Metrics {
         Self {
             poll_duration,
             queue_depth,
+            queue_wait,
             gate_checks,
             enforce_checks,
             enforce_held,
