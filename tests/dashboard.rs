@@ -149,7 +149,7 @@ fn every_query_names_only_metrics_and_labels_nsguard_exports() {
 }
 
 #[test]
-fn dashboard_shows_compliance_drift_latency_writes_and_leadership() {
+fn dashboard_shows_compliance_drift_latency_writes_leadership_and_the_queue() {
     let all: String = expressions(&dashboard()).into_iter().map(|(_, e)| e + "\n").collect();
     for (what, needle) in [
         ("compliant namespaces per profile", "max by (profile) (nsguard_profile_compliant_namespaces)"),
@@ -161,6 +161,8 @@ fn dashboard_shows_compliance_drift_latency_writes_and_leadership() {
         ),
         ("writes per second", "rate(nsguard_write_requests_total"),
         ("leadership", "nsguard_leader"),
+        ("queue wait p99", "histogram_quantile(0.99, sum by (le) (rate(nsguard_queue_wait_seconds_bucket"),
+        ("queue depth", "nsguard_queue_depth"),
     ] {
         assert!(all.contains(needle), "no panel shows {what} ({needle})");
     }

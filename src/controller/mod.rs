@@ -166,11 +166,7 @@ pub async fn run(
     let (synced, synced_rx) = watch::channel(false);
     let ctx = Arc::new(Context {
         events: EventQueue::start(Publisher::new(client.clone(), settings.instance.clone()), metrics.clone()),
-        queue: Arc::new(queue::Queue::new(
-            usize::from(settings.concurrency),
-            metrics.queue_depth.clone(),
-            metrics.queue_wait.clone(),
-        )),
+        queue: Arc::new(queue::Queue::new(usize::from(settings.concurrency), metrics.queue_depth.clone())),
         client,
         profiles: NamedIndex::default(),
         profile_status: NamedIndex::default(),

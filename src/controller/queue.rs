@@ -22,11 +22,10 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::Stream;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::Notify;
 
 /// Which line a waiting name is in.
@@ -122,8 +121,8 @@ impl Order {
     /// The next name to hand on, if one waits in a line and fewer than the limit run: from the
     /// line of other looks, but from the first looks at least one turn in [`FIRST_LOOK_EVERY`]. It
     /// counts as running from here until [`Self::finish`] (the runner starts it at once). With it,
-    /// how long it waited: from its first trigger to `now`.
-    pub fn next(&mut self, now: Instant) -> Option<(Arc<str>, Duration)> {
+    /// when it started waiting (its first waiting trigger).
+    pub fn next(&mut self) -> Option<(Arc<str>, Instant)> {
         if self.taken() >= self.limit {
             return None;
         }
@@ -134,7 +133,7 @@ impl Order {
             self.pop(Line::Again).or_else(|| self.pop(Line::First))
         }?;
         self.running.insert(name.clone());
-        Some((name, now.saturating_duration_since(since)))
+        Some((name, since))
     }
 
     /// The next name waiting in `line` (skipping stale copies of names moved up), and since when.
@@ -203,13 +202,11 @@ pub struct Queue {
     ready: Notify,
     /// Names waiting (`nsguard_queue_depth`).
     depth: Gauge,
-    /// How long each name handed on waited (`nsguard_queue_wait_seconds`).
-    wait: Histogram,
 }
 
 impl Queue {
-    pub fn new(limit: usize, depth: Gauge, wait: Histogram) -> Self {
-        Self { order: Mutex::new(Order::new(limit)), ready: Notify::new(), depth, wait }
+    pub fn new(limit: usize, depth: Gauge) -> Self {
+        Self { order: Mutex::new(Order::new(limit)), ready: Notify::new(), depth }
     }
 
     fn order(&self) -> std::sync::MutexGuard<'_, Order> {
@@ -218,8 +215,9 @@ impl Queue {
 
     /// A trigger for the namespace `name` (`looked`: nsguard has looked at it before).
     pub fn push(&self, name: &str, looked: bool) {
+        let now = Instant::now();
         let mut order = self.order();
-        if order.push(name, looked, Instant::now()) {
+        if order.push(name, looked, now) {
             self.depth.set(i64::try_from(order.len()).unwrap_or(i64::MAX));
             drop(order);
             self.ready.notify_one();
@@ -240,22 +238,21 @@ impl Queue {
         self.ready.notify_one();
     }
 
-    /// The runner's input: the names in order, as turns free up; each holds its turn until
-    /// [`Self::finish`]. One consumer.
-    pub fn handed(self: Arc<Self>) -> impl Stream<Item = Arc<str>> + Send {
+    /// The runner's input: the names in order, as turns free up, each with when it started
+    /// waiting; each holds its turn until [`Self::finish`]. One consumer.
+    pub fn handed(self: Arc<Self>) -> impl Stream<Item = (Arc<str>, Instant)> + Send {
         futures::stream::unfold(self, |queue| async move {
             loop {
                 // `notify_one` keeps a permit when no one waits: a wake between the check and the
                 // wait is not lost.
                 let next = {
                     let mut order = queue.order();
-                    let next = order.next(Instant::now());
+                    let next = order.next();
                     queue.depth.set(i64::try_from(order.len()).unwrap_or(i64::MAX));
                     next
                 };
-                if let Some((name, waited)) = next {
-                    queue.wait.observe(waited.as_secs_f64());
-                    return Some((name, queue));
+                if let Some(next) = next {
+                    return Some((next, queue));
                 }
                 queue.ready.notified().await;
             }

@@ -41,10 +41,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
     loop {
         tokio::select! {
             () = &mut shutdown, if !stopping => stopping = true,
-            Some(name) = handed.next(), if !stopping => {
+            Some((name, since)) = handed.next(), if !stopping => {
                 // This reconcile serves whatever the timer was for; its answer sets the next one.
                 timers.set(name.clone(), Requeue::AwaitChange);
-                let task = running.spawn(one(ctx.clone(), name.clone()));
+                let task = running.spawn(one(ctx.clone(), name.clone(), since));
                 names.insert(task.id(), name);
             }
             Some(done) = running.join_next_with_id() => match done {
@@ -52,7 +52,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
                 // its timer is this reconcile's (an answer landing after the next hand-off would
                 // undo that hand-off's reset).
                 Ok((id, next)) => {
-                    if let Some(name) = names.remove(&id) {
+                    let name = names.remove(&id);
+                    debug_assert!(name.is_some(), "every task's namespace is kept until it ends");
+                    if let Some(name) = name {
                         timers.set(name.clone(), next);
                         ctx.queue.finish(&name);
                     }
@@ -60,12 +62,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
                 // A reconcile panicked: so does the controller, as under kube-runtime (the process
                 // restarts with a clean slate).
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                // Cancelled (nothing aborts these tasks, but the runtime's shutdown cancels them):
-                // no answer, so the namespace gets another look.
+                // Cancelled: defensive, as nothing cancels a task while this loop runs (dropping
+                // the runner drops them all). Its turn is given back; not queued again, since a
+                // cancel would come from a shutdown.
                 Err(e) => {
                     if let Some(name) = names.remove(&e.id()) {
                         ctx.queue.finish(&name);
-                        ctx.enqueue(&name);
                     }
                 }
             },
@@ -75,8 +77,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
     }
 }
 
-/// One reconcile of `name`, and what it asks for next (a failure's retry among them).
-async fn one(ctx: Arc<Context>, name: Arc<str>) -> Requeue {
+/// One reconcile of `name`, waiting `since`, and what it asks for next (a failure's retry among
+/// them).
+async fn one(ctx: Arc<Context>, name: Arc<str>, since: std::time::Instant) -> Requeue {
+    // Observed as the reconcile starts, so the wait includes any for a worker thread to run it.
+    ctx.metrics.queue_wait.observe(since.elapsed().as_secs_f64());
     match reconcile(&name, ctx.clone()).await {
         Ok(next) => next,
         Err(error) => error_policy(&name, &error, &ctx),

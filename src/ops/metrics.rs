@@ -85,7 +85,7 @@ pub struct Metrics {
     pub exceptions_active: Family<ProfileLabels, Gauge>,
     /// Namespaces waiting for a reconcile (`controller::queue`).
     pub queue_depth: Gauge,
-    /// How long each namespace handed on to a reconcile waited in the queue.
+    /// How long each namespace waited for its reconcile to start, from its first waiting trigger.
     pub queue_wait: Histogram,
     /// How long one poll of each part of the controller's task took: every part waits meanwhile.
     pub poll_duration: Histograms<PartLabels>,
@@ -184,11 +184,12 @@ impl Default for Metrics {
             "Namespaces waiting for a reconcile (another look ahead of first looks, each in arrival order)",
             queue_depth.clone(),
         );
-        // 50 µs .. ~52 s
-        let queue_wait = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.00005, 2.0, 21));
+        // 50 µs .. ~7 min (a burst's backlog at 10,000 namespaces waits minutes)
+        let queue_wait = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.00005, 2.0, 24));
         registry.register(
             "queue_wait_seconds",
-            "How long a namespace waited in the queue, from its first trigger to its reconcile's start",
+            "How long a namespace waited for its reconcile to start, from its first waiting trigger (one that came \
+             while the namespace's reconcile ran waits for that reconcile too)",
             queue_wait.clone(),
         );
         // 50 µs .. ~0.8 s
