@@ -302,35 +302,29 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(controller::run(client, settings, metrics, leader.clone(), stopped(), move |handle| {
             let _ = handle_slot.set(handle);
         }));
-    let mut drained = true;
-    tokio::select! {
+    let mut failed = None;
+    let drained = tokio::select! {
         result = &mut controller => {
-            // It ended by itself (a part of it stopped): its reconciles were cancelled, not
-            // drained, so the lease is left to expire.
-            drained = false;
-            match result {
-                Ok(result) => result?,
+            // It ended by itself (it said which part): its reconciles were cancelled, not drained,
+            // so the lease is left to expire and the process exits with an error.
+            failed = Some(match result {
+                Ok(stopped) => anyhow::anyhow!("the controller stopped by itself: {stopped:?}"),
                 // A reconcile panicked: so does the process, as before.
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(e) => return Err(e.into()),
-            }
+                Err(e) => e.into(),
+            });
+            false
         }
         () = shutdown_signal() => {
             let _ = stop_tx.send(true);
             // Let in-flight reconciles finish.
-            match tokio::time::timeout(Duration::from_secs(20), &mut controller).await {
-                Ok(Ok(_)) => {}
-                // A reconcile panicked while draining: the others were cancelled, not drained; the
-                // process goes down and the lease is left to expire.
-                Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Ok(Err(_)) => drained = false,
-                Err(_) => {
-                    warn!("reconciles still running after 20s; exiting without releasing the lease");
-                    drained = false;
-                }
+            let ended = tokio::time::timeout(Duration::from_secs(20), &mut controller).await.ok();
+            if ended.is_none() {
+                warn!("reconciles still running after 20s; exiting without releasing the lease");
             }
+            controller::may_release(ended)
         }
-    }
+    };
     // Stops it if it did not drain (a no-op once it ended).
     controller.abort();
     // In-flight reconciles have drained: only now give the lease up, so a successor never writes
@@ -344,8 +338,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             warn!("timed out releasing the leader lease");
         }
     }
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
+    let served = match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(Err(e))) => Err(anyhow::Error::from(e).context("HTTP server")),
         _ => Ok(()),
-    }
+    };
+    failed.map_or(served, Err)
 }

@@ -151,6 +151,29 @@ fn timed<F: Future>(ctx: &Context, part: &'static str, inner: F) -> impl Future<
     })
 }
 
+/// How [`run`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Told to stop, and every reconcile in flight finished.
+    Drained,
+    /// This part of the controller ended by itself (none should): the reconciles in flight were
+    /// cancelled, not drained.
+    Ended(&'static str),
+}
+
+/// Whether a replica told to stop may give its lease up, from how its controller's task ended
+/// within the time it had to drain (`None`: it did not end). Only if every reconcile in flight
+/// finished: otherwise one may still be writing, and the lease is left to expire (a successor
+/// waits a lease duration, by which time this replica's renew deadline has passed). A reconcile's
+/// panic is resumed: the process goes down as it would have without the shutdown.
+pub fn may_release(ended: Option<Result<Stopped, tokio::task::JoinError>>) -> bool {
+    match ended {
+        Some(Ok(Stopped::Drained)) => true,
+        Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Some(Ok(Stopped::Ended(_)) | Err(_)) | None => false,
+    }
+}
+
 /// Runs the controller until `shutdown` resolves; in-flight reconciles finish first. `leader`
 /// says whether this replica may write; the controller watches and decides regardless, so a new
 /// leader is ready at once.
@@ -161,7 +184,7 @@ pub async fn run(
     leader: Leadership,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     on_start: impl FnOnce(Handle),
-) -> Result<()> {
+) -> Stopped {
     let (namespaces, namespace_writer) = reflector::store();
     let (synced, synced_rx) = watch::channel(false);
     let ctx = Arc::new(Context {
@@ -208,13 +231,47 @@ pub async fn run(
         future::ready(())
     });
     // The runner ends on shutdown (in-flight reconciles finish first); the rest ends with it.
-    tokio::select! {
-        () = timed(&ctx, "runner", runner::run(ctx.clone(), shutdown)) => {},
-        () = timed(&ctx, "watches", feed) => warn!("the watches ended"),
-        () = timed(&ctx, "status", status_writer::run(ctx.clone())) => warn!("status writer ended"),
-        () = timed(&ctx, "finalizers", status_writer::keep_finalizers(ctx.clone())) => warn!("finalizer keeper ended"),
-        () = timed(&ctx, "tamper", tamper::watch(ctx.clone())) => {},
+    let stopped = tokio::select! {
+        () = timed(&ctx, "runner", runner::run(ctx.clone(), shutdown)) => Stopped::Drained,
+        () = timed(&ctx, "watches", feed) => Stopped::Ended("watches"),
+        () = timed(&ctx, "status", status_writer::run(ctx.clone())) => Stopped::Ended("status"),
+        () = timed(&ctx, "finalizers", status_writer::keep_finalizers(ctx.clone())) => Stopped::Ended("finalizers"),
+        () = timed(&ctx, "tamper", tamper::watch(ctx.clone())) => Stopped::Ended("tamper"),
+    };
+    match stopped {
+        Stopped::Drained => info!("controller stopped; reconciles in flight finished"),
+        Stopped::Ended(part) => {
+            warn!(part, "a part of the controller ended by itself; reconciles in flight were cancelled")
+        }
     }
-    info!("controller stopped");
-    Ok(())
+    stopped
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn only_reconciles_that_drained_release_the_lease() {
+        assert!(may_release(Some(Ok(Stopped::Drained))));
+        assert!(!may_release(Some(Ok(Stopped::Ended("watches")))), "a part ended: reconciles were cancelled");
+        assert!(!may_release(None), "reconciles still ran when the time to drain was up");
+        let cancelled = tokio::spawn(future::pending::<Stopped>());
+        cancelled.abort();
+        let cancelled = cancelled.await.expect_err("aborted");
+        assert!(cancelled.is_cancelled());
+        assert!(!may_release(Some(Err(cancelled))), "the controller's task was cancelled");
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_draining_takes_the_process_down() {
+        let panicked = tokio::spawn(async { std::panic::panic_any("a reconcile panicked") as Stopped })
+            .await
+            .expect_err("panicked");
+        let resumed = catch_unwind(AssertUnwindSafe(|| may_release(Some(Err(panicked)))));
+        let payload = resumed.expect_err("the panic is resumed, not turned into an answer");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"a reconcile panicked"));
+    }
 }

@@ -82,13 +82,12 @@ impl Operator {
         let (handle_tx, mut handle_rx) = tokio::sync::mpsc::unbounded_channel();
         let task_metrics = metrics.clone();
         let task = tokio::spawn(async move {
-            let result = controller::run(client, settings, task_metrics, leader, std::future::pending(), move |h| {
+            let stopped = controller::run(client, settings, task_metrics, leader, std::future::pending(), move |h| {
                 let _ = handle_tx.send(h);
             })
             .await;
-            if let Err(e) = result {
-                panic!("controller failed: {e}");
-            }
+            // Never told to stop: it ended by itself.
+            panic!("controller stopped: {stopped:?}");
         });
         let handle = handle_rx.recv().await.expect("controller started");
         let ready = handle.clone();
