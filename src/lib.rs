@@ -5,7 +5,7 @@
 //! - [`controller`]: the edges — watches and caches, scheduling, server-side apply, events, status
 //!   writer, leadership. It executes what [`core`] decides.
 //! - [`cli`]: `nsguard plan`, `validate` and `status`, over the same core.
-//! - [`ops`]: HTTP probes and metrics, telemetry.
+//! - [`ops`]: the Kubernetes client, HTTP probes and metrics, telemetry.
 //!
 //! See ARCHITECTURE.md for the data flow from a watch event to a write.
 

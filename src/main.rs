@@ -192,7 +192,7 @@ async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
         }
         None => kube::Config::infer().await.context("no kubeconfig and not in a cluster")?,
     };
-    Client::try_from(config).context("building the Kubernetes client")
+    nsguard::ops::client::build(config).context("building the Kubernetes client")
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -45,7 +45,7 @@ async fn admin_config() -> Config {
 
 /// A client with the admin identity (`system:masters`).
 pub async fn admin_client() -> Client {
-    let client = Client::try_from(admin_config().await).expect("client from kubeconfig");
+    let client = nsguard::ops::client::build(admin_config().await).expect("client from kubeconfig");
     // Fail fast, with a clear message, when the kubeconfig is stale (the cluster was stopped).
     if let Err(e) = client.apiserver_version().await {
         panic!(
@@ -78,14 +78,14 @@ pub async fn client_as_service_account(admin: &Client, namespace: &str, name: &s
     let token = service_account_token(admin, namespace, name).await;
     let mut config = admin_config().await;
     config.auth_info = AuthInfo { token: Some(token.into()), ..Default::default() };
-    Client::try_from(config).expect("client for ServiceAccount")
+    nsguard::ops::client::build(config).expect("client for ServiceAccount")
 }
 
 /// A client acting as user `user` (the admin impersonates it): only the rights RBAC gives `user`.
 pub async fn client_as_user(user: &str) -> Client {
     let mut config = admin_config().await;
     config.auth_info.impersonate = Some(user.to_owned());
-    Client::try_from(config).expect("client for user")
+    nsguard::ops::client::build(config).expect("client for user")
 }
 
 /// A client acting as user `user` in `groups` (the admin impersonates them).
@@ -93,7 +93,7 @@ pub async fn client_as_member(user: &str, groups: &[&str]) -> Client {
     let mut config = admin_config().await;
     config.auth_info.impersonate = Some(user.to_owned());
     config.auth_info.impersonate_groups = Some(groups.iter().map(|g| (*g).to_owned()).collect());
-    Client::try_from(config).expect("client for user in groups")
+    nsguard::ops::client::build(config).expect("client for user in groups")
 }
 
 /// Binds `user` to the built-in `admin` ClusterRole in `namespace` only: a namespace owner.
