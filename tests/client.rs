@@ -38,30 +38,35 @@ async fn server() -> (SocketAddr, mpsc::UnboundedReceiver<SocketAddr>) {
     (addr, accepted)
 }
 
-/// `TCP_NODELAY` on this process's socket whose local address is `local`.
-fn nodelay_at(local: SocketAddr) -> bool {
+/// `TCP_NODELAY` on this process's socket from `local` to `peer`.
+fn nodelay_at(local: SocketAddr, peer: SocketAddr) -> bool {
     for entry in std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd") {
         let Ok(fd) = entry.expect("an fd").file_name().to_string_lossy().parse::<i32>() else { continue };
-        // SAFETY: only read from (getsockname, getsockopt); the socket sought is held open by the
-        // caller's client, and any other fd here at worst answers with an error.
+        // SAFETY: only read from (getsockname, getpeername, getsockopt), never closed. The socket
+        // sought is held open by the caller's client; any other fd (closed, or its number reused
+        // meanwhile) at worst answers with an error or an address that does not match.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
         let socket = socket2::SockRef::from(&fd);
-        if socket.local_addr().ok().and_then(|a| a.as_socket()) == Some(local) {
+        let (Ok(at), Ok(to)) = (socket.local_addr(), socket.peer_addr()) else { continue };
+        if at.as_socket() == Some(local) && to.as_socket() == Some(peer) {
             return socket.tcp_nodelay().expect("TCP_NODELAY of the client's socket");
         }
     }
-    panic!("no socket of this process at {local}");
+    panic!("no socket of this process from {local} to {peer}");
 }
 
 /// Whether a client from `build` sends its requests with `TCP_NODELAY` on.
 async fn nodelay_of(build: impl FnOnce(Config) -> Client) -> bool {
     let (addr, mut accepted) = server().await;
-    let client = build(Config::new(format!("http://{addr}").parse().expect("URL")));
+    let mut config = Config::new(format!("http://{addr}").parse().expect("URL"));
+    // Plain HTTP: no CA needed, and none looked for on the machine.
+    config.root_cert = Some(Vec::new());
+    let client = build(config);
     let request = http::Request::get("/version").body(Vec::new()).expect("request");
     assert_eq!(client.request_text(request).await.expect("answered"), "{}");
     let client_end = accepted.recv().await.expect("a connection");
     // The client keeps the connection in its pool, open, while it lives.
-    let nodelay = nodelay_at(client_end);
+    let nodelay = nodelay_at(client_end, addr);
     drop(client);
     nodelay
 }

@@ -21,6 +21,14 @@ fn nsguard_writes(op: &Operator) -> u64 {
         .sum()
 }
 
+/// Reconciles whose wait in the queue was observed (`nsguard_queue_wait_seconds_count`).
+fn queue_waits(op: &Operator) -> u64 {
+    let text = op.metrics.encode();
+    text.lines()
+        .find_map(|l| l.strip_prefix("nsguard_queue_wait_seconds_count ")?.parse().ok())
+        .expect("nsguard_queue_wait_seconds_count")
+}
+
 fn reconciles(op: &Operator) -> u64 {
     ["compliant", "converging", "untouched"]
         .iter()
@@ -75,6 +83,11 @@ async fn converged_cluster_gets_no_writes() {
         converging.iter().any(|e| e["verb"] == "patch" && e["objectRef"]["resource"] == "namespaces"),
         "the audit log shows no write by {NSGUARD_USER}; is auditing on?"
     );
+
+    // Each reconcile's wait in the queue is observed as it starts: at least as many as ended.
+    let ended = reconciles(&op);
+    let waits = queue_waits(&op);
+    assert!(ended > 0 && waits >= ended, "{waits} waits observed for {ended} reconciles");
 
     let audit_offset = audit_log_offset();
     let writes_before = nsguard_writes(&op);

@@ -4,15 +4,17 @@
 //! #2056). On each new connection to the API server the last message of the TLS handshake and the
 //! first request then go as two small segments, and the request waits for the API server's delayed
 //! ACK of the first: 40 ms on Linux. At 10,000 namespaces, every bench run had a heal or two of
-//! 45–52 ms where the rest took 3: the heal overlapped a status write after an idle spell had
+//! 44–52 ms where the rest took 3: the heal overlapped a status write after an idle spell had
 //! closed the pool's spare connections, so it went on a new one. client-go, like every Go program,
 //! has `TCP_NODELAY` on.
 //!
-//! The stack is kube's own, from its public parts: the rustls connector and the timeouts from the
+//! The stack is kube's own, from its public parts, in kube's order: the rustls connector (with the
+//! config's CA, server name and client certificate, an exec plugin's too) and the timeouts from the
 //! [`Config`], then [`ConfigExt`]'s base URI, kube's retry policy (if the config asks for it), its
-//! auth and extra headers. Two things kube's builder does that this does not: a proxy, and the
-//! expiry of an exec plugin's client certificate. A config that needs either gets kube's builder.
-//! (Also not here: kube's debug-level `HTTP` tracing spans.)
+//! auth (tokens refreshed as kube refreshes them) and extra headers (impersonation). A config with
+//! a proxy gets kube's builder as it is. Not here: kube's `HTTP` tracing spans, and with them its
+//! error log line for each failed request; nsguard logs its own failures, with what failed.
+//! (kube's gzip decompression is not built into nsguard either way.)
 
 use hyper_timeout::TimeoutConnector;
 use hyper_util::client::legacy::Builder;
@@ -25,9 +27,9 @@ use tower::retry::RetryLayer;
 use tower::{BoxError, ServiceBuilder};
 
 /// A client for `config`, its connections with `TCP_NODELAY` on (kube's builder, as it is, for a
-/// proxy or an exec plugin).
+/// proxy).
 pub fn build(config: Config) -> kube::Result<Client> {
-    if config.proxy_url.is_some() || config.auth_info.exec.is_some() {
+    if config.proxy_url.is_some() {
         return Client::try_from(config);
     }
     let mut http = HttpConnector::new();

@@ -26,7 +26,14 @@ pub struct Operator {
 
 impl Drop for Operator {
     fn drop(&mut self) {
+        // Never told to stop, the controller ends only if a part of it stopped (or it panicked):
+        // the test then ran without it, so it fails here if nothing failed it before.
+        let ended = self.task.is_finished();
         self.task.abort();
+        assert!(
+            !ended || std::thread::panicking(),
+            "nsguard's controller stopped by itself during the test (its panic is above)"
+        );
     }
 }
 
@@ -55,7 +62,6 @@ impl Operator {
     /// Stops this controller and starts a new one on the same shard (a restart: memory is lost,
     /// the cluster keeps what nsguard wrote), and waits until its caches are synced.
     pub async fn restart(self) -> Self {
-        self.task.abort();
         let shard = self.shard.clone();
         drop(self);
         Self::launch(shard, |_| {}).await
