@@ -3,9 +3,9 @@
 //! kube-client 5 builds its connector with hyper-util's default, `TCP_NODELAY` off (kube-rs issue
 //! #2056). On each new connection to the API server the last message of the TLS handshake and the
 //! first request then go as two small segments, and the request waits for the API server's delayed
-//! ACK of the first: 40 ms on Linux. At 10,000 namespaces, every bench run had a heal or two of
-//! 44–52 ms where the rest took 3: the heal overlapped a status write after an idle spell had
-//! closed the pool's spare connections, so it went on a new one. client-go, like every Go program,
+//! ACK of the first: 40 ms on Linux. In the 10,000-namespace bench, runs with an idle spell before
+//! the drift mostly had one heal of 44–53 ms where the rest took 3: the heal overlapped a status
+//! write after the idle spell had closed the pool's spare connections, so it went on a new one. client-go, like every Go program,
 //! has `TCP_NODELAY` on.
 //!
 //! The stack is kube's own, from its public parts, in kube's order: the rustls connector (with the
