@@ -302,18 +302,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(controller::run(client, settings, metrics, leader.clone(), stopped(), move |handle| {
             let _ = handle_slot.set(handle);
         }));
-    let mut failed = None;
-    let drained = tokio::select! {
+    // Whether the reconciles drained, and why the process fails if it does.
+    let (drained, failed) = tokio::select! {
         result = &mut controller => {
             // It ended by itself (it said which part): its reconciles were cancelled, not drained,
             // so the lease is left to expire and the process exits with an error.
-            failed = Some(match result {
+            let failed = match result {
                 Ok(stopped) => anyhow::anyhow!("the controller stopped by itself: {stopped:?}"),
                 // A reconcile panicked: so does the process, as before.
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(e) => e.into(),
-            });
-            false
+            };
+            (false, Some(failed))
         }
         () = shutdown_signal() => {
             let _ = stop_tx.send(true);
@@ -322,7 +322,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             if ended.is_none() {
                 warn!("reconciles still running after 20s; exiting without releasing the lease");
             }
-            controller::may_release(ended)
+            (controller::may_release(ended), None)
         }
     };
     // Stops it if it did not drain (a no-op once it ended).

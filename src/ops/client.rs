@@ -5,8 +5,8 @@
 //! first request then go as two small segments, and the request waits for the API server's delayed
 //! ACK of the first: 40 ms on Linux. In the 10,000-namespace bench, runs with an idle spell before
 //! the drift mostly had one heal of 44–53 ms where the rest took 3: the heal overlapped a status
-//! write after the idle spell had closed the pool's spare connections, so it went on a new one. client-go, like every Go program,
-//! has `TCP_NODELAY` on.
+//! write after the idle spell had closed the pool's spare connections, so it went on a new one.
+//! client-go, like every Go program, has `TCP_NODELAY` on.
 //!
 //! The stack is kube's own, from its public parts, in kube's order: the rustls connector (with the
 //! config's CA, server name and client certificate, an exec plugin's too) and the timeouts from the
